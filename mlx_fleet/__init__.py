@@ -1,0 +1,1 @@
+"""mlx-fleet: many MLX models behind one OpenAI-compatible endpoint."""

@@ -1,0 +1,108 @@
+"""`mlx-fleet`: serve the fleet, or talk to a running one.
+
+`serve` is one process tree: this process runs the HTTP router (uvicorn) and is the parent of
+the supervisor, which is the parent of every worker. Ctrl-C or SIGTERM stops uvicorn, then the
+supervisor ends its workers; whatever is still alive after that is killed, so nothing is left
+behind even if the supervisor itself hangs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+import psutil
+
+from mlx_fleet.config import ConfigError, load_config
+
+log = logging.getLogger("mlx_fleet")
+
+SUPERVISOR_STOP_SECONDS = 30.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mlx-fleet", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="start the supervisor and the HTTP router")
+    serve.add_argument("--config", type=Path, help="fleet.toml (default: built-in models)")
+    serve.add_argument("--host", help="overrides server.host")
+    serve.add_argument("--port", type=int, help="overrides server.port")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    environ = dict(os.environ)
+    if args.host:
+        environ["MLX_FLEET_SERVER_HOST"] = f'"{args.host}"'
+    if args.port:
+        environ["MLX_FLEET_SERVER_PORT"] = str(args.port)
+    try:
+        config = load_config(args.config, environ)
+    except ConfigError as e:
+        print(f"mlx-fleet: invalid configuration: {e}", file=sys.stderr)
+        return 2
+
+    import uvicorn
+
+    from mlx_fleet.runtime import Endpoints, make_runtime_dir, remove_runtime_dir
+    from router.app import create_app
+
+    started = time.time()
+    runtime = make_runtime_dir()
+    endpoints = Endpoints(runtime)
+    config_json = runtime / "config.json"
+    config_json.write_bytes(msgspec.json.encode(config))
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "supervisor", "--config-json", str(config_json),
+         "--runtime-dir", str(runtime), "--parent-pid", str(os.getpid())],
+        start_new_session=True,  # Ctrl-C reaches us; we stop it in order
+    )
+    try:
+        app = create_app(config, endpoints.frontend, started, supervisor_alive=lambda: supervisor.poll() is None)
+        server = uvicorn.Server(uvicorn.Config(
+            app, host=config.server.host, port=config.server.port, log_level=args.log_level,
+            access_log=False, backlog=2048, timeout_graceful_shutdown=20, lifespan="on",
+        ))
+        names = ", ".join(m.id for m in config.models)
+        log.info("mlx-fleet: serving %s on http://%s:%d", names, config.server.host, config.server.port)
+        server.run()
+    finally:
+        _stop_supervisor(supervisor)
+        remove_runtime_dir(runtime)
+    return 0
+
+
+def _stop_supervisor(supervisor: subprocess.Popen) -> None:
+    """SIGTERM (it ends its workers first), then SIGKILL whatever of its tree is still alive."""
+    try:
+        tree = psutil.Process(supervisor.pid).children(recursive=True)
+    except psutil.Error:
+        tree = []
+    if supervisor.poll() is None:
+        supervisor.send_signal(signal.SIGTERM)
+        try:
+            supervisor.wait(SUPERVISOR_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            log.error("supervisor did not stop in %.0f s; killing it", SUPERVISOR_STOP_SECONDS)
+            supervisor.kill()
+            supervisor.wait()
+    from supervisor.process import kill_all
+
+    kill_all(tree)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

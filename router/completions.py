@@ -1,0 +1,261 @@
+"""Chat and text completions: request → wire message → (stream of) OpenAI responses.
+
+A streamed response waits for the first frame before it sends any header, so a request that
+fails before producing anything (model cannot load, worker crashed) gets a plain JSON error with
+the right status instead of a 200 stream. After that, every frame is encoded once: the JSON
+around the text is precomputed per request and only the text itself is encoded per frame.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+import msgspec
+from litestar import Response
+from litestar.response import Stream
+
+from mlx_fleet.config import FleetConfig, ModelConfig
+from mlx_fleet.protocol import (
+    ChatInput,
+    Done,
+    Failure,
+    Generate,
+    Kind,
+    Message,
+    Sampling,
+    TextInput,
+    TokensInput,
+    decode_delta,
+    decode_end,
+    encode,
+)
+from router import openai_types as oa
+from router.errors import ApiError, validation_error
+from router.fleet_client import FleetClient, RequestStream, SupervisorUnavailable
+
+_json = msgspec.json.encode
+_DECODERS = {t: msgspec.json.Decoder(t).decode for t in (oa.ChatCompletionRequest, oa.CompletionRequest)}
+_DONE = b"data: [DONE]\n\n"
+RequestT = TypeVar("RequestT", oa.ChatCompletionRequest, oa.CompletionRequest)
+
+
+def decode_request(body: bytes, kind: type[RequestT]) -> RequestT:
+    decoder = _DECODERS[kind]
+    if not body.strip():
+        raise ApiError(400, "We could not parse the JSON body of your request. The body is empty.")
+    try:
+        return decoder(body)
+    except msgspec.ValidationError as e:
+        raise validation_error(e) from None
+    except msgspec.DecodeError:
+        try:
+            msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            raise ApiError(400, "We could not parse the JSON body of your request. (HINT: This likely means "
+                                "you aren't using your HTTP library correctly. The OpenAI API expects a JSON "
+                                "payload, but what was sent was not valid JSON.)") from None
+        raise ApiError(400, "Request body must be a JSON object.") from None
+
+
+def resolve_model(config: FleetConfig, name: str) -> ModelConfig:
+    model = config.model_ids().get(name)
+    if model is None:
+        raise ApiError(404, f"The model `{name}` does not exist or you do not have access to it.",
+                       code="model_not_found")
+    return model
+
+
+def sampling_from(req: oa._Sampling, max_tokens: int | None, default_max_tokens: int) -> Sampling:
+    if req.n != 1:
+        raise ApiError(400, "Only n=1 is supported.", param="n", code="unsupported_value")
+    if req.stream_options is not None and not req.stream:
+        raise ApiError(400, "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                       param="stream_options")
+    stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
+    return Sampling(
+        max_tokens=max_tokens or default_max_tokens,
+        temperature=1.0 if req.temperature is None else req.temperature,
+        top_p=1.0 if req.top_p is None else req.top_p,
+        top_k=req.top_k or 0,
+        min_p=req.min_p or 0.0,
+        seed=req.seed,
+        stop=stop,
+        repetition_penalty=req.repetition_penalty,
+        frequency_penalty=req.frequency_penalty or None,
+        presence_penalty=req.presence_penalty or None,
+        max_tokens_is_default=max_tokens is None,
+    )
+
+
+def chat_input(req: oa.ChatCompletionRequest, model: ModelConfig) -> ChatInput:
+    if req.tools:
+        raise ApiError(400, "Tool calling is not supported.", param="tools", code="unsupported_parameter")
+    if req.logprobs:
+        raise ApiError(400, "logprobs are not supported.", param="logprobs", code="unsupported_parameter")
+    messages = []
+    for i, m in enumerate(req.messages):
+        if isinstance(m.content, list):
+            texts = []
+            for j, part in enumerate(m.content):
+                if isinstance(part, oa.ImagePart):
+                    raise ApiError(400, f"Model '{model.id}' does not accept image input.",
+                                   param=f"messages[{i}].content[{j}]", code="model_not_supported")
+                texts.append(part.text)
+            content = "\n".join(texts)
+        else:
+            content = m.content or ""
+        messages.append(Message("system" if m.role == "developer" else m.role, content))
+    return ChatInput(tuple(messages))
+
+
+def completion_input(req: oa.CompletionRequest) -> TextInput | TokensInput:
+    if req.echo or req.suffix or req.logprobs:
+        raise ApiError(400, "echo, suffix and logprobs are not supported.", code="unsupported_parameter")
+    prompt = req.prompt
+    if isinstance(prompt, str):
+        return TextInput(prompt)
+    if all(isinstance(p, int) for p in prompt):
+        return TokensInput(tuple(prompt))
+    if len(prompt) == 1:
+        return TextInput(prompt[0])
+    raise ApiError(400, "'prompt' must be a string, a list of one string, or a list of token ids.",
+                   param="prompt", code="invalid_value")
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request on its way through the fleet."""
+
+    client: FleetClient
+    model: str
+    created: int
+    id: str
+
+    @classmethod
+    def new(cls, client: FleetClient, model: str, prefix: str) -> Exchange:
+        return cls(client, model, int(time.time()), f"{prefix}-{os.urandom(12).hex()}")
+
+    def open(self, request: Generate) -> RequestStream:
+        try:
+            return self.client.open(self.model, encode(request))
+        except SupervisorUnavailable as e:
+            raise ApiError(503, f"The model server is not available: {e}", code="supervisor_unavailable") from None
+
+    async def collect(self, stream: RequestStream) -> tuple[str, Done]:
+        """Everything the request produced, for a non-streamed response."""
+        texts: list[str] = []
+        try:
+            while True:
+                for kind, body in await stream.take():
+                    if kind == Kind.DELTA:
+                        texts.append(decode_delta(body).text)
+                    else:
+                        end = decode_end(body)
+                        if isinstance(end, Failure):
+                            raise ApiError.from_failure(end)
+                        return "".join(texts), end
+        finally:
+            self.client.cancel(stream)
+
+
+def _usage(done: Done) -> oa.Usage:
+    u = done.usage
+    return oa.Usage(prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
+                    total_tokens=u.prompt_tokens + u.completion_tokens)
+
+
+class _Frames:
+    """Precomputed JSON around the per-frame text, for one streamed response."""
+
+    def __init__(self, ex: Exchange, chat: bool) -> None:
+        head = {"id": ex.id, "object": "chat.completion.chunk" if chat else "text_completion",
+                "created": ex.created, "model": ex.model}
+        self.chat = chat
+        self._head = _json(head)[:-1]  # without the closing brace
+        if chat:
+            self._text_prefix = b"data: " + self._head + b',"choices":[{"index":0,"delta":{"content":'
+            self._text_suffix = b'},"finish_reason":null,"logprobs":null}]}\n\n'
+        else:
+            self._text_prefix = b"data: " + self._head + b',"choices":[{"index":0,"text":'
+            self._text_suffix = b',"finish_reason":null,"logprobs":null}]}\n\n'
+
+    def text(self, text: str) -> bytes:
+        return self._text_prefix + _json(text) + self._text_suffix
+
+    def role(self) -> bytes:
+        return b"data: " + self._head + b',"choices":[{"index":0,"delta":{"role":"assistant","content":""},' \
+                                        b'"finish_reason":null,"logprobs":null}]}\n\n'
+
+    def finish(self, reason: str) -> bytes:
+        body = b'"delta":{}' if self.chat else b'"text":""'
+        return (b"data: " + self._head + b',"choices":[{"index":0,' + body + b',"finish_reason":'
+                + _json(reason) + b',"logprobs":null}]}\n\n')
+
+    def usage(self, done: Done) -> bytes:
+        return b"data: " + self._head + b',"choices":[],"usage":' + _json(_usage(done)) + b"}\n\n"
+
+    @staticmethod
+    def error(failure: Failure) -> bytes:
+        return b"data: " + _json(ApiError.from_failure(failure).envelope()) + b"\n\n"
+
+
+async def respond(ex: Exchange, request: Generate, chat: bool, stream: bool, include_usage: bool) -> Response:
+    rs = ex.open(request)
+    if not stream:
+        text, done = await ex.collect(rs)
+        if chat:
+            body = oa.ChatCompletion(id=ex.id, created=ex.created, model=ex.model, usage=_usage(done), choices=[
+                oa.ChatChoice(message=oa.AssistantMessage(content=text), finish_reason=done.finish_reason)])
+        else:
+            body = oa.Completion(id=ex.id, created=ex.created, model=ex.model, usage=_usage(done), choices=[
+                oa.CompletionChoice(text=text, finish_reason=done.finish_reason)])
+        return Response(_json(body), media_type="application/json")
+
+    try:
+        first = await rs.take()
+    except BaseException:
+        ex.client.cancel(rs)
+        raise
+    if first[0][0] == Kind.END:
+        end = decode_end(first[0][1])
+        if isinstance(end, Failure):
+            raise ApiError.from_failure(end)
+    return Stream(_sse(ex, rs, first, _Frames(ex, chat), include_usage), media_type="text/event-stream",
+                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _sse(ex: Exchange, rs: RequestStream, first: list[tuple[bytes, bytes]], frames: _Frames,
+               include_usage: bool) -> AsyncIterator[bytes]:
+    try:
+        if frames.chat:
+            yield frames.role()
+        batch = first
+        while True:
+            texts: list[str] = []
+            end = None
+            for kind, body in batch:
+                if kind == Kind.DELTA:
+                    texts.append(decode_delta(body).text)
+                else:
+                    end = decode_end(body)
+            out = frames.text("".join(texts)) if texts else b""
+            if end is None:
+                if out:
+                    yield out
+                batch = await rs.take()
+                continue
+            if isinstance(end, Failure):
+                yield out + frames.error(end)
+                return
+            tail = frames.finish(end.finish_reason)
+            if include_usage:
+                tail += frames.usage(end)
+            yield out + tail + _DONE
+            return
+    finally:
+        ex.client.cancel(rs)  # a client that went away stops its generation within one step
+

@@ -1,0 +1,119 @@
+"""Every error the HTTP API returns, in OpenAI's envelope: {"error": {message, type, param, code}}."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException
+
+from mlx_fleet.protocol import Failure
+
+log = logging.getLogger("mlx_fleet.router")
+
+_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "invalid_request_error",
+          404: "invalid_request_error", 405: "invalid_request_error", 413: "invalid_request_error",
+          429: "rate_limit_exceeded"}
+
+
+class ErrorBody(msgspec.Struct):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class Envelope(msgspec.Struct):
+    error: ErrorBody
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.retry_after = status, message, param, code, retry_after
+
+    @classmethod
+    def from_failure(cls, failure: Failure) -> ApiError:
+        return cls(failure.status, failure.message, param=failure.param, code=failure.code,
+                   retry_after=failure.retry_after)
+
+    def envelope(self) -> Envelope:
+        kind = _TYPES.get(self.status, "invalid_request_error" if self.status < 500 else "server_error")
+        return Envelope(ErrorBody(self.message, kind, self.param, self.code))
+
+    def response(self) -> Response:
+        headers = {}
+        if self.retry_after is not None:
+            headers["Retry-After"] = str(max(1, round(self.retry_after)))
+        if self.status >= 500 and self.code == "worker_crashed":
+            headers["x-should-retry"] = "false"
+        return Response(msgspec.json.encode(self.envelope()), status_code=self.status,
+                        media_type="application/json", headers=headers)
+
+
+def api_error_handler(_: Request, exc: ApiError) -> Response:
+    return exc.response()
+
+
+def http_error_handler(request: Request, exc: HTTPException) -> Response:
+    if isinstance(exc, NotFoundException):
+        return ApiError(404, f"Invalid URL ({request.method} {request.url.path})").response()
+    if isinstance(exc, MethodNotAllowedException):
+        return ApiError(405, f"Method {request.method} not allowed for {request.url.path}").response()
+    if exc.status_code == 413:
+        return ApiError(413, "Request body is too large.", code="request_too_large").response()
+    return ApiError(exc.status_code, str(exc.detail)).response()
+
+
+def internal_error_handler(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return ApiError(500, "The server had an error while processing your request.", code="internal_error").response()
+
+
+# -- request decoding errors -----------------------------------------------------------------
+
+_AT = re.compile(r"^(.*) - at `\$\.?(.*)`$")
+_JSON_TYPES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "a boolean",
+               "array": "an array", "object": "an object", "null": "null"}
+
+
+def validation_error(error: msgspec.ValidationError) -> ApiError:
+    """Word msgspec's validation errors the way OpenAI words its own."""
+    text = str(error)
+    match = _AT.match(text)
+    problem, param = (match.group(1), match.group(2) or None) if match else (text, None)
+    unknown = re.match(r"Object contains unknown field `(.+)`", problem)
+    if unknown:
+        return ApiError(400, f"Unrecognized request argument supplied: {unknown.group(1)}")
+    missing = re.match(r"Object missing required field `(.+)`", problem)
+    if missing:
+        name = f"{param}.{missing.group(1)}" if param else missing.group(1)
+        return ApiError(400, f"Missing required parameter: '{name}'.", param=name,
+                        code="missing_required_parameter")
+    bound = re.match(r"Expected `(\w+)` (>=|<=) (\S+)", problem)
+    if bound:
+        kind, op, limit = bound.groups()
+        number = "integer" if kind == "int" else "decimal"
+        side = "below minimum" if op == ">=" else "above maximum"
+        return ApiError(400, f"Invalid '{param}': {number} {side} value. Expected a value {op} {limit}.",
+                        param=param, code=f"{number}_{side.replace(' ', '_')}_value".replace("maximum", "max")
+                        .replace("minimum", "min"))
+    length = re.match(r"Expected `array` of length (>=|<=) (\d+)", problem)
+    if length:
+        op, limit = length.groups()
+        if op == ">=":
+            return ApiError(400, f"Invalid '{param}': empty array. Expected an array with minimum length {limit}.",
+                            param=param, code="empty_array")
+        return ApiError(400, f"Invalid '{param}': array too long. Expected an array with maximum length {limit}.",
+                        param=param, code="array_above_max_length")
+    typed = re.match(r"Expected `(.+?)`, got `(\w+)`", problem)
+    if typed:
+        want, got = typed.groups()
+        want_words = " or ".join(_JSON_TYPES.get(w.strip(), w.strip()) for w in want.split("|"))
+        return ApiError(400, f"Invalid type for '{param}': expected {want_words}, but got "
+                             f"{_JSON_TYPES.get(got, got)} instead.", param=param, code="invalid_type")
+    return ApiError(400, f"Invalid '{param}': {problem}." if param else f"{problem}.", param=param,
+                    code="invalid_value")

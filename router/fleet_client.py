@@ -1,0 +1,140 @@
+"""The router's one connection to the supervisor: request streams in, admin calls out.
+
+One DEALER socket and one reader task. The reader hands each frame to the stream it belongs to
+without decoding it; a stream's consumer takes everything that has arrived since it last looked,
+so a consumer that falls behind gets several deltas at once and writes them as one SSE frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import os
+
+import zmq
+import zmq.asyncio
+
+from mlx_fleet.protocol import MAX_MESSAGE_BYTES, Call, Failure, Kind, Reply, decode_reply, encode
+
+
+class RequestStream:
+    """Frames of one request, in arrival order; ends with exactly one END frame."""
+
+    __slots__ = ("rid", "_frames", "_waiter", "ended")
+
+    def __init__(self, rid: bytes) -> None:
+        self.rid = rid
+        self._frames: collections.deque[tuple[bytes, bytes]] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self.ended = False
+
+    def push(self, kind: bytes, body: bytes) -> None:
+        self._frames.append((kind, body))
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def take(self) -> list[tuple[bytes, bytes]]:
+        """Wait for at least one frame, then return all that are queued."""
+        while not self._frames:
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+            self._waiter = None
+        frames = list(self._frames)
+        self._frames.clear()
+        if frames[-1][0] == Kind.END:
+            self.ended = True
+        return frames
+
+
+class SupervisorUnavailable(Exception):
+    pass
+
+
+class FleetClient:
+    def __init__(self, endpoint: str, call_timeout: float = 15.0) -> None:
+        self.endpoint = endpoint
+        self.call_timeout = call_timeout
+        self.ctx = zmq.asyncio.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        self.sock.setsockopt(zmq.SNDHWM, 0)
+        self.sock.setsockopt(zmq.RCVHWM, 0)
+        self.streams: dict[bytes, RequestStream] = {}
+        self.calls: dict[bytes, asyncio.Future[Reply]] = {}
+        self._prefix = os.urandom(4)
+        self._ids = itertools.count(1)
+        self._reader: asyncio.Task | None = None
+        self.down: Failure | None = None
+
+    def start(self) -> None:
+        self.sock.connect(self.endpoint)
+        self._reader = asyncio.create_task(self._read(), name="fleet-client-reader")
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        self.sock.close(0)
+        self.ctx.term()
+
+    def _next_id(self) -> bytes:
+        return self._prefix + next(self._ids).to_bytes(8, "big")
+
+    async def _read(self) -> None:
+        recv = self.sock.recv_multipart
+        streams, calls = self.streams, self.calls
+        while True:
+            kind, rid, body = await recv(copy=True)
+            if kind == Kind.REPLY:
+                future = calls.pop(rid, None)
+                if future is not None and not future.done():
+                    future.set_result(decode_reply(body))
+                continue
+            stream = streams.get(rid)
+            if stream is not None:
+                stream.push(kind, body)
+                if kind == Kind.END:
+                    del streams[rid]
+
+    def open(self, model: str, body: bytes) -> RequestStream:
+        """Send a generation request; its frames arrive on the returned stream."""
+        if self.down is not None:
+            raise SupervisorUnavailable(self.down.message)
+        rid = self._next_id()
+        stream = RequestStream(rid)
+        self.streams[rid] = stream
+        self.sock.send_multipart((Kind.GENERATE, rid, model.encode(), body))
+        return stream
+
+    def cancel(self, stream: RequestStream) -> None:
+        if not stream.ended and self.streams.pop(stream.rid, None) is not None:
+            self.sock.send_multipart((Kind.CANCEL, stream.rid))
+
+    async def call(self, call: Call, timeout: float | None = None) -> Reply:
+        if self.down is not None:
+            raise SupervisorUnavailable(self.down.message)
+        rid = self._next_id()
+        future = asyncio.get_running_loop().create_future()
+        self.calls[rid] = future
+        await self.sock.send_multipart((Kind.CALL, rid, encode(call)))
+        try:
+            return await asyncio.wait_for(future, timeout or self.call_timeout)
+        except TimeoutError:
+            raise SupervisorUnavailable("the supervisor did not answer in time") from None
+        finally:
+            self.calls.pop(rid, None)
+
+    def fail_all(self, failure: Failure) -> None:
+        """The supervisor is gone: every open request ends now with this error, and new ones fail."""
+        self.down = failure
+        body = encode(failure)
+        for stream in list(self.streams.values()):
+            stream.push(Kind.END, body)
+        self.streams.clear()
+        for future in self.calls.values():
+            if not future.done():
+                future.set_exception(SupervisorUnavailable(failure.message))
+        self.calls.clear()

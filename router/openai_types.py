@@ -1,0 +1,153 @@
+"""OpenAI request and response bodies, as msgspec structs that validate while they decode.
+
+Requests reject unknown fields the way OpenAI does ("Unrecognized request argument supplied"),
+and accept a documented set of extensions (`top_k`, `min_p`, `repetition_penalty`). Bounds live
+in the type annotations, so the decoder checks them in one pass and `errors.validation_error`
+words the failures like OpenAI.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+Temperature = Annotated[float, Meta(ge=0, le=2)]
+Probability = Annotated[float, Meta(ge=0, le=1)]
+Penalty = Annotated[float, Meta(ge=-2, le=2)]
+PositiveInt = Annotated[int, Meta(ge=1)]
+Stop = str | Annotated[list[str], Meta(max_length=4)] | None
+
+
+class _Request(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    pass
+
+
+class StreamOptions(_Request, kw_only=True):
+    include_usage: bool = False
+
+
+class ImageURL(_Request, kw_only=True):
+    url: str
+    detail: Literal["auto", "low", "high"] = "auto"
+
+
+class TextPart(_Request, kw_only=True, tag="text", tag_field="type"):
+    text: str
+
+
+class ImagePart(_Request, kw_only=True, tag="image_url", tag_field="type"):
+    image_url: ImageURL
+
+
+ContentPart = TextPart | ImagePart
+
+
+class ChatMessage(_Request, kw_only=True):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_call_id: str | None = None
+
+
+class _Sampling(_Request, kw_only=True):
+    """Fields shared by chat and text completions."""
+
+    model: str
+    max_tokens: PositiveInt | None = None
+    temperature: Temperature | None = None
+    top_p: Probability | None = None
+    n: PositiveInt = 1
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: Stop = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    seed: int | None = None
+    user: str | None = None
+    # Extensions that mlx-lm's samplers support and OpenAI's API does not have:
+    top_k: Annotated[int, Meta(ge=0)] | None = None
+    min_p: Probability | None = None
+    repetition_penalty: Annotated[float, Meta(gt=0)] | None = None
+
+
+class ChatCompletionRequest(_Sampling, kw_only=True):
+    messages: Annotated[list[ChatMessage], Meta(min_length=1)]
+    max_completion_tokens: PositiveInt | None = None
+    logprobs: bool = False
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
+
+
+class CompletionRequest(_Sampling, kw_only=True):
+    # A string, one string in a list, or token ids (msgspec cannot tell two list types apart in a union).
+    prompt: str | Annotated[list[int | str], Meta(min_length=1)]
+    echo: bool = False
+    logprobs: int | None = None
+    suffix: str | None = None
+
+
+# -- responses -------------------------------------------------------------------------------
+
+
+class _Response(msgspec.Struct, kw_only=True):
+    pass
+
+
+class Usage(_Response, kw_only=True):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AssistantMessage(_Response, kw_only=True):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(_Response, kw_only=True):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: str
+    logprobs: None = None
+
+
+class ChatCompletion(_Response, kw_only=True):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class CompletionChoice(_Response, kw_only=True):
+    index: int = 0
+    text: str
+    finish_reason: str
+    logprobs: None = None
+
+
+class Completion(_Response, kw_only=True):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage
+
+
+class ModelCard(_Response, kw_only=True):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "mlx-fleet"
+    type: str = "text"
+
+
+class ModelList(_Response, kw_only=True):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

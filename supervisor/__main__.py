@@ -1,0 +1,44 @@
+"""`python -m supervisor`: the fleet's one long-lived process, started by `mlx-fleet serve`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import msgspec
+
+from mlx_fleet.config import FleetConfig
+from mlx_fleet.runtime import Endpoints
+from supervisor.fleet import PythonWorkerLauncher, Supervisor
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m supervisor")
+    p.add_argument("--config-json", type=Path, required=True, help="the resolved config, written by serve")
+    p.add_argument("--runtime-dir", type=Path, required=True)
+    p.add_argument("--parent-pid", type=int, required=True)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s supervisor %(levelname)s %(message)s")
+    config = msgspec.json.decode(args.config_json.read_bytes(), type=FleetConfig)
+    endpoints = Endpoints(args.runtime_dir)
+    state_dir = Path(config.server.state_dir).expanduser()
+    launcher = PythonWorkerLauncher(state_dir, config.server.allow_downloads)
+
+    async def run() -> None:
+        supervisor = Supervisor(config, endpoints.frontend, endpoints.backend, launcher,
+                                parent_pid=args.parent_pid)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(supervisor.shutdown()))
+        await supervisor.run()
+
+    asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

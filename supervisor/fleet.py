@@ -1,0 +1,500 @@
+"""The supervisor: owns the workers, routes requests to them, relays their streams back.
+
+Two sockets, both bound here: `frontend` (routers connect) and `backend` (workers connect, each
+with its own identity). A token's trip through this process is one receive and one send of the
+same frames: the supervisor reads only the kind frame and the request id, never the body, except
+for the single END message of each request (to count tokens).
+
+Only this process starts or ends workers, and only through `ModelSlot.lifecycle`, so the state a
+status call reports is the state the routing code acts on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import psutil
+import zmq
+import zmq.asyncio
+
+from mlx_fleet.config import FleetConfig, ModelConfig, parse_duration
+from mlx_fleet.protocol import (
+    MAX_MESSAGE_BYTES,
+    Done,
+    Failure,
+    GetStatus,
+    Kind,
+    LoadFailed,
+    Loading,
+    LoadModel,
+    MemoryReport,
+    Ready,
+    Reply,
+    Shutdown,
+    UnloadModel,
+    decode_call,
+    decode_control,
+    decode_end,
+    encode,
+)
+from supervisor.process import WorkerProcess
+from supervisor.slot import ModelSlot, Pending
+from supervisor.state import WorkerState
+
+log = logging.getLogger("mlx_fleet.supervisor")
+S = WorkerState
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Every wait the supervisor makes; tests shrink them to milliseconds."""
+
+    load: float = 600.0
+    stop_grace: float = 10.0
+    parent_check: float = 0.5
+
+
+class Launcher(Protocol):
+    """Builds a worker's command line; the fault tests swap in a fake worker here."""
+
+    def argv(self, model: ModelConfig, identity: str, endpoint: str) -> list[str]: ...
+
+    def env(self) -> dict[str, str]: ...
+
+
+class PythonWorkerLauncher:
+    """`python -m worker` with the same interpreter, offline unless the config allows downloads."""
+
+    def __init__(self, state_dir: Path, allow_downloads: bool) -> None:
+        self.state_dir = state_dir
+        self.allow_downloads = allow_downloads
+
+    def argv(self, model: ModelConfig, identity: str, endpoint: str) -> list[str]:
+        return [
+            sys.executable, "-m", "worker",
+            "--model-id", model.id,
+            "--path", model.path,
+            "--type", model.type if model.type != "auto" else "text",
+            "--endpoint", endpoint,
+            "--identity", identity,
+            "--parent-pid", str(os.getpid()),
+            "--state-dir", str(self.state_dir),
+        ]
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if not self.allow_downloads:
+            env["HF_HUB_OFFLINE"] = "1"
+        env.setdefault("TOKENIZERS_PARALLELISM", "false")
+        return env
+
+
+def _failure(code: str, message: str, status: int, retry_after: float | None = None) -> bytes:
+    return encode(Failure(code, message, status, None, retry_after))
+
+
+class Supervisor:
+    def __init__(
+        self,
+        config: FleetConfig,
+        frontend: str,
+        backend: str,
+        launcher: Launcher,
+        timeouts: Timeouts | None = None,
+        parent_pid: int | None = None,
+    ) -> None:
+        self.config = config
+        self.frontend_endpoint = frontend
+        self.backend_endpoint = backend
+        self.launcher = launcher
+        self.timeouts = timeouts or Timeouts(load=parse_duration(config.server.load_timeout))
+        self.parent_pid = parent_pid
+        self.slots: dict[str, ModelSlot] = {m.id: ModelSlot(m) for m in config.models}
+        self.by_name: dict[str, ModelSlot] = {
+            name: self.slots[m.id] for name, m in config.model_ids().items()
+        }
+        self.by_identity: dict[bytes, ModelSlot] = {}
+        # Request id -> (router identity, slot): the whole routing table of the data path.
+        self.routes: dict[bytes, tuple[bytes, ModelSlot]] = {}
+        self.ctx = zmq.asyncio.Context()
+        self.frontend = self._bind(zmq.ROUTER, frontend)
+        self.backend = self._bind(zmq.ROUTER, backend)
+        self.accepting = True
+        self.stopped = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
+
+    def _bind(self, kind: int, endpoint: str) -> zmq.asyncio.Socket:
+        sock = self.ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        sock.setsockopt(zmq.SNDHWM, 0)
+        sock.setsockopt(zmq.RCVHWM, 0)
+        sock.bind(endpoint)
+        return sock
+
+    # -- life of the supervisor ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve until `shutdown()`; preloaded models start loading at once, in order."""
+        loops = [
+            self._spawn_task(self._frontend_loop(), "frontend"),
+            self._spawn_task(self._backend_loop(), "backend"),
+        ]
+        if self.parent_pid is not None:
+            loops.append(self._spawn_task(self._watch_parent(), "parent-watch"))
+        preload = [s for s in self.slots.values() if s.config.preload]
+        if preload:
+            self._spawn_task(self._preload(preload), "preload")
+        try:
+            await self.stopped.wait()
+        finally:
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            self.frontend.close(0)
+            self.backend.close(0)
+            self.ctx.term()
+
+    async def shutdown(self) -> None:
+        """End every worker (in parallel) and stop serving. Safe to call more than once."""
+        if not self.accepting:
+            await self.stopped.wait()
+            return
+        self.accepting = False
+        await asyncio.gather(*(self._stop_worker(s, "server shutting down") for s in self.slots.values()))
+        self.stopped.set()
+
+    async def _watch_parent(self) -> None:
+        while True:
+            await asyncio.sleep(self.timeouts.parent_check)
+            if os.getppid() != self.parent_pid:
+                log.warning("parent process %s is gone; shutting down", self.parent_pid)
+                await self.shutdown()
+                return
+
+    async def _preload(self, slots: list[ModelSlot]) -> None:
+        for slot in slots:
+            error = await self.ensure_ready(slot)
+            if error is not None:
+                log.error("preload of %s failed: %s", slot.id, error.message)
+
+    def _spawn_task(self, coro, name: str) -> asyncio.Task:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- the data path ------------------------------------------------------------------------
+
+    async def _frontend_loop(self) -> None:
+        recv, backend_send = self.frontend.recv_multipart, self.backend.send_multipart
+        while True:
+            frames = await recv(copy=True)
+            router, kind, rid = frames[0], frames[1], frames[2]
+            if kind == Kind.GENERATE:
+                self._admit(router, rid, frames[3].decode(), frames[4])
+            elif kind == Kind.CANCEL:
+                self._cancel(rid)
+            elif kind == Kind.CALL:
+                self._spawn_task(self._answer(router, rid, frames[3]), "admin-call")
+
+    def _admit(self, router: bytes, rid: bytes, model: str, body: bytes) -> None:
+        slot = self.by_name.get(model)
+        if slot is None:
+            self._reply_end(router, rid, _failure(
+                "model_not_found", f"The model `{model}` does not exist or you do not have access to it.", 404))
+            return
+        if not self.accepting:
+            self._reply_end(router, rid, _failure("shutting_down", "The server is shutting down.", 503, 5))
+            return
+        if slot.state.serving:
+            self._forward(slot, rid, router, body)
+            return
+        slot.pending.append(Pending(rid, router, body))
+        if slot.state not in (S.STARTING, S.LOADING):
+            self._spawn_task(self.ensure_ready(slot), f"load:{slot.id}")
+
+    def _forward(self, slot: ModelSlot, rid: bytes, router: bytes, body: bytes) -> None:
+        self.routes[rid] = (router, slot)
+        slot.inflight.add(rid)
+        slot.touch()
+        if slot.state == S.READY:
+            slot.lifecycle.swap(S.READY, S.BUSY)
+        self.backend.send_multipart((slot.identity, Kind.GENERATE, rid, body))
+
+    def _cancel(self, rid: bytes) -> None:
+        route = self.routes.get(rid)
+        if route is not None:
+            slot = route[1]
+            self.backend.send_multipart((slot.identity, Kind.CANCEL, rid))
+            return
+        for slot in self.slots.values():
+            for p in slot.pending:
+                if p.rid == rid:
+                    slot.pending.remove(p)
+                    return
+
+    def _reply_end(self, router: bytes, rid: bytes, body: bytes) -> None:
+        self.frontend.send_multipart((router, Kind.END, rid, body))
+
+    async def _backend_loop(self) -> None:
+        recv, frontend_send = self.backend.recv_multipart, self.frontend.send_multipart
+        routes = self.routes
+        while True:
+            frames = await recv(copy=True)
+            identity, kind, rid = frames[0], frames[1], frames[2]
+            if kind == Kind.DELTA:
+                route = routes.get(rid)
+                if route is not None:
+                    frontend_send((route[0], kind, rid, frames[3]))
+            elif kind == Kind.END:
+                route = routes.pop(rid, None)
+                if route is not None:
+                    frontend_send((route[0], kind, rid, frames[3]))
+                    self._finished(route[1], rid, frames[3])
+            elif kind == Kind.CONTROL:
+                slot = self.by_identity.get(identity)
+                if slot is not None:
+                    self._on_control(slot, frames[3])
+
+    def _finished(self, slot: ModelSlot, rid: bytes, body: bytes) -> None:
+        slot.inflight.discard(rid)
+        slot.touch()
+        end = decode_end(body)
+        if isinstance(end, Done):
+            slot.served += 1
+            slot.tokens += end.usage.completion_tokens
+        if not slot.inflight and slot.state == S.BUSY:
+            slot.lifecycle.swap(S.BUSY, S.READY)
+
+    # -- worker lifecycle ---------------------------------------------------------------------
+
+    async def ensure_ready(self, slot: ModelSlot) -> Failure | None:
+        """Start the model's worker unless it runs, and wait for it: one load for all callers."""
+        if slot.state.serving:
+            return None
+        if slot.ready is None or slot.ready.done():
+            if slot.state not in (S.STOPPED, S.FAILED):
+                # stopping or draining: wait for the old process to go, then start a new one
+                await self._wait_gone(slot)
+            if slot.ready is None or slot.ready.done():
+                slot.ready = asyncio.get_running_loop().create_future()
+                self._spawn_task(self._start(slot), f"start:{slot.id}")
+        try:
+            await asyncio.shield(slot.ready)
+        except LoadError as e:
+            return e.failure
+        return None
+
+    async def _wait_gone(self, slot: ModelSlot) -> None:
+        process = slot.process
+        if process is not None:
+            await asyncio.shield(process.exited)
+        while slot.state.has_process:
+            await asyncio.sleep(0.01)
+
+    async def _start(self, slot: ModelSlot) -> None:
+        slot.lifecycle.swap(frozenset({S.STOPPED, S.FAILED}), S.STARTING)
+        identity = slot.next_identity()
+        self.by_identity[identity] = slot
+        argv = self.launcher.argv(slot.config, identity.decode(), self.backend_endpoint)
+        try:
+            slot.process = await WorkerProcess.spawn(argv, self.launcher.env(), slot.id)
+        except OSError as e:
+            self._load_failed(slot, f"could not start the worker: {e}")
+            return
+        process = slot.process
+        self._spawn_task(self._watch_exit(slot, process, identity), f"exit:{slot.id}")
+        try:
+            await asyncio.wait_for(asyncio.shield(slot.ready), self.timeouts.load)
+        except TimeoutError:
+            self._load_failed(slot, f"did not finish loading within {self.timeouts.load:g} s "
+                                    "(server.load_timeout)")
+            await process.terminate(self.timeouts.stop_grace)
+        except LoadError:
+            pass
+
+    def _on_control(self, slot: ModelSlot, body: bytes) -> None:
+        message = decode_control(body)
+        if isinstance(message, MemoryReport):
+            slot.memory = message.memory
+        elif isinstance(message, Loading):
+            if slot.state == S.STARTING:
+                slot.lifecycle.swap(S.STARTING, S.LOADING)
+        elif isinstance(message, Ready):
+            if slot.state not in (S.STARTING, S.LOADING):
+                return  # a load that was given up on (timeout, unload) reporting late
+            if slot.state == S.STARTING:
+                slot.lifecycle.swap(S.STARTING, S.LOADING)
+            slot.lifecycle.swap(S.LOADING, S.READY)
+            slot.memory, slot.context_length = message.memory, message.context_length
+            slot.load_seconds, slot.loaded_at, slot.last_error = message.load_seconds, time.time(), None
+            slot.touch()
+            log.info("model %s ready in %.2f s (pid %d, rss %.0f MB)", slot.id, message.load_seconds,
+                     message.pid, message.memory.rss / 2**20)
+            while slot.pending:
+                p = slot.pending.popleft()
+                self._forward(slot, p.rid, p.router, p.body)
+            if slot.ready is not None and not slot.ready.done():
+                slot.ready.set_result(None)
+        elif isinstance(message, LoadFailed):
+            self._load_failed(slot, message.message)
+
+    def _load_failed(self, slot: ModelSlot, reason: str) -> None:
+        """The load did not succeed: every waiter gets the same error, once."""
+        if slot.state in (S.STARTING, S.LOADING):
+            slot.lifecycle.to(S.FAILED)
+        slot.last_error = reason
+        failure = Failure("model_load_failed", f"Model '{slot.id}' could not be loaded: {reason}", 503)
+        self._fail_pending(slot, failure)
+        if slot.ready is not None and not slot.ready.done():
+            slot.ready.set_exception(LoadError(failure))
+            slot.ready.exception()  # retrieved here, so an unawaited failure is not logged as lost
+
+    def _fail_pending(self, slot: ModelSlot, failure: Failure) -> None:
+        body = encode(failure)
+        while slot.pending:
+            p = slot.pending.popleft()
+            self._reply_end(p.router, p.rid, body)
+
+    def _fail_inflight(self, slot: ModelSlot, failure: Failure) -> None:
+        body = encode(failure)
+        for rid in list(slot.inflight):
+            route = self.routes.pop(rid, None)
+            if route is not None:
+                self._reply_end(route[0], rid, body)
+        slot.inflight.clear()
+
+    async def _watch_exit(self, slot: ModelSlot, process: WorkerProcess, identity: bytes) -> None:
+        status = await process.exited
+        self.by_identity.pop(identity, None)
+        if slot.process is not process:
+            return  # a process that was already replaced (it had failed to load)
+        slot.process = None
+        slot.memory = None
+        if slot.state == S.STOPPING:
+            slot.lifecycle.swap(S.STOPPING, S.STOPPED)
+            return
+        if slot.state == S.FAILED:
+            return  # it said why it failed before it exited
+        tail = process.last_lines()
+        reason = f"the worker {status.describe()}" + (f"; last output: {tail}" if tail else "")
+        log.error("model %s: %s", slot.id, reason)
+        if slot.state in (S.STARTING, S.LOADING):
+            self._load_failed(slot, reason)
+            return
+        slot.lifecycle.to(S.FAILED)
+        slot.last_error = reason
+        self._fail_inflight(slot, Failure(
+            "worker_crashed",
+            f"The worker for model '{slot.id}' {status.describe()} while handling the request.", 500))
+        self._fail_pending(slot, Failure(
+            "worker_crashed", f"The worker for model '{slot.id}' {status.describe()}.", 500))
+
+    async def _stop_worker(self, slot: ModelSlot, reason: str) -> None:
+        """End the worker now: its in-flight requests get a clean error, then the process goes."""
+        process = slot.process
+        if process is None or slot.state == S.FAILED:
+            if process is not None:
+                await process.terminate(self.timeouts.stop_grace)
+            if slot.state == S.FAILED:
+                slot.lifecycle.swap(S.FAILED, S.STOPPED)
+            return
+        if slot.state != S.STOPPING:
+            slot.lifecycle.to(S.STOPPING)
+        self._fail_inflight(slot, Failure("model_unloaded", f"Model '{slot.id}' was unloaded: {reason}.", 503))
+        self._fail_pending(slot, Failure("model_unloaded", f"Model '{slot.id}' was unloaded: {reason}.", 503))
+        if slot.ready is not None and not slot.ready.done():
+            slot.ready.set_exception(LoadError(Failure("model_unloaded", f"Model '{slot.id}': {reason}.", 503)))
+            slot.ready.exception()
+        with contextlib.suppress(zmq.ZMQError):
+            self.backend.send_multipart((slot.identity, Kind.CONTROL, b"", encode(Shutdown())))
+        await process.terminate(self.timeouts.stop_grace)
+        if slot.state == S.STOPPING:  # _watch_exit may not have run yet
+            slot.lifecycle.swap(S.STOPPING, S.STOPPED)
+            slot.process, slot.memory = None, None
+
+    # -- admin calls --------------------------------------------------------------------------
+
+    async def _answer(self, router: bytes, call_id: bytes, body: bytes) -> None:
+        call = decode_call(body)
+        try:
+            if isinstance(call, GetStatus):
+                reply = Reply(result=self.status())
+            elif isinstance(call, LoadModel):
+                reply = await self._load_call(call)
+            elif isinstance(call, UnloadModel):
+                reply = await self._unload_call(call)
+            else:
+                reply = Reply(Failure("invalid_request", "unknown call", 400))
+        except Exception as e:  # noqa: BLE001 - an admin call must always get an answer
+            log.exception("admin call failed")
+            reply = Reply(Failure("internal_error", f"{type(e).__name__}: {e}", 500))
+        self.frontend.send_multipart((router, Kind.REPLY, call_id, encode(reply)))
+
+    async def _load_call(self, call: LoadModel) -> Reply:
+        slot = self.by_name.get(call.model)
+        if slot is None:
+            return Reply(Failure("model_not_found", f"The model `{call.model}` is not configured.", 404))
+        failure = await self.ensure_ready(slot)
+        if failure is not None:
+            return Reply(Failure(failure.code, failure.message, 500 if failure.status == 503 else failure.status))
+        slot.pinned = slot.pinned or call.pin
+        return Reply(result=self.model_status(slot))
+
+    async def _unload_call(self, call: UnloadModel) -> Reply:
+        slot = self.by_name.get(call.model)
+        if slot is None or slot.process is None:
+            return Reply(Failure("model_not_loaded", f"The model `{call.model}` is not loaded.", 404))
+        freed = slot.memory.rss if slot.memory else 0
+        await self._stop_worker(slot, "unloaded by an administrator")
+        slot.pinned = False
+        return Reply(result={"model": slot.id, "action": "stopped", "memory_released": freed})
+
+    def model_status(self, slot: ModelSlot) -> dict:
+        mem = slot.memory
+        return {
+            "id": slot.id,
+            "type": slot.config.type,
+            "state": str(slot.state),
+            "pid": slot.process.pid if slot.process else None,
+            "memory": {"rss": mem.rss, "mlx_active": mem.mlx_active, "mlx_cache": mem.mlx_cache} if mem else None,
+            "pinned": slot.pinned,
+            "loaded_at": slot.loaded_at if slot.state.has_process else None,
+            "last_used": slot.last_used,
+            "load_seconds": slot.load_seconds,
+            "context_length": slot.context_length,
+            "in_flight": len(slot.inflight),
+            "queued": len(slot.pending),
+            "served": slot.served,
+            "tokens_generated": slot.tokens,
+            "last_error": slot.last_error,
+        }
+
+    def status(self) -> dict:
+        vm = psutil.virtual_memory()
+        return {
+            "models": [self.model_status(s) for s in self.slots.values()],
+            "pool": {
+                "policy": self.config.memory.policy,
+                "max_models": self.config.memory.max_models,
+                "machine_total": vm.total,
+                "machine_available": vm.available,
+                "accepting": self.accepting,
+            },
+        }
+
+
+class LoadError(Exception):
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure

@@ -1,0 +1,64 @@
+"""Everything the supervisor knows about one configured model, loaded or not."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from dataclasses import dataclass, field
+
+from mlx_fleet.config import ModelConfig
+from mlx_fleet.protocol import Memory
+from supervisor.process import WorkerProcess
+from supervisor.state import Lifecycle, WorkerState
+
+
+@dataclass(slots=True)
+class Pending:
+    """A request waiting for its model's worker to become ready."""
+
+    rid: bytes
+    router: bytes
+    body: bytes
+
+
+@dataclass
+class ModelSlot:
+    config: ModelConfig
+    lifecycle: Lifecycle = field(init=False)
+    process: WorkerProcess | None = None
+    identity: bytes = b""
+    generation: int = 0
+    # Single flight: every caller that needs this model loaded awaits the same future.
+    ready: asyncio.Future[None] | None = None
+    pending: collections.deque[Pending] = field(default_factory=collections.deque)
+    inflight: set[bytes] = field(default_factory=set)
+    pinned: bool = False
+    memory: Memory | None = None
+    context_length: int = 0
+    load_seconds: float = 0.0
+    loaded_at: float | None = None
+    last_used: float | None = None
+    served: int = 0
+    tokens: int = 0
+    last_error: str | None = None
+
+    def __post_init__(self) -> None:
+        self.lifecycle = Lifecycle(self.config.id)
+        self.pinned = self.config.preload
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    @property
+    def state(self) -> WorkerState:
+        return self.lifecycle.state
+
+    def next_identity(self) -> bytes:
+        self.generation += 1
+        self.identity = f"{self.id}#{self.generation}".encode()
+        return self.identity
+
+    def touch(self) -> None:
+        self.last_used = time.time()

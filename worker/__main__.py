@@ -1,0 +1,160 @@
+"""`python -m worker`: one process that serves one model.
+
+Order matters for start-up speed and for the supervisor's view of it: connect and say LOADING
+first (milliseconds), then import MLX's libraries and load (seconds), then say READY with what
+the model costs in memory. The loop after that never blocks for long: it polls the socket, runs
+one batch step, and checks that its supervisor is still alive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import zmq
+
+from worker.blas import preload_blas
+
+preload_blas()  # before anything imports mlx.core, or it is too late to matter
+
+from mlx_fleet.protocol import (  # noqa: E402
+    MAX_MESSAGE_BYTES,
+    Kind,
+    LoadFailed,
+    Loading,
+    MemoryReport,
+    Ready,
+    Shutdown,
+    decode_control,
+    decode_generate,
+    encode,
+)
+
+PARENT_CHECK_SECONDS = 0.5
+IDLE_POLL_MS = 100
+MEMORY_REPORT_SECONDS = 5.0
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m worker")
+    p.add_argument("--model-id", required=True)
+    p.add_argument("--path", required=True)
+    p.add_argument("--type", default="text", choices=["text"])
+    p.add_argument("--endpoint", required=True)
+    p.add_argument("--identity", required=True)
+    p.add_argument("--parent-pid", type=int, required=True)
+    p.add_argument("--state-dir", type=Path, required=True)
+    return p.parse_args(argv)
+
+
+class Worker:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.IDENTITY, args.identity.encode())
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        self.sock.connect(args.endpoint)
+        self.engine = None
+        self.running = True
+
+    def emit(self, kind: bytes, rid: bytes, body: bytes) -> None:
+        self.sock.send_multipart((kind, rid, body), copy=False)
+
+    def control(self, message) -> None:
+        self.emit(Kind.CONTROL, b"", encode(message))
+
+    def parent_alive(self) -> bool:
+        return os.getppid() == self.args.parent_pid
+
+    def load(self) -> bool:
+        self.control(Loading(os.getpid()))
+        started = time.perf_counter()
+        try:
+            from worker.loader import LoadError, load_text
+            from worker.memory import measure
+            from worker.text_engine import TextEngine
+
+            loaded = load_text(self.args.path, self.args.state_dir.expanduser())
+            self.engine = TextEngine(loaded.model, loaded.tokenizer, loaded.context_length)
+        except LoadError as e:
+            self.control(LoadFailed(str(e)))
+            return False
+        except MemoryError as e:
+            self.control(LoadFailed(f"out of memory: {e}", out_of_memory=True))
+            return False
+        except Exception as e:  # noqa: BLE001 - report any load failure instead of dying silently
+            oom = "malloc" in str(e) or "memory" in str(e).lower()
+            self.control(LoadFailed(f"{type(e).__name__}: {e}", out_of_memory=oom))
+            return False
+        self.measure = measure
+        self.control(Ready(os.getpid(), measure(), loaded.context_length, time.perf_counter() - started))
+        return True
+
+    def handle(self, frames: list[bytes]) -> None:
+        kind, rid, body = frames[0], frames[1], frames[2] if len(frames) > 2 else b""
+        if kind == Kind.GENERATE:
+            failure = self.engine.submit(rid, decode_generate(body))
+            if failure is not None:
+                self.emit(Kind.END, rid, encode(failure))
+        elif kind == Kind.CANCEL:
+            self.engine.cancel(rid, self.emit)
+        elif kind == Kind.CONTROL and isinstance(decode_control(body), Shutdown):
+            self.running = False
+
+    def serve(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        engine = self.engine
+        next_check = next_report = time.monotonic()
+        while self.running:
+            timeout = 0 if engine.active else IDLE_POLL_MS
+            if poller.poll(timeout):
+                while True:
+                    try:
+                        frames = self.sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self.handle(frames)
+            if engine.active:
+                engine.step(self.emit)
+            now = time.monotonic()
+            if now >= next_check:
+                next_check = now + PARENT_CHECK_SECONDS
+                if not self.parent_alive():
+                    break  # the supervisor is gone: nobody is left to read what we make
+                if not engine.active and now >= next_report:
+                    next_report = now + MEMORY_REPORT_SECONDS
+                    self.control(MemoryReport(self.measure()))
+        engine.cancel_all(self.emit)
+
+    def close(self) -> None:
+        self.sock.close(0)
+        self.ctx.term()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    worker = Worker(args)
+
+    def stop(signum, frame) -> None:
+        worker.running = False
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        if worker.load():
+            worker.serve()
+            return 0
+        return 1
+    finally:
+        worker.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
