@@ -85,6 +85,8 @@ def validation_error(error: msgspec.ValidationError) -> ApiError:
     text = str(error)
     match = _AT.match(text)
     problem, param = (match.group(1), match.group(2) or None) if match else (text, None)
+    if param is None and problem.startswith("Expected `object`"):
+        return ApiError(400, "Request body must be a JSON object.")
     unknown = re.match(r"Object contains unknown field `(.+)`", problem)
     if unknown:
         return ApiError(400, f"Unrecognized request argument supplied: {unknown.group(1)}")
