@@ -55,6 +55,12 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"mlx-fleet: invalid configuration: {e}", file=sys.stderr)
         return 2
 
+    # A stop signal at any moment, before uvicorn runs or re-raised by uvicorn after it drained,
+    # unwinds through the `finally` below (which ends the supervisor and its workers) and exits 0:
+    # "stopped on request", which launchd's KeepAlive (SuccessfulExit = false) relies on.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _exit_cleanly)
+
     import uvicorn
 
     from mlx_fleet.runtime import Endpoints, make_runtime_dir, remove_runtime_dir
@@ -83,6 +89,10 @@ def _serve(args: argparse.Namespace) -> int:
         _stop_supervisor(supervisor)
         remove_runtime_dir(runtime)
     return 0
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _stop_supervisor(supervisor: subprocess.Popen) -> None:

@@ -160,10 +160,12 @@ def _explain(error: msgspec.ValidationError) -> str:
         return message
     problem, where = match.groups()
     key = where.lstrip(".").replace("[", ".").replace("]", "")
-    unknown = re.match(r"Object contains unknown field `(.+)`", problem)
-    if unknown:
-        key = f"{key}.{unknown.group(1)}" if key else unknown.group(1)
-        problem = "unknown key"
+    for pattern, wording in ((r"Object contains unknown field `(.+)`", "unknown key"),
+                             (r"Object missing required field `(.+)`", "missing required key")):
+        field = re.match(pattern, problem)
+        if field:
+            key = f"{key}.{field.group(1)}" if key else field.group(1)
+            problem = wording
     return f"{key}: {problem}" if key else problem
 
 
