@@ -101,12 +101,12 @@ def parse_size(text: str | int, *, total: int | None = None) -> int:
 def parse_duration(text: str | int | float) -> float:
     """Seconds from `"30m"`, `"1h30m"`, `"10s"`, `"250ms"`, `"0"` or a number of seconds."""
     if isinstance(text, (int, float)):
+        if not 0 <= text < float("inf"):
+            raise ValueError(f"{text!r} is not a duration: it must be a finite number of seconds >= 0")
         return float(text)
     text = text.strip()
-    try:
+    if re.fullmatch(r"\d+(?:\.\d+)?", text):
         return float(text)
-    except ValueError:
-        pass
     parts = _DURATION.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text:
         raise ValueError(f"{text!r} is not a duration such as '30m', '1h', '10s' or '0'")
@@ -140,25 +140,27 @@ def load_config(path: Path | None, environ: dict[str, str] | None = None) -> Fle
 
 def _apply_environment(data: dict, environ: dict[str, str], source: str) -> None:
     for section, struct in (("server", ServerConfig), ("memory", MemoryConfig)):
-        for key in struct.__struct_fields__:
-            name = f"MLX_FLEET_{section.upper()}_{key.upper()}"
+        for field in msgspec.structs.fields(struct):
+            name = f"MLX_FLEET_{section.upper()}_{field.name.upper()}"
             if name not in environ:
                 continue
             raw = environ[name]
-            try:
-                value = tomllib.loads(f"v = {raw}")["v"]
-            except tomllib.TOMLDecodeError:
-                value = raw
-            data.setdefault(section, {})[key] = value
+            value: object = raw
+            if field.type is not str:  # a string key takes the text as it is, even "0" or "12345"
+                try:
+                    value = tomllib.loads(f"v = {raw}")["v"]
+                except tomllib.TOMLDecodeError:
+                    pass
+            elif raw[:1] in "\"'" and raw[-1:] == raw[:1] and len(raw) > 1:
+                value = raw[1:-1]  # a quoted TOML string is accepted too
+            data.setdefault(section, {})[field.name] = value
 
 
 def _explain(error: msgspec.ValidationError) -> str:
     """Turn msgspec's `... - at `$.server.port`` into `server.port: ...`."""
     message = str(error)
     match = re.match(r"^(.*) - at `\$(.*)`$", message)
-    if not match:
-        return message
-    problem, where = match.groups()
+    problem, where = match.groups() if match else (message, "")
     key = where.lstrip(".").replace("[", ".").replace("]", "")
     for pattern, wording in ((r"Object contains unknown field `(.+)`", "unknown key"),
                              (r"Object missing required field `(.+)`", "missing required key")):
