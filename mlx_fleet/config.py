@@ -181,7 +181,10 @@ def _check(config: FleetConfig, source: str, base: Path) -> None:
         raise ConfigError(f"{source}: memory.max_models: must be at least 1")
     for key, value in (("server.load_timeout", server.load_timeout), ("memory.idle_ttl", memory.idle_ttl)):
         _checked(source, key, parse_duration, value)
-    _checked(source, "memory.budget", lambda v: parse_size(v, total=psutil.virtual_memory().total), memory.budget)
+    budget = _checked(source, "memory.budget", lambda v: parse_size(v, total=psutil.virtual_memory().total),
+                      memory.budget)
+    if budget <= 0:
+        raise ConfigError(f"{source}: memory.budget: must be more than 0 bytes")
     if not is_loopback(server.host) and not server.api_keys:
         raise ConfigError(
             f"{source}: server.host: binding to {server.host!r} exposes the server beyond this machine; "
@@ -189,7 +192,7 @@ def _check(config: FleetConfig, source: str, base: Path) -> None:
         )
     seen: dict[str, str] = {}
     for i, model in enumerate(config.models):
-        where = f"models[{i}]"
+        where = f"models.{i}"
         for name in (model.id, *model.aliases):
             if not MODEL_ID.match(name):
                 raise ConfigError(
@@ -206,9 +209,9 @@ def _check(config: FleetConfig, source: str, base: Path) -> None:
         raise ConfigError(f"{source}: memory.policy: 'preload' serves only preloaded models, and none has preload = true")
 
 
-def _checked(source: str, key: str, parse, value) -> None:
+def _checked(source: str, key: str, parse, value):
     try:
-        parse(value)
+        return parse(value)
     except ValueError as e:
         raise ConfigError(f"{source}: {key}: {e}") from None
 

@@ -17,8 +17,8 @@ Frame layouts (the socket's own identity frame, on ROUTER sockets, comes before 
                            CONTROL b"" body(Loading | Ready | LoadFailed | MemoryReport)
     supervisor -> router   DELTA / END relayed untouched, REPLY call_id body(Reply)
 
-Structs are `array_like` (field order is the wire format: add new fields last) and
-`omit_defaults`; hot-path ones are `gc=False`.
+Structs are `array_like` (field order is the wire format: add new fields last); hot-path ones
+are `gc=False`. Tags are only unique within a union: the kind frame picks the decoder.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class Kind(bytes, enum.Enum):
     CONTROL = b"K"
 
 
-class _Wire(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True):
+class _Wire(msgspec.Struct, array_like=True, frozen=True):
     pass
 
 

@@ -220,7 +220,7 @@ def test_out_of_range_values_name_the_key(tmp_path, text, key):
 
 def test_bad_model_idle_ttl_names_the_model(tmp_path):
     message = refused(tmp_path, MODEL + 'idle_ttl = "whenever"\n')
-    assert "models[0].idle_ttl" in message
+    assert "models.0.idle_ttl" in message
 
 
 # ---------------------------------------------------------------------------------------------
@@ -406,7 +406,7 @@ def test_is_loopback():
 
 def test_duplicate_model_id_is_refused(tmp_path):
     message = refused(tmp_path, MODEL + MODEL)
-    assert "models[1]" in message and "'m'" in message and "already used" in message
+    assert "models.1" in message and "'m'" in message and "already used" in message
 
 
 def test_alias_colliding_with_another_id_is_refused(tmp_path):
