@@ -18,6 +18,7 @@ from litestar.exceptions import HTTPException
 
 from mlx_fleet.config import FleetConfig
 from mlx_fleet.protocol import Failure, Generate, GetStatus
+from router import admin
 from router import openai_types as oa
 from router.completions import (
     Exchange,
@@ -110,7 +111,7 @@ def create_app(
             await client.close()
 
     return Litestar(
-        route_handlers=[chat_completions, completions, list_models, health],
+        route_handlers=[chat_completions, completions, list_models, health, *admin.ROUTES],
         lifespan=[fleet_connection],
         state=State({"config": config, "started": started}),
         exception_handlers={

@@ -14,6 +14,7 @@ import msgspec
 from mlx_fleet.config import FleetConfig
 from mlx_fleet.runtime import Endpoints
 from supervisor.fleet import PythonWorkerLauncher, Supervisor
+from supervisor.memory import Remembered
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
     async def run() -> None:
         supervisor = Supervisor(config, endpoints.frontend, endpoints.backend, launcher,
-                                parent_pid=args.parent_pid)
+                                parent_pid=args.parent_pid, remembered=Remembered(state_dir / "measured.json"))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: asyncio.ensure_future(supervisor.shutdown()))

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ from mlx_fleet.protocol import (
     decode_end,
     encode,
 )
+from supervisor.memory import Remembered, budget_bytes, footprint
+from supervisor.policy import Resident, expired, fmt_bytes, in_use, make_room, over_budget
 from supervisor.process import WorkerProcess
 from supervisor.slot import ModelSlot, Pending
 from supervisor.state import WorkerState
@@ -59,7 +62,9 @@ class Timeouts:
 
     load: float = 600.0
     stop_grace: float = 10.0
+    drain: float = 60.0
     parent_check: float = 0.5
+    housekeeping: float = 1.0
 
 
 class Launcher(Protocol):
@@ -110,8 +115,16 @@ class Supervisor:
         launcher: Launcher,
         timeouts: Timeouts | None = None,
         parent_pid: int | None = None,
+        remembered: Remembered | None = None,
+        budget: int | None = None,
     ) -> None:
         self.config = config
+        self.budget = budget_bytes(config.memory.budget) if budget is None else budget
+        self.remembered = remembered or Remembered(None)
+        default_ttl = parse_duration(config.memory.idle_ttl)
+        self.ttls = {m.id: parse_duration(m.idle_ttl) if m.idle_ttl is not None else default_ttl
+                     for m in config.models}
+        self._room_lock = asyncio.Lock()
         self.frontend_endpoint = frontend
         self.backend_endpoint = backend
         self.launcher = launcher
@@ -148,6 +161,7 @@ class Supervisor:
         loops = [
             self._spawn_task(self._frontend_loop(), "frontend"),
             self._spawn_task(self._backend_loop(), "backend"),
+            self._spawn_task(self._housekeeping(), "housekeeping"),
         ]
         if self.parent_pid is not None:
             loops.append(self._spawn_task(self._watch_parent(), "parent-watch"))
@@ -219,8 +233,13 @@ class Supervisor:
         if slot.state.serving:
             self._forward(slot, rid, router, body)
             return
+        if self.config.memory.policy == "preload" and not slot.pinned:
+            self._reply_end(router, rid, _failure(
+                "model_not_loaded", f"Model '{slot.id}' is not loaded, and this server serves only its preloaded "
+                "models (memory.policy = \"preload\").", 503))
+            return
         slot.pending.append(Pending(rid, router, body))
-        if slot.state not in (S.STARTING, S.LOADING):
+        if slot.state not in (S.STARTING, S.LOADING) and (slot.ready is None or slot.ready.done()):
             self._spawn_task(self.ensure_ready(slot), f"load:{slot.id}")
 
     def _forward(self, slot: ModelSlot, rid: bytes, router: bytes, body: bytes) -> None:
@@ -273,10 +292,13 @@ class Supervisor:
         if isinstance(end, Done):
             slot.served += 1
             slot.tokens += end.usage.completion_tokens
-        if not slot.inflight and slot.state == S.BUSY:
-            slot.lifecycle.swap(S.BUSY, S.READY)
+        if not slot.inflight:
+            if slot.state == S.BUSY:
+                slot.lifecycle.swap(S.BUSY, S.READY)
+            elif slot.state == S.DRAINING and slot.drained is not None:
+                slot.drained.set()
 
-    # -- worker lifecycle ---------------------------------------------------------------------
+    # -- loading, with room made first --------------------------------------------------------
 
     async def ensure_ready(self, slot: ModelSlot) -> Failure | None:
         """Start the model's worker unless it runs, and wait for it: one load for all callers."""
@@ -284,11 +306,10 @@ class Supervisor:
             return None
         if slot.ready is None or slot.ready.done():
             if slot.state not in (S.STOPPED, S.FAILED):
-                # stopping or draining: wait for the old process to go, then start a new one
-                await self._wait_gone(slot)
+                await self._wait_gone(slot)  # draining or stopping: a fresh worker comes after
             if slot.ready is None or slot.ready.done():
                 slot.ready = asyncio.get_running_loop().create_future()
-                self._spawn_task(self._start(slot), f"start:{slot.id}")
+                self._spawn_task(self._make_room_and_start(slot), f"start:{slot.id}")
         try:
             await asyncio.shield(slot.ready)
         except LoadError as e:
@@ -296,14 +317,62 @@ class Supervisor:
         return None
 
     async def _wait_gone(self, slot: ModelSlot) -> None:
-        process = slot.process
-        if process is not None:
-            await asyncio.shield(process.exited)
-        while slot.state.has_process:
-            await asyncio.sleep(0.01)
+        if slot.state in (S.DRAINING, S.STOPPING):
+            await slot.gone.wait()
 
-    async def _start(self, slot: ModelSlot) -> None:
-        slot.lifecycle.swap(frozenset({S.STOPPED, S.FAILED}), S.STARTING)
+    def residents(self, exclude: ModelSlot | None = None) -> list[Resident]:
+        """The policy's view: every worker that holds memory and is not already on its way out."""
+        return [
+            Resident(s.id, s.footprint, s.pinned, bool(s.inflight or s.pending),
+                     s.state in (S.STARTING, S.LOADING), s.last_used or 0.0)
+            for s in self.slots.values()
+            if s is not exclude and s.state in (S.STARTING, S.LOADING, S.READY, S.BUSY)
+        ]
+
+    async def _make_room_and_start(self, slot: ModelSlot) -> None:
+        async with self._room_lock:  # one plan at a time, so two loads never count the same room
+            slot.estimate, slot.estimate_measured = self.remembered.estimate(slot.config)
+            failure = await self._make_room(slot)
+            if failure is not None:
+                slot.last_error = failure.message
+                self._give_up(slot, failure)
+                return
+            slot.lifecycle.swap(frozenset({S.STOPPED, S.FAILED}), S.STARTING)
+            spawned = await self._spawn(slot)
+        if spawned:
+            await self._await_load(slot)
+
+    async def _make_room(self, slot: ModelSlot) -> Failure | None:
+        memory = self.config.memory
+        plan = make_room(self.residents(exclude=slot), slot.estimate, self.budget, memory.max_models)
+        if not plan.fits:
+            return Failure("insufficient_memory", f"Model '{slot.id}' does not fit in memory: {plan.reason}.", 503)
+        # The state changes happen here, synchronously, so that no request slips in between the
+        # plan and the stop; the waiting happens in tasks.
+        for model_id in plan.evict:
+            log.info("evicting %s (least recently used) to make room for %s", model_id, slot.id)
+            victim = self.slots[model_id]
+            process = self._begin_stop(victim, f"evicted to make room for {slot.id}")
+            self._spawn_task(self._finish_stop(victim, process), f"evict:{model_id}")
+        for model_id in plan.drain:
+            log.info("draining %s to make room for %s", model_id, slot.id)
+            victim = self.slots[model_id]
+            self._begin_drain(victim)
+            self._spawn_task(self._drain_and_stop(victim, None), f"drain:{model_id}")
+        leaving = [s.gone for s in self.slots.values() if s.state in (S.DRAINING, S.STOPPING)]
+        if leaving:
+            _, still = await asyncio.wait([asyncio.ensure_future(e.wait()) for e in leaving],
+                                          timeout=self.timeouts.drain + self.timeouts.stop_grace)
+            for waiter in still:
+                waiter.cancel()
+            if still:
+                busy = ", ".join(s.id for s in self.slots.values() if s.state == S.DRAINING)
+                return Failure("insufficient_memory", f"Model '{slot.id}' is waiting for room: {busy} did not "
+                               f"finish its requests in {self.timeouts.drain:g} s.", 503,
+                               retry_after=self.timeouts.drain)
+        return None
+
+    async def _spawn(self, slot: ModelSlot) -> bool:
         identity = slot.next_identity()
         self.by_identity[identity] = slot
         argv = self.launcher.argv(slot.config, identity.decode(), self.backend_endpoint)
@@ -311,50 +380,64 @@ class Supervisor:
             slot.process = await WorkerProcess.spawn(argv, self.launcher.env(), slot.id)
         except OSError as e:
             self._load_failed(slot, f"could not start the worker: {e}")
-            return
+            return False
+        self._spawn_task(self._watch_exit(slot, slot.process, identity), f"exit:{slot.id}")
+        return True
+
+    async def _await_load(self, slot: ModelSlot) -> None:
         process = slot.process
-        self._spawn_task(self._watch_exit(slot, process, identity), f"exit:{slot.id}")
         try:
             await asyncio.wait_for(asyncio.shield(slot.ready), self.timeouts.load)
         except TimeoutError:
             self._load_failed(slot, f"did not finish loading within {self.timeouts.load:g} s "
                                     "(server.load_timeout)")
-            await process.terminate(self.timeouts.stop_grace)
+            if process is not None:
+                await process.terminate(self.timeouts.stop_grace)
         except LoadError:
             pass
 
     def _on_control(self, slot: ModelSlot, body: bytes) -> None:
         message = decode_control(body)
         if isinstance(message, MemoryReport):
-            slot.memory = message.memory
+            slot.report = message.memory
+            if slot.process is not None:
+                slot.measured = footprint(slot.process.pid, message.memory)
         elif isinstance(message, Loading):
             if slot.state == S.STARTING:
                 slot.lifecycle.swap(S.STARTING, S.LOADING)
         elif isinstance(message, Ready):
-            if slot.state not in (S.STARTING, S.LOADING):
-                return  # a load that was given up on (timeout, unload) reporting late
-            if slot.state == S.STARTING:
-                slot.lifecycle.swap(S.STARTING, S.LOADING)
-            slot.lifecycle.swap(S.LOADING, S.READY)
-            slot.memory, slot.context_length = message.memory, message.context_length
-            slot.load_seconds, slot.loaded_at, slot.last_error = message.load_seconds, time.time(), None
-            slot.touch()
-            log.info("model %s ready in %.2f s (pid %d, rss %.0f MB)", slot.id, message.load_seconds,
-                     message.pid, message.memory.rss / 2**20)
-            while slot.pending:
-                p = slot.pending.popleft()
-                self._forward(slot, p.rid, p.router, p.body)
-            if slot.ready is not None and not slot.ready.done():
-                slot.ready.set_result(None)
+            self._on_ready(slot, message)
         elif isinstance(message, LoadFailed):
             self._load_failed(slot, message.message)
+
+    def _on_ready(self, slot: ModelSlot, message: Ready) -> None:
+        if slot.state not in (S.STARTING, S.LOADING) or slot.process is None:
+            return  # a load that was given up on (timeout, unload) reporting late
+        if slot.state == S.STARTING:
+            slot.lifecycle.swap(S.STARTING, S.LOADING)
+        slot.lifecycle.swap(S.LOADING, S.READY)
+        slot.report, slot.context_length = message.memory, message.context_length
+        slot.measured = footprint(slot.process.pid, message.memory)
+        slot.load_seconds, slot.loaded_at, slot.last_error = message.load_seconds, time.time(), None
+        slot.touch()
+        error = (slot.estimate - slot.measured) / slot.measured if slot.measured else 0.0
+        log.info("model %s ready in %.2f s (pid %d): measured %s, estimated %s (%+.0f%%)", slot.id,
+                 message.load_seconds, message.pid, fmt_bytes(slot.measured), fmt_bytes(slot.estimate), 100 * error)
+        self.remembered.remember(slot.config, slot.measured)
+        while slot.pending:
+            p = slot.pending.popleft()
+            self._forward(slot, p.rid, p.router, p.body)
+        if slot.ready is not None and not slot.ready.done():
+            slot.ready.set_result(None)
 
     def _load_failed(self, slot: ModelSlot, reason: str) -> None:
         """The load did not succeed: every waiter gets the same error, once."""
         if slot.state in (S.STARTING, S.LOADING):
             slot.lifecycle.to(S.FAILED)
         slot.last_error = reason
-        failure = Failure("model_load_failed", f"Model '{slot.id}' could not be loaded: {reason}", 503)
+        self._give_up(slot, Failure("model_load_failed", f"Model '{slot.id}' could not be loaded: {reason}", 503))
+
+    def _give_up(self, slot: ModelSlot, failure: Failure) -> None:
         self._fail_pending(slot, failure)
         if slot.ready is not None and not slot.ready.done():
             slot.ready.set_exception(LoadError(failure))
@@ -374,16 +457,15 @@ class Supervisor:
                 self._reply_end(route[0], rid, body)
         slot.inflight.clear()
 
+    # -- ending workers ------------------------------------------------------------------------
+
     async def _watch_exit(self, slot: ModelSlot, process: WorkerProcess, identity: bytes) -> None:
         status = await process.exited
         self.by_identity.pop(identity, None)
-        if slot.process is not process:
-            return  # a process that was already replaced (it had failed to load)
-        slot.process = None
-        slot.memory = None
-        if slot.state == S.STOPPING:
-            slot.lifecycle.swap(S.STOPPING, S.STOPPED)
-            return
+        if slot.process is not process or slot.state == S.STOPPING:
+            return  # replaced already, or ended on purpose: the stopper does the bookkeeping
+        process.signal_group(signal.SIGKILL)  # anything it left in its process group
+        slot.process, slot.measured = None, 0
         if slot.state == S.FAILED:
             return  # it said why it failed before it exited
         tail = process.last_lines()
@@ -400,28 +482,81 @@ class Supervisor:
         self._fail_pending(slot, Failure(
             "worker_crashed", f"The worker for model '{slot.id}' {status.describe()}.", 500))
 
-    async def _stop_worker(self, slot: ModelSlot, reason: str) -> None:
-        """End the worker now: its in-flight requests get a clean error, then the process goes."""
+    def _begin_stop(self, slot: ModelSlot, reason: str) -> WorkerProcess | None:
+        """The synchronous half of a stop: from here on no request can reach this worker."""
         process = slot.process
-        if process is None or slot.state == S.FAILED:
+        if slot.state == S.FAILED:
+            slot.lifecycle.swap(S.FAILED, S.STOPPED)
+        elif slot.state.has_process and slot.state != S.STOPPING:
+            if slot.state != S.DRAINING:
+                slot.gone = asyncio.Event()
+            was = slot.lifecycle.to(S.STOPPING)
+            unloaded = Failure("model_unloaded", f"Model '{slot.id}' was unloaded: {reason}.", 503)
+            self._fail_inflight(slot, unloaded)
+            if was in (S.STARTING, S.LOADING) or not self.accepting:
+                self._give_up(slot, unloaded)
             if process is not None:
-                await process.terminate(self.timeouts.stop_grace)
-            if slot.state == S.FAILED:
-                slot.lifecycle.swap(S.FAILED, S.STOPPED)
-            return
-        if slot.state != S.STOPPING:
-            slot.lifecycle.to(S.STOPPING)
-        self._fail_inflight(slot, Failure("model_unloaded", f"Model '{slot.id}' was unloaded: {reason}.", 503))
-        self._fail_pending(slot, Failure("model_unloaded", f"Model '{slot.id}' was unloaded: {reason}.", 503))
-        if slot.ready is not None and not slot.ready.done():
-            slot.ready.set_exception(LoadError(Failure("model_unloaded", f"Model '{slot.id}': {reason}.", 503)))
-            slot.ready.exception()
-        with contextlib.suppress(zmq.ZMQError):
-            self.backend.send_multipart((slot.identity, Kind.CONTROL, b"", encode(Shutdown())))
-        await process.terminate(self.timeouts.stop_grace)
-        if slot.state == S.STOPPING:  # _watch_exit may not have run yet
-            slot.lifecycle.swap(S.STOPPING, S.STOPPED)
-            slot.process, slot.memory = None, None
+                with contextlib.suppress(zmq.ZMQError):
+                    self.backend.send_multipart((slot.identity, Kind.CONTROL, b"", encode(Shutdown())))
+        return process
+
+    async def _stop_worker(self, slot: ModelSlot, reason: str) -> int:
+        """End the worker now; returns the bytes its accounting held, released once it is gone."""
+        freed = slot.footprint if slot.process is not None else 0
+        await self._finish_stop(slot, self._begin_stop(slot, reason))
+        return freed
+
+    async def _finish_stop(self, slot: ModelSlot, process: WorkerProcess | None) -> None:
+        if process is not None:
+            await process.terminate(self.timeouts.stop_grace)
+        if slot.process is process:
+            slot.process, slot.measured, slot.report = None, 0, None
+            if slot.state == S.STOPPING:
+                slot.lifecycle.swap(S.STOPPING, S.STOPPED)
+                slot.gone.set()  # only now, with every process of it reaped, is its memory free
+
+    def _begin_drain(self, slot: ModelSlot) -> None:
+        if slot.state.serving:
+            slot.gone = asyncio.Event()
+            slot.lifecycle.to(S.DRAINING)
+
+    async def _drain_and_stop(self, slot: ModelSlot, force_after: float | None) -> tuple[str, int]:
+        """Take no new requests, let the in-flight ones finish, then end the worker.
+
+        With `force_after`, requests still running after that many seconds are ended with an
+        error (an administrator's unload); without it the worker simply ends when they are done
+        (an eviction: a busy worker's requests are never cut short to make room).
+        """
+        self._begin_drain(slot)
+        outcome = "drained"
+        if slot.inflight:
+            slot.drained = asyncio.Event()
+            try:
+                await asyncio.wait_for(slot.drained.wait(), force_after)
+            except TimeoutError:
+                outcome = "forced"
+        return outcome, await self._stop_worker(slot, "drained" if outcome == "drained" else
+                                                f"its requests did not finish within {force_after:g} s")
+
+    # -- housekeeping: measure, expire, keep within budget --------------------------------------
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(self.timeouts.housekeeping)
+            self.housekeep(time.time())
+
+    def housekeep(self, now: float) -> None:
+        for slot in self.slots.values():
+            if slot.state.serving and slot.process is not None:
+                slot.measured = footprint(slot.process.pid, slot.report)
+        residents = self.residents()
+        for model_id in expired(residents, now, self.ttls):
+            log.info("model %s idle for %s: unloading", model_id, self.config.memory.idle_ttl)
+            self._spawn_task(self._stop_worker(self.slots[model_id], "idle past its TTL"), f"ttl:{model_id}")
+        for model_id in over_budget(residents, self.budget):
+            if self.slots[model_id].state.serving:
+                log.info("measured memory is over budget: unloading %s", model_id)
+                self._spawn_task(self._stop_worker(self.slots[model_id], "memory over budget"), f"trim:{model_id}")
 
     # -- admin calls --------------------------------------------------------------------------
 
@@ -447,46 +582,63 @@ class Supervisor:
             return Reply(Failure("model_not_found", f"The model `{call.model}` is not configured.", 404))
         failure = await self.ensure_ready(slot)
         if failure is not None:
-            return Reply(Failure(failure.code, failure.message, 500 if failure.status == 503 else failure.status))
+            status = 500 if failure.code == "model_load_failed" else failure.status
+            return Reply(Failure(failure.code, failure.message, status, retry_after=failure.retry_after))
         slot.pinned = slot.pinned or call.pin
-        return Reply(result=self.model_status(slot))
+        return Reply(result=self.model_status(slot, time.time()))
 
     async def _unload_call(self, call: UnloadModel) -> Reply:
         slot = self.by_name.get(call.model)
         if slot is None or slot.process is None:
             return Reply(Failure("model_not_loaded", f"The model `{call.model}` is not loaded.", 404))
-        freed = slot.memory.rss if slot.memory else 0
-        await self._stop_worker(slot, "unloaded by an administrator")
-        slot.pinned = False
-        return Reply(result={"model": slot.id, "action": "stopped", "memory_released": freed})
+        started = time.monotonic()
+        if call.force:
+            outcome, freed = "forced", await self._stop_worker(slot, "unloaded by an administrator (force)")
+        else:
+            outcome, freed = await self._drain_and_stop(slot, self.timeouts.drain)
+        slot.pinned = slot.config.preload and self.config.memory.policy == "preload"
+        return Reply(result={"model": slot.id, "action": outcome, "memory_released": freed,
+                             "seconds": round(time.monotonic() - started, 3), "state": str(slot.state)})
 
-    def model_status(self, slot: ModelSlot) -> dict:
-        mem = slot.memory
+    def model_status(self, slot: ModelSlot, now: float) -> dict:
+        ttl = self.ttls.get(slot.id, 0)
+        idle = slot.state == S.READY and not slot.pinned and ttl > 0
         return {
             "id": slot.id,
             "type": slot.config.type,
             "state": str(slot.state),
             "pid": slot.process.pid if slot.process else None,
-            "memory": {"rss": mem.rss, "mlx_active": mem.mlx_active, "mlx_cache": mem.mlx_cache} if mem else None,
+            "memory": {"measured": slot.measured or None, "estimated": slot.estimate or None,
+                       "estimate_was_measured": slot.estimate_measured,
+                       "mlx_active": slot.report.mlx_active if slot.report else None,
+                       "mlx_cache": slot.report.mlx_cache if slot.report else None},
+            "preload": slot.config.preload,
             "pinned": slot.pinned,
             "loaded_at": slot.loaded_at if slot.state.has_process else None,
             "last_used": slot.last_used,
-            "load_seconds": slot.load_seconds,
-            "context_length": slot.context_length,
+            "load_seconds": slot.load_seconds or None,
+            "context_length": slot.context_length or None,
             "in_flight": len(slot.inflight),
             "queued": len(slot.pending),
             "served": slot.served,
             "tokens_generated": slot.tokens,
+            "ttl_remaining": max(0.0, ttl - (now - (slot.last_used or now))) if idle else None,
             "last_error": slot.last_error,
         }
 
     def status(self) -> dict:
         vm = psutil.virtual_memory()
+        now = time.time()
+        used = in_use(self.residents())
         return {
-            "models": [self.model_status(s) for s in self.slots.values()],
+            "models": [self.model_status(s, now) for s in self.slots.values()],
             "pool": {
                 "policy": self.config.memory.policy,
+                "budget": self.budget,
+                "in_use": used,
+                "available": self.budget - used,
                 "max_models": self.config.memory.max_models,
+                "loaded": sum(1 for s in self.slots.values() if s.state.has_process),
                 "machine_total": vm.total,
                 "machine_available": vm.available,
                 "accepting": self.accepting,

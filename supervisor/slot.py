@@ -34,7 +34,12 @@ class ModelSlot:
     pending: collections.deque[Pending] = field(default_factory=collections.deque)
     inflight: set[bytes] = field(default_factory=set)
     pinned: bool = False
-    memory: Memory | None = None
+    report: Memory | None = None       # the worker's own last memory report
+    measured: int = 0                  # footprint measured since it loaded (0: not loaded)
+    estimate: int = 0                  # what the policy assumed before loading
+    estimate_measured: bool = False    # whether that estimate was a remembered measurement
+    drained: asyncio.Event | None = None  # set when a draining worker's last request ends
+    gone: asyncio.Event = field(default_factory=asyncio.Event)  # set when a stop has fully finished
     context_length: int = 0
     load_seconds: float = 0.0
     loaded_at: float | None = None
@@ -59,6 +64,11 @@ class ModelSlot:
         self.generation += 1
         self.identity = f"{self.id}#{self.generation}".encode()
         return self.identity
+
+    @property
+    def footprint(self) -> int:
+        """What this worker counts against the budget: measured once known, estimated until then."""
+        return self.measured or self.estimate
 
     def touch(self) -> None:
         self.last_used = time.time()

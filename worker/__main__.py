@@ -37,6 +37,7 @@ from mlx_fleet.protocol import (  # noqa: E402
 PARENT_CHECK_SECONDS = 0.5
 IDLE_POLL_MS = 100
 MEMORY_REPORT_SECONDS = 5.0
+FINAL_SEND_MS = 1000
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -123,6 +124,8 @@ class Worker:
                     self.handle(frames)
             if engine.active:
                 engine.step(self.emit)
+                if not engine.active:  # the last request just ended: KV caches may have grown
+                    self.control(MemoryReport(self.measure()))
             now = time.monotonic()
             if now >= next_check:
                 next_check = now + PARENT_CHECK_SECONDS
@@ -134,7 +137,9 @@ class Worker:
         engine.cancel_all(self.emit)
 
     def close(self) -> None:
-        self.sock.close(0)
+        # Long enough for a last message (LoadFailed, final END frames) to leave, bounded so a dead
+        # supervisor never keeps this process alive.
+        self.sock.close(linger=FINAL_SEND_MS)
         self.ctx.term()
 
 

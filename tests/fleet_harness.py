@@ -1,0 +1,105 @@
+"""An in-process supervisor wired to fake worker subprocesses, for the supervisor's own logic.
+
+Everything real except MLX: real worker processes (tests/fake_worker.py), real ZeroMQ sockets,
+the router's real FleetClient. Timeouts are injected, so a test of draining or idle TTLs takes
+milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from mlx_fleet.config import FleetConfig, MemoryConfig, ModelConfig
+from mlx_fleet.protocol import ChatInput, Done, Failure, Generate, Kind, Message, Sampling, decode_delta, decode_end, encode
+from mlx_fleet.runtime import Endpoints, make_runtime_dir, remove_runtime_dir
+from router.fleet_client import FleetClient, RequestStream
+from supervisor.fleet import Supervisor, Timeouts
+from supervisor.memory import Remembered
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKE_WORKER = Path(__file__).resolve().parent / "fake_worker.py"
+MiB = 2**20
+FAST = Timeouts(load=10.0, stop_grace=0.5, drain=2.0, parent_check=0.5, housekeeping=0.05)
+
+
+class FakeLauncher:
+    """Starts tests/fake_worker.py with per-model switches; counts spawns."""
+
+    def __init__(self, flags: dict[str, list[str]]) -> None:
+        self.flags = flags
+        self.spawned: list[str] = []
+
+    def argv(self, model: ModelConfig, identity: str, endpoint: str) -> list[str]:
+        self.spawned.append(model.id)
+        return [sys.executable, str(FAKE_WORKER), "--identity", identity, "--endpoint", endpoint,
+                "--parent-pid", str(os.getpid()), *self.flags.get(model.id, [])]
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+class Fleet:
+    def __init__(self, supervisor: Supervisor, client: FleetClient, launcher: FakeLauncher) -> None:
+        self.supervisor, self.client, self.launcher = supervisor, client, launcher
+
+    def slot(self, model: str):
+        return self.supervisor.slots[model]
+
+    def open(self, model: str, max_tokens: int = 64) -> RequestStream:
+        request = Generate(ChatInput((Message("user", "hi"),)), Sampling(max_tokens=max_tokens))
+        return self.client.open(model, encode(request))
+
+    async def finish(self, stream: RequestStream, timeout: float = 10.0) -> tuple[str, Done | Failure]:
+        texts: list[str] = []
+        async with asyncio.timeout(timeout):
+            while True:
+                for kind, body in await stream.take():
+                    if kind == Kind.DELTA:
+                        texts.append(decode_delta(body).text)
+                    else:
+                        return "".join(texts), decode_end(body)
+
+    async def ask(self, model: str, max_tokens: int = 64, timeout: float = 10.0) -> tuple[str, Done | Failure]:
+        return await self.finish(self.open(model, max_tokens), timeout)
+
+    def states(self) -> dict[str, str]:
+        return {m: str(s.state) for m, s in self.supervisor.slots.items()}
+
+
+@asynccontextmanager
+async def fleet(models: dict[str, list[str]], *, budget: int = 10 * 1024 * MiB, max_models: int = 8,
+                policy: str = "lru", idle_ttl: str = "0", preload: tuple[str, ...] = (),
+                timeouts: Timeouts = FAST, state_dir: Path | None = None) -> AsyncIterator[Fleet]:
+    config = FleetConfig(
+        memory=MemoryConfig(policy=policy, budget=str(budget), max_models=max_models, idle_ttl=idle_ttl),
+        models=[ModelConfig(id=m, path=f"/nonexistent/{m}", type="text", preload=m in preload) for m in models],
+    )
+    runtime = make_runtime_dir()
+    endpoints = Endpoints(runtime)
+    launcher = FakeLauncher(models)
+    remembered = Remembered(state_dir / "measured.json" if state_dir else Path(tempfile.mkdtemp()) / "m.json")
+    supervisor = Supervisor(config, endpoints.frontend, endpoints.backend, launcher, timeouts=timeouts,
+                            remembered=remembered, budget=budget)
+    task = asyncio.create_task(supervisor.run())
+    client = FleetClient(endpoints.frontend)
+    client.start()
+    try:
+        yield Fleet(supervisor, client, launcher)
+    finally:
+        await supervisor.shutdown()
+        await task
+        await client.close()
+        remove_runtime_dir(runtime)
+
+
+async def until(predicate, timeout: float = 5.0, interval: float = 0.01) -> None:
+    """Wait for a condition the supervisor reaches asynchronously; fail loudly if it never does."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(interval)

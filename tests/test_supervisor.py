@@ -1,0 +1,199 @@
+"""The supervisor's own logic with fake worker processes: routing, memory policy, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import psutil
+import pytest
+
+from fleet_harness import FAST, MiB, fleet, until
+from mlx_fleet.protocol import Done, Failure
+from supervisor.fleet import Timeouts
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+def mem(mib: int) -> list[str]:
+    return ["--memory", str(mib * MiB)]
+
+
+def test_lru_evicts_the_least_recently_used_idle_model() -> None:
+    async def scenario() -> None:
+        async with fleet({"a": mem(100), "b": mem(100), "c": mem(100)}, budget=250 * MiB) as f:
+            for model in ("a", "b", "a"):
+                _, end = await f.ask(model)
+                assert isinstance(end, Done), end
+            b_pid = f.slot("b").process.pid
+            _, end = await f.ask("c")
+            assert isinstance(end, Done)
+            await until(lambda: f.states()["b"] == "stopped")
+            assert f.states() == {"a": "ready", "b": "stopped", "c": "ready"}
+            assert not psutil.pid_exists(b_pid) or psutil.Process(b_pid).status() == psutil.STATUS_ZOMBIE
+            pool = f.supervisor.status()["pool"]
+            assert pool["in_use"] == f.slot("a").measured + f.slot("c").measured
+            assert pool["in_use"] <= pool["budget"]
+    run(scenario())
+
+
+def test_pinned_model_is_never_evicted_and_no_room_is_503_with_numbers() -> None:
+    async def scenario() -> None:
+        async with fleet({"p": mem(100), "x": mem(100)}, budget=150 * MiB, preload=("p",)) as f:
+            await until(lambda: f.states()["p"] == "ready")
+            _, end = await f.ask("x")
+            assert isinstance(end, Failure) and end.status == 503 and end.code == "insufficient_memory"
+            assert "pinned: p" in end.message and "budget 150.0 MiB" in end.message
+            assert f.states()["p"] == "ready" and f.launcher.spawned == ["p"]
+    run(scenario())
+
+
+def test_concurrent_first_requests_share_one_load() -> None:
+    async def scenario() -> None:
+        async with fleet({"a": [*mem(10), "--load-seconds", "0.3"]}) as f:
+            results = await asyncio.gather(*(f.ask("a") for _ in range(10)))
+            assert all(isinstance(end, Done) for _, end in results)
+            assert f.launcher.spawned == ["a"]
+    run(scenario())
+
+
+def test_busy_victim_is_drained_not_killed() -> None:
+    async def scenario() -> None:
+        slow = [*mem(100), "--tokens", "20", "--token-interval", "0.02"]
+        async with fleet({"a": slow, "b": mem(100)}, budget=150 * MiB) as f:
+            stream = f.open("a")
+            await until(lambda: f.states()["a"] == "busy")
+            text_b, end_b = await f.ask("b")
+            text_a, end_a = await f.finish(stream)
+            assert isinstance(end_a, Done) and end_a.usage.completion_tokens == 20, end_a
+            assert isinstance(end_b, Done)
+            assert f.states() == {"a": "stopped", "b": "ready"}
+    run(scenario())
+
+
+def test_estimate_is_corrected_by_measurement_and_remembered(tmp_path) -> None:
+    async def scenario() -> None:
+        async with fleet({"a": mem(300)}, state_dir=tmp_path) as f:
+            await f.ask("a")
+            status = f.supervisor.model_status(f.slot("a"), time.time())
+            assert status["memory"]["measured"] >= 300 * MiB
+            assert status["memory"]["estimated"] < 300 * MiB and not status["memory"]["estimate_was_measured"]
+        async with fleet({"a": mem(300)}, state_dir=tmp_path) as f:
+            await f.ask("a")
+            status = f.supervisor.model_status(f.slot("a"), time.time())
+            assert status["memory"]["estimate_was_measured"]
+            assert status["memory"]["estimated"] >= 300 * MiB
+    run(scenario())
+
+
+def test_growth_past_the_budget_trims_idle_models() -> None:
+    async def scenario() -> None:
+        async with fleet({"a": mem(100), "b": [*mem(100), "--grow-per-request", str(100 * MiB)]},
+                         budget=350 * MiB) as f:
+            await f.ask("a")
+            await f.ask("b")
+            assert f.states() == {"a": "ready", "b": "ready"}
+            await f.ask("b")  # b now reports 300 MiB: 400 in use
+            await until(lambda: f.states()["a"] == "stopped")
+            assert f.states()["b"] == "ready"
+    run(scenario())
+
+
+def test_idle_ttl_ends_idle_worker_but_not_a_busy_one() -> None:
+    async def scenario() -> None:
+        slow = [*mem(10), "--tokens", "30", "--token-interval", "0.02"]
+        async with fleet({"a": mem(10), "s": slow}, idle_ttl="0.2") as f:
+            await f.ask("a")
+            started = time.monotonic()
+            await until(lambda: f.states()["a"] == "stopped", timeout=3)
+            assert time.monotonic() - started >= 0.15
+            _, end = await f.ask("s")  # 30 tokens x 20 ms: in flight well past the TTL
+            assert isinstance(end, Done) and end.usage.completion_tokens == 30
+    run(scenario())
+
+
+def test_preload_policy_serves_only_preloaded() -> None:
+    async def scenario() -> None:
+        async with fleet({"p": mem(10), "x": mem(10)}, policy="preload", preload=("p",)) as f:
+            await until(lambda: f.states()["p"] == "ready")
+            _, end = await f.ask("x")
+            assert isinstance(end, Failure) and end.code == "model_not_loaded" and end.status == 503
+            _, end = await f.ask("p")
+            assert isinstance(end, Done)
+            assert f.launcher.spawned == ["p"]
+    run(scenario())
+
+
+def test_load_failure_reaches_every_waiter_and_shows_in_status() -> None:
+    async def scenario() -> None:
+        async with fleet({"bad": ["--fail-load", "weights are corrupt"]}) as f:
+            results = await asyncio.gather(*(f.ask("bad") for _ in range(3)))
+            for _, end in results:
+                assert isinstance(end, Failure) and end.code == "model_load_failed" and end.status == 503
+                assert "weights are corrupt" in end.message
+            assert f.states()["bad"] == "failed"
+            assert "weights are corrupt" in f.supervisor.status()["models"][0]["last_error"]
+    run(scenario())
+
+
+def test_load_deadline_kills_a_hung_load() -> None:
+    async def scenario() -> None:
+        timeouts = Timeouts(load=0.3, stop_grace=0.2, drain=1, housekeeping=0.05)
+        async with fleet({"h": ["--hang-on-load"]}, timeouts=timeouts) as f:
+            _, end = await f.ask("h")
+            assert isinstance(end, Failure) and "server.load_timeout" in end.message
+            assert f.states()["h"] == "failed"
+    run(scenario())
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_admin_unload_drains_or_forces(force: bool) -> None:
+    from mlx_fleet.protocol import UnloadModel
+
+    async def scenario() -> None:
+        slow = [*mem(10), "--tokens", "15", "--token-interval", "0.02"]
+        async with fleet({"a": slow}) as f:
+            stream = f.open("a")
+            await until(lambda: f.states()["a"] == "busy")
+            reply = await f.client.call(UnloadModel("a", force))
+            text, end = await f.finish(stream)
+            if force:
+                assert reply.result["action"] == "forced"
+                assert isinstance(end, Failure) and end.code == "model_unloaded"
+            else:
+                assert reply.result["action"] == "drained"
+                assert isinstance(end, Done) and end.usage.completion_tokens == 15
+            assert reply.result["memory_released"] >= 10 * MiB
+            assert f.states()["a"] == "stopped"
+    run(scenario())
+
+
+def test_stop_escalates_to_sigkill_and_reaps_grandchildren() -> None:
+    async def scenario() -> None:
+        async with fleet({"a": [*mem(10), "--ignore-sigterm", "--spawn-grandchild"]},
+                         timeouts=Timeouts(load=10, stop_grace=0.3, drain=1, housekeeping=0.05)) as f:
+            await f.ask("a")
+            process = f.slot("a").process
+            tree = [psutil.Process(process.pid), *process.descendants()]
+            assert len(tree) == 2
+            started = time.monotonic()
+            await f.supervisor._stop_worker(f.slot("a"), "test")
+            assert time.monotonic() - started < 3
+            for p in tree:
+                assert not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+    run(scenario())
+
+
+def test_crash_mid_stream_fails_request_and_next_request_gets_a_new_worker() -> None:
+    async def scenario() -> None:
+        async with fleet({"a": [*mem(10), "--crash-after", "3", "--tokens", "10"]}) as f:
+            text, end = await f.ask("a")
+            assert isinstance(end, Failure) and end.code == "worker_crashed" and end.status == 500
+            assert "exited with code 3" in end.message and "'a'" in end.message
+            await until(lambda: f.states()["a"] == "failed")
+            stream = f.open("a")
+            text, end = await f.finish(stream)
+            assert f.launcher.spawned == ["a", "a"]
+    run(scenario())
