@@ -35,11 +35,25 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="overrides server.host")
     serve.add_argument("--port", type=int, help="overrides server.port")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    for name, text in (("status", "show every model's state and memory, and the pool's"),
+                       ("load", "load a model (if needed) and pin it"),
+                       ("unload", "drain a model's requests and end its worker")):
+        cmd = sub.add_parser(name, help=text)
+        if name != "status":
+            cmd.add_argument("model")
+        if name == "unload":
+            cmd.add_argument("--force", action="store_true", help="end it now; in-flight requests get an error")
+        cmd.add_argument("--url", default=os.environ.get("MLX_FLEET_URL", "http://127.0.0.1:8000"),
+                         help="the server (default: $MLX_FLEET_URL or http://127.0.0.1:8000)")
+        cmd.add_argument("--admin-key", default=os.environ.get("MLX_FLEET_SERVER_ADMIN_KEY", ""),
+                         help="default: $MLX_FLEET_SERVER_ADMIN_KEY")
+        cmd.add_argument("--json", action="store_true", help="print the raw JSON answer")
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
-    parser.error(f"unknown command {args.command}")
-    return 2
+    from mlx_fleet import admin_cli
+
+    return admin_cli.run(args)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -98,6 +98,13 @@ def parse_size(text: str | int, *, total: int | None = None) -> int:
     return int(float(number) * _UNITS[(unit or "").lower()])
 
 
+def fmt_bytes(n: int) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
 def parse_duration(text: str | int | float) -> float:
     """Seconds from `"30m"`, `"1h30m"`, `"10s"`, `"250ms"`, `"0"` or a number of seconds."""
     if isinstance(text, (int, float)):

@@ -26,7 +26,7 @@ import psutil
 import zmq
 import zmq.asyncio
 
-from mlx_fleet.config import FleetConfig, ModelConfig, parse_duration
+from mlx_fleet.config import FleetConfig, ModelConfig, fmt_bytes, parse_duration
 from mlx_fleet.protocol import (
     MAX_MESSAGE_BYTES,
     Done,
@@ -47,7 +47,7 @@ from mlx_fleet.protocol import (
     encode,
 )
 from supervisor.memory import Remembered, budget_bytes, footprint
-from supervisor.policy import Resident, expired, fmt_bytes, in_use, make_room, over_budget
+from supervisor.policy import Resident, expired, in_use, make_room, over_budget
 from supervisor.process import WorkerProcess
 from supervisor.slot import ModelSlot, Pending
 from supervisor.state import WorkerState

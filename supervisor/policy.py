@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mlx_fleet.config import fmt_bytes
+
 
 @dataclass(frozen=True, slots=True)
 class Resident:
@@ -35,13 +37,6 @@ class Plan:
     evict: tuple[str, ...] = ()   # idle: end now
     drain: tuple[str, ...] = ()   # busy: stop taking requests, end when their requests are done
     reason: str = ""
-
-
-def fmt_bytes(n: int) -> str:
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(n) >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
 
 
 def in_use(residents: list[Resident]) -> int:

@@ -1,0 +1,110 @@
+"""`mlx-fleet status | load | unload`: the admin API, for people at a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import threading
+import time
+
+import httpx
+
+from mlx_fleet.config import fmt_bytes
+
+
+def run(args: argparse.Namespace) -> int:
+    headers = {"Authorization": f"Bearer {args.admin_key}"} if args.admin_key else {}
+    base = args.url.rstrip("/")
+    try:
+        if args.command == "status":
+            response = httpx.get(f"{base}/admin/models/status", headers=headers, timeout=30)
+        elif args.command == "load":
+            with Spinner(f"loading {args.model}"):
+                response = httpx.post(f"{base}/admin/models/load/{args.model}", headers=headers, timeout=None)
+        else:
+            with Spinner(f"unloading {args.model}"):
+                response = httpx.post(f"{base}/admin/models/unload/{args.model}", headers=headers, timeout=None,
+                                      params={"force": "true"} if args.force else None)
+    except httpx.HTTPError as e:
+        print(f"mlx-fleet: cannot reach {base}: {e}", file=sys.stderr)
+        return 1
+    body = response.json()
+    if response.status_code != 200:
+        print(f"mlx-fleet: {response.status_code}: {body.get('error', {}).get('message', body)}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(body, indent=2))
+    elif args.command == "status":
+        print(format_status(body))
+    elif args.command == "load":
+        print(f"{body['id']}: {body['state']}, pid {body['pid']}, {_mem(body['memory']['measured'])}, "
+              f"loaded in {body['load_seconds']:.2f} s, pinned")
+    else:
+        print(f"{body['model']}: {body['action']}, released {fmt_bytes(body['memory_released'])} "
+              f"in {body['seconds']:.2f} s")
+    return 0
+
+
+def _mem(n: int | None) -> str:
+    return fmt_bytes(n) if n else "-"
+
+
+def _age(t: float | None, now: float) -> str:
+    if not t:
+        return "-"
+    s = int(now - t)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def format_status(body: dict) -> str:
+    now = time.time()
+    header = ("MODEL", "TYPE", "STATE", "PID", "MEASURED", "ESTIMATED", "PIN", "IN FLIGHT", "QUEUED",
+              "SERVED", "TOKENS", "IDLE", "TTL LEFT")
+    rows = [header]
+    for m in body["models"]:
+        ttl = m["ttl_remaining"]
+        rows.append((m["id"], m["type"], m["state"], str(m["pid"] or "-"), _mem(m["memory"]["measured"]),
+                     _mem(m["memory"]["estimated"]), "yes" if m["pinned"] else "", str(m["in_flight"]),
+                     str(m["queued"]), str(m["served"]), str(m["tokens_generated"]), _age(m["last_used"], now),
+                     f"{ttl:.0f}s" if ttl is not None else "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    for m in body["models"]:
+        if m["last_error"]:
+            lines.append(f"{m['id']}: last error: {m['last_error']}")
+    p = body["pool"]
+    lines.append("")
+    lines.append(f"policy {p['policy']}: {_mem(p['in_use'])} of {_mem(p['budget'])} in use "
+                 f"({_mem(p['available'])} free), {p['loaded']} of at most {p['max_models']} models; "
+                 f"machine {_mem(p['machine_available'])} available of {_mem(p['machine_total'])}")
+    return "\n".join(lines)
+
+
+class Spinner:
+    """A progress spinner on a terminal while a call waits; silent when output is not a terminal."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+
+    def __enter__(self) -> Spinner:
+        if sys.stderr.isatty():
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+            sys.stderr.write("\r\033[K")
+
+    def _spin(self) -> None:
+        started = time.monotonic()
+        for frame in itertools.cycle("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"):
+            if self._stop.wait(0.1):
+                return
+            sys.stderr.write(f"\r{frame} {self.text} ({time.monotonic() - started:.0f} s)")
+            sys.stderr.flush()
