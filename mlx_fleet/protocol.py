@@ -10,10 +10,12 @@ pickled, and decoders are typed, so a peer can only ever send us these structs.
 Frame layouts (the socket's own identity frame, on ROUTER sockets, comes before these):
 
     router -> supervisor   GENERATE rid model_id body(Generate)    CANCEL rid
+                           EMBED    rid model_id body(Embed)
                            CALL     call_id body(Call)
     supervisor -> worker   GENERATE rid body(Generate)             CANCEL rid
+                           EMBED    rid body(Embed)
                            CONTROL  b"" body(Shutdown)
-    worker -> supervisor   DELTA rid body(Delta)   END rid body(Done | Failure)
+    worker -> supervisor   DELTA rid body(Delta)   END rid body(Done | Failure | Embeddings)
                            CONTROL b"" body(Loading | Ready | LoadFailed | MemoryReport)
     supervisor -> router   DELTA / END relayed untouched, REPLY call_id body(Reply)
 
@@ -33,6 +35,7 @@ class Kind(bytes, enum.Enum):
     """First frame of every message. Members are `bytes`, so they compare equal to received frames."""
 
     GENERATE = b"G"
+    EMBED = b"M"
     CANCEL = b"C"
     DELTA = b"D"
     END = b"E"
@@ -104,6 +107,13 @@ class Generate(_Wire):
     sampling: Sampling
 
 
+class Embed(_Wire):
+    """Body of an EMBED message: texts, or already-tokenized inputs (exactly one is non-empty)."""
+
+    texts: tuple[str, ...] = ()
+    tokens: tuple[tuple[int, ...], ...] = ()
+
+
 # ---------------------------------------------------------------------------------------------
 # Stream events (worker -> supervisor -> router)
 
@@ -141,7 +151,16 @@ class Failure(_Wire, tag=2):
     retry_after: float | None = None
 
 
-End = Done | Failure
+class Embeddings(_Wire, tag=3):
+    """The answer to an Embed: `count` vectors of `dim` float32s, little-endian, row after row
+    (exactly OpenAI's base64 layout), and the real (unpadded) token count of each input."""
+
+    dim: int
+    vectors: bytes
+    token_counts: tuple[int, ...]
+
+
+End = Done | Failure | Embeddings
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,6 +240,7 @@ encoder = msgspec.msgpack.Encoder()
 encode = encoder.encode
 
 decode_generate = msgspec.msgpack.Decoder(Generate).decode
+decode_embed = msgspec.msgpack.Decoder(Embed).decode
 decode_delta = msgspec.msgpack.Decoder(Delta).decode
 decode_end = msgspec.msgpack.Decoder(End).decode
 decode_control = msgspec.msgpack.Decoder(Control).decode
