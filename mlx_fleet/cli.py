@@ -9,6 +9,8 @@ behind even if the supervisor itself hangs.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -20,7 +22,7 @@ from pathlib import Path
 import msgspec
 import psutil
 
-from mlx_fleet.config import ConfigError, load_config
+from mlx_fleet.config import ConfigError, load_config, parse_duration
 
 log = logging.getLogger("mlx_fleet")
 
@@ -78,6 +80,8 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from mlx_fleet.runtime import Endpoints, make_runtime_dir, remove_runtime_dir
+
+    DrainingServer = _draining_server()
     from router.app import create_app
 
     started = time.time()
@@ -92,9 +96,10 @@ def _serve(args: argparse.Namespace) -> int:
     )
     try:
         app = create_app(config, endpoints.frontend, started, supervisor_alive=lambda: supervisor.poll() is None)
-        server = uvicorn.Server(uvicorn.Config(
+        drain = parse_duration(config.server.drain_timeout)
+        server = DrainingServer(app, drain, uvicorn.Config(
             app, host=config.server.host, port=config.server.port, log_level=args.log_level,
-            access_log=False, backlog=2048, timeout_graceful_shutdown=20, lifespan="on",
+            access_log=False, backlog=config.server.backlog, timeout_graceful_shutdown=drain + 5, lifespan="on",
         ))
         names = ", ".join(m.id for m in config.models)
         log.info("mlx-fleet: serving %s on http://%s:%d", names, config.server.host, config.server.port)
@@ -103,6 +108,27 @@ def _serve(args: argparse.Namespace) -> int:
         _stop_supervisor(supervisor)
         remove_runtime_dir(runtime)
     return 0
+
+
+def _draining_server():
+    import uvicorn
+
+    from router.app import begin_drain
+
+    class DrainingServer(uvicorn.Server):
+        """uvicorn, but a stop signal first puts the app in drain mode (503 to new requests; the
+        ones in flight get `drain` seconds, then a clean error) while uvicorn stops listening."""
+
+        def __init__(self, app, drain: float, config: uvicorn.Config) -> None:
+            super().__init__(config)
+            self.app, self.drain = app, drain
+
+        def handle_exit(self, sig: int, frame) -> None:
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().call_soon(begin_drain, self.app, self.drain)
+            super().handle_exit(sig, frame)
+
+    return DrainingServer
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:

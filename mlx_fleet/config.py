@@ -47,6 +47,23 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     default_max_tokens: int = 512
     # How long a model may take to load before its worker is killed.
     load_timeout: str = "10m"
+    # A worker with requests in flight that sends nothing for this long is hung: it is killed.
+    progress_timeout: str = "2m"
+    # After a model fails (load error, crash), no new worker for it for this long, doubling per
+    # consecutive failure up to 5 minutes; a successful request resets it.
+    restart_backoff: str = "2s"
+    # On SIGTERM: stop admitting, let in-flight requests finish for this long, then end the rest.
+    drain_timeout: str = "20s"
+    # Admission: requests in flight plus queued, per model (429 beyond) and in all (503 beyond).
+    max_requests_per_model: int = 256
+    max_requests: int = 1024
+    max_body_size: str = "32MiB"
+    # The listen backlog: a burst of connections beyond it is reset by the OS.
+    backlog: int = 2048
+    # Extra Host names accepted when bound to loopback (DNS-rebinding protection).
+    allowed_hosts: list[str] = []
+    # Origins allowed by CORS; none by default (no CORS headers at all).
+    cors_origins: list[str] = []
 
 
 class MemoryConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -186,8 +203,13 @@ def _check(config: FleetConfig, source: str, base: Path) -> None:
         raise ConfigError(f"{source}: server.default_max_tokens: must be at least 1")
     if memory.max_models < 1:
         raise ConfigError(f"{source}: memory.max_models: must be at least 1")
-    for key, value in (("server.load_timeout", server.load_timeout), ("memory.idle_ttl", memory.idle_ttl)):
-        _checked(source, key, parse_duration, value)
+    for key in ("load_timeout", "progress_timeout", "restart_backoff", "drain_timeout"):
+        _checked(source, f"server.{key}", parse_duration, getattr(server, key))
+    _checked(source, "memory.idle_ttl", parse_duration, memory.idle_ttl)
+    _checked(source, "server.max_body_size", parse_size, server.max_body_size)
+    for key in ("max_requests_per_model", "max_requests"):
+        if getattr(server, key) < 1:
+            raise ConfigError(f"{source}: server.{key}: must be at least 1")
     budget = _checked(source, "memory.budget", lambda v: parse_size(v, total=psutil.virtual_memory().total),
                       memory.budget)
     if budget <= 0:

@@ -13,13 +13,15 @@ from contextlib import asynccontextmanager
 
 import msgspec
 from litestar import Litestar, Request, Response, get, post
+from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 
-from mlx_fleet.config import FleetConfig
+from mlx_fleet.config import FleetConfig, parse_size
 from mlx_fleet.protocol import Failure, Generate, GetStatus
 from router import admin
 from router import openai_types as oa
+from router.admission import Admission
 from router.completions import (
     Exchange,
     chat_input,
@@ -31,55 +33,56 @@ from router.completions import (
 )
 from router.errors import ApiError, api_error_handler, http_error_handler, internal_error_handler
 from router.fleet_client import FleetClient, SupervisorUnavailable
+from router.security import Guard, host_check_factory
 
-MAX_BODY_BYTES = 32 * 1024 * 1024
 log = logging.getLogger("mlx_fleet.router")
 
 
-def _client(state: State) -> FleetClient:
-    return state.fleet
-
-
-def _config(state: State) -> FleetConfig:
-    return state.config
+def _exchange(state: State, model: str, prefix: str) -> Exchange:
+    return Exchange.new(state.fleet, state.admission, model, prefix)
 
 
 @post("/v1/chat/completions", status_code=200)
 async def chat_completions(request: Request, state: State) -> Response:
-    config = _config(state)
+    config: FleetConfig = state.config
     req = decode_request(await request.body(), oa.ChatCompletionRequest)
     model = resolve_model(config, req.model)
     sampling = sampling_from(req, req.max_completion_tokens or req.max_tokens, config.server.default_max_tokens)
-    ex = Exchange.new(_client(state), req.model, "chatcmpl")
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    return await respond(ex, Generate(chat_input(req, model), sampling), True, req.stream, include_usage)
+    generate = Generate(chat_input(req, model), sampling)
+    return await respond(_exchange(state, req.model, "chatcmpl"), generate, True, req.stream, include_usage)
 
 
 @post("/v1/completions", status_code=200)
 async def completions(request: Request, state: State) -> Response:
-    config = _config(state)
+    config: FleetConfig = state.config
     req = decode_request(await request.body(), oa.CompletionRequest)
     resolve_model(config, req.model)
     sampling = sampling_from(req, req.max_tokens, config.server.default_max_tokens)
-    ex = Exchange.new(_client(state), req.model, "cmpl")
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    return await respond(ex, Generate(completion_input(req), sampling), False, req.stream, include_usage)
+    generate = Generate(completion_input(req), sampling)
+    return await respond(_exchange(state, req.model, "cmpl"), generate, False, req.stream, include_usage)
 
 
 @get("/v1/models")
 async def list_models(state: State) -> Response:
-    config = _config(state)
+    config: FleetConfig = state.config
     cards = [oa.ModelCard(id=m.id, created=int(state.started), type=m.type) for m in config.models]
     return Response(msgspec.json.encode(oa.ModelList(data=cards)), media_type="application/json")
 
 
-@get("/health")
+@get("/health", opt={"public": True})
 async def health(state: State) -> Response:
     try:
-        await _client(state).call(GetStatus(), timeout=2.0)
+        await state.fleet.call(GetStatus(), timeout=2.0)
     except SupervisorUnavailable as e:
         raise ApiError(503, f"The model server is not available: {e}", code="supervisor_unavailable") from None
+    if state.admission.draining:
+        raise ApiError(503, "The server is shutting down.", code="shutting_down")
     return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+ROUTES = [chat_completions, completions, list_models, health, *admin.ROUTES]
 
 
 def create_app(
@@ -90,6 +93,7 @@ def create_app(
     watch_interval: float = 0.2,
 ) -> Litestar:
     """`supervisor_alive` lets the router fail fast (503) instead of waiting on a dead supervisor."""
+    server = config.server
 
     async def watch(client: FleetClient) -> None:
         while supervisor_alive():
@@ -110,15 +114,38 @@ def create_app(
                 watcher.cancel()
             await client.close()
 
+    host_check = host_check_factory(server)
     return Litestar(
-        route_handlers=[chat_completions, completions, list_models, health, *admin.ROUTES],
+        route_handlers=ROUTES,
         lifespan=[fleet_connection],
-        state=State({"config": config, "started": started}),
+        state=State({"config": config, "started": started,
+                     "admission": Admission(server.max_requests_per_model, server.max_requests)}),
+        guards=[Guard(server)],
+        middleware=[host_check] if host_check else [],
+        cors_config=CORSConfig(allow_origins=server.cors_origins) if server.cors_origins else None,
         exception_handlers={
             ApiError: api_error_handler,
             HTTPException: http_error_handler,
             Exception: internal_error_handler,
         },
-        request_max_body_size=MAX_BODY_BYTES,
+        request_max_body_size=parse_size(server.max_body_size),
         openapi_config=None,
     )
+
+
+def begin_drain(app: Litestar, drain_timeout: float) -> None:
+    """SIGTERM: refuse new requests now; after `drain_timeout`, end the ones still running cleanly
+    (an error event, then the end of the stream) so that uvicorn can finish its shutdown."""
+    admission: Admission = app.state.admission
+    if admission.draining:
+        return
+    admission.draining = True
+    log.info("draining: no new requests; in-flight ones have %.0f s to finish", drain_timeout)
+
+    def end_the_rest() -> None:
+        client: FleetClient = app.state.fleet
+        if client.streams:
+            log.warning("drain timeout: ending %d request(s)", len(client.streams))
+        client.fail_all(Failure("shutting_down", "The server is shutting down.", 503))
+
+    asyncio.get_running_loop().call_later(drain_timeout, end_the_rest)

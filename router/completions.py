@@ -34,6 +34,7 @@ from mlx_fleet.protocol import (
     encode,
 )
 from router import openai_types as oa
+from router.admission import Admission
 from router.errors import ApiError, validation_error
 from router.fleet_client import FleetClient, RequestStream, SupervisorUnavailable
 
@@ -128,22 +129,37 @@ def completion_input(req: oa.CompletionRequest) -> TextInput | TokensInput:
 
 @dataclass(slots=True)
 class Exchange:
-    """One request on its way through the fleet."""
+    """One request on its way through the fleet; holds its admission slot until `close()`."""
 
     client: FleetClient
+    admission: Admission
     model: str
     created: int
     id: str
+    stream: RequestStream | None = None
+    admitted: bool = False
 
     @classmethod
-    def new(cls, client: FleetClient, model: str, prefix: str) -> Exchange:
-        return cls(client, model, int(time.time()), f"{prefix}-{os.urandom(12).hex()}")
+    def new(cls, client: FleetClient, admission: Admission, model: str, prefix: str) -> Exchange:
+        return cls(client, admission, model, int(time.time()), f"{prefix}-{os.urandom(12).hex()}")
 
-    def open(self, request: Generate) -> RequestStream:
+    def open(self, kind: bytes, body: bytes) -> RequestStream:
+        self.admission.enter(self.model)
+        self.admitted = True
         try:
-            return self.client.open(self.model, encode(request))
+            self.stream = self.client.open(self.model, body, kind)
         except SupervisorUnavailable as e:
+            self.close()
             raise ApiError(503, f"The model server is not available: {e}", code="supervisor_unavailable") from None
+        return self.stream
+
+    def close(self) -> None:
+        """Idempotent: cancels the request if it still runs, and gives its admission slot back."""
+        if self.stream is not None:
+            self.client.cancel(self.stream)
+        if self.admitted:
+            self.admitted = False
+            self.admission.leave(self.model)
 
     async def collect(self, stream: RequestStream) -> tuple[str, Done]:
         """Everything the request produced, for a non-streamed response."""
@@ -159,7 +175,7 @@ class Exchange:
                             raise ApiError.from_failure(end)
                         return "".join(texts), end
         finally:
-            self.client.cancel(stream)
+            self.close()
 
 
 def _usage(done: Done) -> oa.Usage:
@@ -204,7 +220,7 @@ class _Frames:
 
 
 async def respond(ex: Exchange, request: Generate, chat: bool, stream: bool, include_usage: bool) -> Response:
-    rs = ex.open(request)
+    rs = ex.open(Kind.GENERATE, encode(request))
     if not stream:
         text, done = await ex.collect(rs)
         if chat:
@@ -217,13 +233,13 @@ async def respond(ex: Exchange, request: Generate, chat: bool, stream: bool, inc
 
     try:
         first = await rs.take()
+        if first[0][0] == Kind.END:
+            end = decode_end(first[0][1])
+            if isinstance(end, Failure):
+                raise ApiError.from_failure(end)
     except BaseException:
-        ex.client.cancel(rs)
+        ex.close()
         raise
-    if first[0][0] == Kind.END:
-        end = decode_end(first[0][1])
-        if isinstance(end, Failure):
-            raise ApiError.from_failure(end)
     return Stream(_sse(ex, rs, first, _Frames(ex, chat), include_usage), media_type="text/event-stream",
                   headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -257,5 +273,5 @@ async def _sse(ex: Exchange, rs: RequestStream, first: list[tuple[bytes, bytes]]
             yield out + tail + _DONE
             return
     finally:
-        ex.client.cancel(rs)  # a client that went away stops its generation within one step
+        ex.close()  # a client that went away stops its generation within one step
 

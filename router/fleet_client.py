@@ -99,14 +99,14 @@ class FleetClient:
                 if kind == Kind.END:
                     del streams[rid]
 
-    def open(self, model: str, body: bytes) -> RequestStream:
-        """Send a generation request; its frames arrive on the returned stream."""
+    def open(self, model: str, body: bytes, kind: bytes = Kind.GENERATE) -> RequestStream:
+        """Send a generation (or embedding) request; its frames arrive on the returned stream."""
         if self.down is not None:
             raise SupervisorUnavailable(self.down.message)
         rid = self._next_id()
         stream = RequestStream(rid)
         self.streams[rid] = stream
-        self.sock.send_multipart((Kind.GENERATE, rid, model.encode(), body))
+        self.sock.send_multipart((kind, rid, model.encode(), body))
         return stream
 
     def cancel(self, stream: RequestStream) -> None:

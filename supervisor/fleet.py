@@ -26,7 +26,7 @@ import psutil
 import zmq
 import zmq.asyncio
 
-from mlx_fleet.config import FleetConfig, ModelConfig, fmt_bytes, parse_duration
+from mlx_fleet.config import FleetConfig, ModelConfig, ServerConfig, fmt_bytes, parse_duration
 from mlx_fleet.protocol import (
     MAX_MESSAGE_BYTES,
     Done,
@@ -65,6 +65,14 @@ class Timeouts:
     drain: float = 60.0
     parent_check: float = 0.5
     housekeeping: float = 1.0
+    progress: float = 120.0      # silence with requests in flight before a worker counts as hung
+    backoff: float = 2.0         # first cooldown after a failure; doubles per consecutive failure
+    backoff_max: float = 300.0
+
+    @classmethod
+    def from_config(cls, server: ServerConfig) -> Timeouts:
+        return cls(load=parse_duration(server.load_timeout), progress=parse_duration(server.progress_timeout),
+                   backoff=parse_duration(server.restart_backoff))
 
 
 class Launcher(Protocol):
@@ -128,7 +136,7 @@ class Supervisor:
         self.frontend_endpoint = frontend
         self.backend_endpoint = backend
         self.launcher = launcher
-        self.timeouts = timeouts or Timeouts(load=parse_duration(config.server.load_timeout))
+        self.timeouts = timeouts or Timeouts.from_config(config.server)
         self.parent_pid = parent_pid
         self.slots: dict[str, ModelSlot] = {m.id: ModelSlot(m) for m in config.models}
         self.by_name: dict[str, ModelSlot] = {
@@ -214,14 +222,14 @@ class Supervisor:
         while True:
             frames = await recv(copy=True)
             router, kind, rid = frames[0], frames[1], frames[2]
-            if kind == Kind.GENERATE:
-                self._admit(router, rid, frames[3].decode(), frames[4])
+            if kind == Kind.GENERATE or kind == Kind.EMBED:
+                self._admit(router, kind, rid, frames[3].decode(), frames[4])
             elif kind == Kind.CANCEL:
                 self._cancel(rid)
             elif kind == Kind.CALL:
                 self._spawn_task(self._answer(router, rid, frames[3]), "admin-call")
 
-    def _admit(self, router: bytes, rid: bytes, model: str, body: bytes) -> None:
+    def _admit(self, router: bytes, kind: bytes, rid: bytes, model: str, body: bytes) -> None:
         slot = self.by_name.get(model)
         if slot is None:
             self._reply_end(router, rid, _failure(
@@ -231,24 +239,29 @@ class Supervisor:
             self._reply_end(router, rid, _failure("shutting_down", "The server is shutting down.", 503, 5))
             return
         if slot.state.serving:
-            self._forward(slot, rid, router, body)
+            self._forward(slot, kind, rid, router, body)
+            return
+        if (wait := slot.cooldown_until - time.monotonic()) > 0:
+            self._reply_end(router, rid, encode(self._cooldown_failure(slot, wait)))
             return
         if self.config.memory.policy == "preload" and not slot.pinned:
             self._reply_end(router, rid, _failure(
                 "model_not_loaded", f"Model '{slot.id}' is not loaded, and this server serves only its preloaded "
                 "models (memory.policy = \"preload\").", 503))
             return
-        slot.pending.append(Pending(rid, router, body))
+        slot.pending.append(Pending(kind, rid, router, body))
         if slot.state not in (S.STARTING, S.LOADING) and (slot.ready is None or slot.ready.done()):
             self._spawn_task(self.ensure_ready(slot), f"load:{slot.id}")
 
-    def _forward(self, slot: ModelSlot, rid: bytes, router: bytes, body: bytes) -> None:
+    def _forward(self, slot: ModelSlot, kind: bytes, rid: bytes, router: bytes, body: bytes) -> None:
         self.routes[rid] = (router, slot)
+        if not slot.inflight:
+            slot.progress = time.monotonic()  # the watchdog measures silence from here
         slot.inflight.add(rid)
         slot.touch()
         if slot.state == S.READY:
             slot.lifecycle.swap(S.READY, S.BUSY)
-        self.backend.send_multipart((slot.identity, Kind.GENERATE, rid, body))
+        self.backend.send_multipart((slot.identity, kind, rid, body))
 
     def _cancel(self, rid: bytes) -> None:
         route = self.routes.get(rid)
@@ -267,7 +280,7 @@ class Supervisor:
 
     async def _backend_loop(self) -> None:
         recv, frontend_send = self.backend.recv_multipart, self.frontend.send_multipart
-        routes = self.routes
+        routes, clock = self.routes, time.monotonic
         while True:
             frames = await recv(copy=True)
             identity, kind, rid = frames[0], frames[1], frames[2]
@@ -275,10 +288,12 @@ class Supervisor:
                 route = routes.get(rid)
                 if route is not None:
                     frontend_send((route[0], kind, rid, frames[3]))
+                    route[1].progress = clock()
             elif kind == Kind.END:
                 route = routes.pop(rid, None)
                 if route is not None:
                     frontend_send((route[0], kind, rid, frames[3]))
+                    route[1].progress = clock()
                     self._finished(route[1], rid, frames[3])
             elif kind == Kind.CONTROL:
                 slot = self.by_identity.get(identity)
@@ -289,9 +304,11 @@ class Supervisor:
         slot.inflight.discard(rid)
         slot.touch()
         end = decode_end(body)
-        if isinstance(end, Done):
+        if not isinstance(end, Failure):
             slot.served += 1
-            slot.tokens += end.usage.completion_tokens
+            slot.failures = 0  # it works: the next failure starts the backoff from the beginning
+            if isinstance(end, Done):
+                slot.tokens += end.usage.completion_tokens
         if not slot.inflight:
             if slot.state == S.BUSY:
                 slot.lifecycle.swap(S.BUSY, S.READY)
@@ -304,6 +321,8 @@ class Supervisor:
         """Start the model's worker unless it runs, and wait for it: one load for all callers."""
         if slot.state.serving:
             return None
+        if not slot.state.has_process and (wait := slot.cooldown_until - time.monotonic()) > 0:
+            return self._cooldown_failure(slot, wait)
         if slot.ready is None or slot.ready.done():
             if slot.state not in (S.STOPPED, S.FAILED):
                 await self._wait_gone(slot)  # draining or stopping: a fresh worker comes after
@@ -426,15 +445,34 @@ class Supervisor:
         self.remembered.remember(slot.config, slot.measured)
         while slot.pending:
             p = slot.pending.popleft()
-            self._forward(slot, p.rid, p.router, p.body)
+            self._forward(slot, p.kind, p.rid, p.router, p.body)
         if slot.ready is not None and not slot.ready.done():
             slot.ready.set_result(None)
+
+    def _cooldown_failure(self, slot: ModelSlot, wait: float) -> Failure:
+        return Failure("model_load_cooldown", f"Model '{slot.id}' failed {slot.failures} time(s) in a row "
+                       f"(last: {slot.last_error}); no new attempt for {wait:.1f} s.", 503, retry_after=wait)
+
+    def _record_failure(self, slot: ModelSlot, reason: str) -> None:
+        """A failed load or a crash: back off exponentially before the next worker for this model."""
+        slot.failures += 1
+        slot.last_error = reason
+        delay = min(self.timeouts.backoff * 2 ** (slot.failures - 1), self.timeouts.backoff_max)
+        slot.cooldown_until = time.monotonic() + delay
+        if slot.pinned and self.accepting:
+            self._spawn_task(self._respawn_later(slot, delay), f"respawn:{slot.id}")
+
+    async def _respawn_later(self, slot: ModelSlot, delay: float) -> None:
+        """A pinned model is meant to stay loaded: bring it back once its backoff has passed."""
+        await asyncio.sleep(delay)
+        if not slot.state.has_process and self.accepting:
+            await self.ensure_ready(slot)
 
     def _load_failed(self, slot: ModelSlot, reason: str) -> None:
         """The load did not succeed: every waiter gets the same error, once."""
         if slot.state in (S.STARTING, S.LOADING):
             slot.lifecycle.to(S.FAILED)
-        slot.last_error = reason
+        self._record_failure(slot, reason)
         self._give_up(slot, Failure("model_load_failed", f"Model '{slot.id}' could not be loaded: {reason}", 503))
 
     def _give_up(self, slot: ModelSlot, failure: Failure) -> None:
@@ -475,14 +513,14 @@ class Supervisor:
             self._load_failed(slot, reason)
             return
         slot.lifecycle.to(S.FAILED)
-        slot.last_error = reason
+        self._record_failure(slot, reason)
         self._fail_inflight(slot, Failure(
             "worker_crashed",
             f"The worker for model '{slot.id}' {status.describe()} while handling the request.", 500))
         self._fail_pending(slot, Failure(
             "worker_crashed", f"The worker for model '{slot.id}' {status.describe()}.", 500))
 
-    def _begin_stop(self, slot: ModelSlot, reason: str) -> WorkerProcess | None:
+    def _begin_stop(self, slot: ModelSlot, reason: str, failure: Failure | None = None) -> WorkerProcess | None:
         """The synchronous half of a stop: from here on no request can reach this worker."""
         process = slot.process
         if slot.state == S.FAILED:
@@ -491,7 +529,7 @@ class Supervisor:
             if slot.state != S.DRAINING:
                 slot.gone = asyncio.Event()
             was = slot.lifecycle.to(S.STOPPING)
-            unloaded = Failure("model_unloaded", f"Model '{slot.id}' was unloaded: {reason}.", 503)
+            unloaded = failure or Failure("model_unloaded", f"Model '{slot.id}' was unloaded: {reason}.", 503)
             self._fail_inflight(slot, unloaded)
             if was in (S.STARTING, S.LOADING) or not self.accepting:
                 self._give_up(slot, unloaded)
@@ -546,9 +584,12 @@ class Supervisor:
             self.housekeep(time.time())
 
     def housekeep(self, now: float) -> None:
+        clock = time.monotonic()
         for slot in self.slots.values():
             if slot.state.serving and slot.process is not None:
                 slot.measured = footprint(slot.process.pid, slot.report)
+                if slot.inflight and clock - slot.progress > self.timeouts.progress:
+                    self._kill_hung(slot, clock - slot.progress)
         residents = self.residents()
         for model_id in expired(residents, now, self.ttls):
             log.info("model %s idle for %s: unloading", model_id, self.config.memory.idle_ttl)
@@ -557,6 +598,17 @@ class Supervisor:
             if self.slots[model_id].state.serving:
                 log.info("measured memory is over budget: unloading %s", model_id)
                 self._spawn_task(self._stop_worker(self.slots[model_id], "memory over budget"), f"trim:{model_id}")
+
+    def _kill_hung(self, slot: ModelSlot, silent: float) -> None:
+        """No token for too long with requests in flight: the worker is stuck; no grace for it."""
+        reason = f"sent nothing for {silent:.1f} s with requests in flight (server.progress_timeout)"
+        log.error("model %s: worker %s; killing it", slot.id, reason)
+        hung = Failure("worker_hung", f"The worker for model '{slot.id}' {reason} and was killed.", 500)
+        process = self._begin_stop(slot, reason, hung)
+        if process is not None:
+            process.signal_group(signal.SIGKILL)
+        self._record_failure(slot, f"the worker {reason}")
+        self._spawn_task(self._finish_stop(slot, process), f"kill:{slot.id}")
 
     # -- admin calls --------------------------------------------------------------------------
 

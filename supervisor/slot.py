@@ -17,6 +17,7 @@ from supervisor.state import Lifecycle, WorkerState
 class Pending:
     """A request waiting for its model's worker to become ready."""
 
+    kind: bytes
     rid: bytes
     router: bytes
     body: bytes
@@ -47,6 +48,9 @@ class ModelSlot:
     served: int = 0
     tokens: int = 0
     last_error: str | None = None
+    failures: int = 0                  # consecutive failed loads or crashes
+    cooldown_until: float = 0.0        # monotonic time before which no new worker is started
+    progress: float = 0.0              # monotonic time of the worker's last token (watchdog)
 
     def __post_init__(self) -> None:
         self.lifecycle = Lifecycle(self.config.id)

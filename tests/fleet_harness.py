@@ -25,7 +25,8 @@ from supervisor.memory import Remembered
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_WORKER = Path(__file__).resolve().parent / "fake_worker.py"
 MiB = 2**20
-FAST = Timeouts(load=10.0, stop_grace=0.5, drain=2.0, parent_check=0.5, housekeeping=0.05)
+FAST = Timeouts(load=10.0, stop_grace=0.5, drain=2.0, parent_check=0.5, housekeeping=0.05, progress=5.0,
+                backoff=0.05, backoff_max=0.2)
 
 
 class FakeLauncher:

@@ -193,7 +193,74 @@ def test_crash_mid_stream_fails_request_and_next_request_gets_a_new_worker() -> 
             assert isinstance(end, Failure) and end.code == "worker_crashed" and end.status == 500
             assert "exited with code 3" in end.message and "'a'" in end.message
             await until(lambda: f.states()["a"] == "failed")
-            stream = f.open("a")
-            text, end = await f.finish(stream)
+            await asyncio.sleep(FAST.backoff * 1.5)  # past the crash's cooldown
+            text, end = await f.ask("a")
             assert f.launcher.spawned == ["a", "a"]
+            assert isinstance(end, Failure) and end.code == "worker_crashed"  # it crashes every time
+    run(scenario())
+
+
+def test_crash_loop_backs_off_with_retry_after_and_no_spawn() -> None:
+    async def scenario() -> None:
+        timeouts = Timeouts(load=10, stop_grace=0.3, drain=1, housekeeping=0.05, backoff=0.4, backoff_max=5)
+        async with fleet({"bad": ["--fail-load", "boom"]}, timeouts=timeouts) as f:
+            _, end = await f.ask("bad")
+            assert end.code == "model_load_failed"
+            _, end = await f.ask("bad")  # inside the cooldown: refused, nothing spawned
+            assert end.code == "model_load_cooldown" and end.status == 503
+            assert 0 < end.retry_after <= 0.4 and "boom" in end.message
+            assert f.launcher.spawned == ["bad"]
+            await asyncio.sleep(0.45)
+            _, end = await f.ask("bad")  # cooldown over: one new attempt, which fails again
+            assert end.code == "model_load_failed" and f.launcher.spawned == ["bad", "bad"]
+            _, end = await f.ask("bad")
+            assert end.code == "model_load_cooldown" and 0.4 < end.retry_after <= 0.8  # doubled
+    run(scenario())
+
+
+def test_pinned_model_that_keeps_failing_shows_failed_with_reason() -> None:
+    async def scenario() -> None:
+        async with fleet({"p": ["--fail-load", "no such weights"]}, preload=("p",)) as f:
+            await until(lambda: len(f.launcher.spawned) >= 3 and f.states()["p"] == "failed")  # retried by itself
+            status = {m["id"]: m for m in f.supervisor.status()["models"]}["p"]
+            assert status["state"] == "failed" and "no such weights" in status["last_error"]
+            assert f.slot("p").failures >= 3
+    run(scenario())
+
+
+def test_watchdog_kills_a_worker_that_hangs_mid_generation() -> None:
+    async def scenario() -> None:
+        timeouts = Timeouts(load=10, stop_grace=0.3, drain=1, housekeeping=0.02, progress=0.3, backoff=0.01)
+        async with fleet({"h": [*mem(10), "--tokens", "5", "--token-interval", "5"]}, timeouts=timeouts) as f:
+            started = time.monotonic()
+            _, end = await f.ask("h")
+            assert isinstance(end, Failure) and end.code == "worker_hung" and end.status == 500
+            assert time.monotonic() - started < 3
+            await until(lambda: f.states()["h"] == "stopped")
+            assert f.slot("h").process is None
+    run(scenario())
+
+
+def test_cancel_while_loading_removes_the_queued_request() -> None:
+    async def scenario() -> None:
+        async with fleet({"a": [*mem(10), "--load-seconds", "0.3"]}) as f:
+            stream = f.open("a")
+            await until(lambda: len(f.slot("a").pending) == 1)
+            f.client.cancel(stream)
+            await until(lambda: not f.slot("a").pending)
+            await until(lambda: f.states()["a"] == "ready")
+            assert f.slot("a").inflight == set()
+            _, end = await f.ask("a")
+            assert isinstance(end, Done)
+    run(scenario())
+
+
+def test_client_cancel_mid_stream_frees_the_slot() -> None:
+    async def scenario() -> None:
+        async with fleet({"a": [*mem(10), "--tokens", "1000", "--token-interval", "0.005"]}) as f:
+            stream = f.open("a")
+            await stream.take()
+            f.client.cancel(stream)
+            await until(lambda: not f.slot("a").inflight and f.states()["a"] == "ready")
+            assert f.slot("a").served == 1  # ended as "cancelled", not as a failure
     run(scenario())

@@ -1,0 +1,121 @@
+"""Who may call what: Bearer keys on every route but an explicit public list, and a Host check.
+
+The guard runs on every route handler; a handler is public only if it says so (`opt={"public":
+True}`), so a route added later is protected by default (vLLM's prefix-based guard was bypassed
+by new routes more than once). Keys are compared in constant time: both sides are hashed, and
+every configured key is compared, whatever the first comparison gave.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable
+
+from litestar.connection import ASGIConnection
+from litestar.handlers import BaseRouteHandler
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from mlx_fleet.config import ServerConfig, is_loopback
+from router.errors import ApiError
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+class KeyRing:
+    def __init__(self, keys: Iterable[str]) -> None:
+        self._digests = [_digest(k) for k in keys if k]
+
+    def __bool__(self) -> bool:
+        return bool(self._digests)
+
+    def holds(self, key: str) -> bool:
+        candidate = _digest(key)
+        found = False
+        for digest in self._digests:
+            found |= hmac.compare_digest(candidate, digest)
+        return found
+
+
+def _mask(key: str) -> str:
+    return f"{key[:3]}***{key[-2:]}" if len(key) > 8 else "***"
+
+
+def _bearer(connection: ASGIConnection) -> str | None:
+    header = connection.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+class Guard:
+    """`/admin/*` takes the admin key (or, with no admin key set, an API key); everything else an API key."""
+
+    def __init__(self, server: ServerConfig) -> None:
+        self.api = KeyRing(server.api_keys)
+        self.admin = KeyRing([server.admin_key]) if server.admin_key else self.api
+
+    def __call__(self, connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+        if handler.opt.get("public"):
+            return
+        admin = connection.url.path.startswith("/admin")
+        ring = self.admin if admin else self.api
+        if not ring:
+            return  # no keys configured: allowed only because the config refuses that off loopback
+        token = _bearer(connection)
+        if token is None:
+            raise ApiError(401, "You didn't provide an API key. You need to provide your API key in an "
+                                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
+        if ring.holds(token):
+            return
+        if admin and self.api.holds(token):
+            raise ApiError(403, "This key cannot use admin endpoints.", code="insufficient_permissions")
+        raise ApiError(401, f"Incorrect API key provided: {_mask(token)}.", code="invalid_api_key")
+
+
+class HostCheck:
+    """On a loopback-bound server, refuse requests whose Host is not a loopback name.
+
+    A web page can make a browser send requests to 127.0.0.1 through a DNS name it controls (DNS
+    rebinding); such requests carry that name in Host, which is how they are told apart.
+    """
+
+    def __init__(self, app: ASGIApp, allowed: frozenset[str]) -> None:
+        self.app = app
+        self.allowed = allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = _host_name(scope)
+            if host not in self.allowed:
+                response = ApiError(403, f"Host '{host}' is not allowed; this server answers loopback names "
+                                         "only (server.allowed_hosts adds names).",
+                                    code="host_not_allowed").response()
+                await response.to_asgi_response(app=None, request=None)(scope, receive, send)  # type: ignore[arg-type]
+                return
+        await self.app(scope, receive, send)
+
+
+def _host_name(scope: Scope) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == b"host":
+            host = value.decode("latin-1").strip().lower()
+            if host.startswith("["):
+                return host[: host.find("]") + 1]
+            return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return ""
+
+
+def host_check_factory(server: ServerConfig):
+    """The middleware when the server is bound to loopback; None when it is not."""
+    if not is_loopback(server.host):
+        return None
+    allowed = LOOPBACK_NAMES | {h.lower() for h in server.allowed_hosts}
+
+    def middleware(app: ASGIApp) -> ASGIApp:
+        return HostCheck(app, allowed)
+
+    return middleware

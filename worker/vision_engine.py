@@ -1,0 +1,369 @@
+"""Generation for one mlx-vlm (vision-language) model, one request at a time, one token per step.
+
+mlx-vlm batches only in its own server, so this engine serves requests in arrival order from a
+FIFO queue. It keeps the running request's `mlx_vlm.stream_generate` generator and advances it by
+exactly one token per `step()`: the worker polls its socket between steps, so a cancel or a new
+request waits at most one token (the first step of a request also runs its prefill, image encoder
+included). The interface is `TextEngine`'s, so the worker loop does not care which engine it runs.
+
+The prompt is built the way mlx-vlm's own server builds it: `apply_chat_template` with the
+conversation (each message's images become image parts of that message, in order), then
+`prepare_inputs` (tokenizer + image processor). The prepared tensors are handed to
+`stream_generate`, which accepts caller-prepared inputs, so the prompt is processed once, its
+exact token count (image tokens included) is known before the request is queued, and the output
+is what `stream_generate(model, processor, prompt, image=[...])` produces for the same inputs.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import mlx.core as mx
+import msgspec
+from PIL import Image
+
+from mlx_fleet.protocol import (
+    ChatInput,
+    Delta,
+    Done,
+    Failure,
+    Generate,
+    ImageData,
+    Kind,
+    Sampling,
+    TextInput,
+    TokensInput,
+    Usage,
+    encode,
+)
+from worker.stops import StopMatcher
+
+Emit = Callable[[bytes, bytes, bytes], None]
+"""emit(kind, request_id, body): hands one message to the socket."""
+
+DEFAULT_CONTEXT = 4096
+# Roles whose images mlx-vlm's prompt formatter drops (it adds image tokens to user turns only):
+# accepting them would hand the model more images than the prompt has places for.
+_NO_IMAGE_ROLES = frozenset({"system", "developer", "assistant"})
+# A tokenizer's "no limit" sentinel is ~1e30; anything this big is not a real context length.
+_SANE_CONTEXT_LIMIT = 10_000_000
+
+
+@dataclass(slots=True, eq=False)
+class _Job:
+    """One accepted request: its prepared inputs, and its progress once it runs."""
+
+    rid: bytes
+    prompt: str
+    inputs: dict[str, Any]
+    prompt_tokens: int
+    sampling: Sampling
+    stops: StopMatcher
+    stream: Iterator[Any] | None = None
+    completion_tokens: int = 0
+    # Tokens generated since the last Delta (a token whose text the detokenizer holds back
+    # is reported with the Delta that finally carries it).
+    unreported_tokens: int = 0
+
+
+class VisionEngine:
+    """Serves `Generate` requests (chat with images, plain prompts, token ids) on an mlx-vlm model."""
+
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        context_length: int | None = None,
+        *,
+        prefill_step_size: int | None = None,
+    ) -> None:
+        from mlx_vlm.utils import should_add_special_tokens
+
+        self.model = model
+        self.processor = processor
+        self.config = model.config
+        self.tokenizer = processor.tokenizer if hasattr(processor, "tokenizer") else processor
+        self.context_length = context_length or context_length_of(model, processor)
+        self.vocab_size = _vocab_size(self.config, self.tokenizer)
+        self._prefill_step_size = prefill_step_size
+        # Exactly the flag stream_generate would use when it tokenizes the prompt itself.
+        self._add_special_tokens = bool(should_add_special_tokens(self.config.model_type, processor))
+        self._image_token_index = getattr(self.config, "image_token_index", None)
+        self._queue: deque[_Job] = deque()
+        self._current: _Job | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether `step` has work: a request running or waiting."""
+        return self._current is not None or bool(self._queue)
+
+    def close(self) -> None:
+        """Drop every request without a word (the worker is exiting; `cancel_all` reports them)."""
+        if self._current is not None and self._current.stream is not None:
+            self._current.stream.close()
+        self._current = None
+        self._queue.clear()
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def submit(self, rid: bytes, request: Generate) -> Failure | None:
+        """Prepare a request (template, tokens, pixels) and queue it, or say why it cannot run."""
+        prepared = self._prepare(request)
+        if isinstance(prepared, Failure):
+            return prepared
+        prompt, inputs = prepared
+        prompt_tokens = int(inputs["input_ids"].size)
+        sampling = request.sampling
+        if sampling.max_tokens_is_default:
+            room = self.context_length - prompt_tokens
+            sampling = msgspec.structs.replace(sampling, max_tokens=max(1, min(sampling.max_tokens, room)))
+        failure = self._check(request, prompt_tokens, sampling)
+        if failure is not None:
+            return failure
+        self._queue.append(_Job(rid, prompt, inputs, prompt_tokens, sampling, StopMatcher(sampling.stop)))
+        return None
+
+    def _prepare(self, request: Generate) -> tuple[str, dict[str, Any]] | Failure:
+        """The prompt text and mlx-vlm's model inputs (input_ids, pixel_values, mask, extras)."""
+        from mlx_vlm import apply_chat_template
+        from mlx_vlm.utils import prepare_inputs
+
+        source = request.input
+        if isinstance(source, TokensInput):
+            if not source.tokens:
+                return Failure("invalid_value", "The prompt is empty.", 400, "prompt")
+            ids = mx.array([list(source.tokens)], dtype=mx.int32)
+            return "", {"input_ids": ids, "attention_mask": mx.ones(ids.shape, dtype=mx.int32)}
+
+        images: list[Image.Image] = []
+        if isinstance(source, ChatInput):
+            param = "messages"
+            messages: list[dict[str, Any]] = []
+            for index, message in enumerate(source.messages):
+                if message.images and message.role in _NO_IMAGE_ROLES:
+                    return Failure(
+                        "invalid_value",
+                        f"messages[{index}]: images are only accepted in user messages, not in "
+                        f"{message.role!r} messages.",
+                        400,
+                        param,
+                    )
+                for image in message.images:
+                    pil = _to_pil(image)
+                    if isinstance(pil, Failure):
+                        return pil
+                    images.append(pil)
+                messages.append({"role": message.role, "content": _content(message.content, len(message.images))})
+            try:
+                prompt = apply_chat_template(self.processor, self.config, messages, num_images=len(images))
+            except Exception as e:  # noqa: BLE001 - templates raise anything on odd conversations
+                return Failure("invalid_value", f"The conversation cannot be formatted: {e}", 400, param)
+        else:
+            assert isinstance(source, TextInput)
+            param = "prompt"
+            prompt = source.prompt
+            if not prompt:
+                return Failure("invalid_value", "The prompt is empty.", 400, param)
+        if not isinstance(prompt, str):  # some formats hand back a message, not text
+            prompt = str(prompt)
+        try:
+            inputs = prepare_inputs(
+                self.processor,
+                images=images or None,
+                prompts=prompt,
+                image_token_index=self._image_token_index,
+                add_special_tokens=self._add_special_tokens,
+            )
+        except Exception as e:  # noqa: BLE001 - image processors reject sizes with any exception type
+            what = "images" if images else "prompt"
+            return Failure("invalid_value", f"The {what} cannot be processed: {type(e).__name__}: {e}", 400, param)
+        return prompt, dict(inputs)
+
+    def _check(self, request: Generate, prompt_tokens: int, sampling: Sampling) -> Failure | None:
+        param = "messages" if isinstance(request.input, ChatInput) else "prompt"
+        if prompt_tokens == 0:
+            return Failure("invalid_value", "The prompt is empty.", 400, param)
+        if isinstance(request.input, TokensInput):
+            bad = next((t for t in request.input.tokens if not 0 <= t < self.vocab_size), None)
+            if bad is not None:
+                return Failure("invalid_value", f"Token id {bad} is out of vocabulary.", 400, "prompt")
+        wanted = prompt_tokens + sampling.max_tokens
+        if wanted > self.context_length:
+            return Failure(
+                "context_length_exceeded",
+                f"This model's maximum context length is {self.context_length} tokens. However, you "
+                f"requested {wanted} tokens ({prompt_tokens} in the {param}, {sampling.max_tokens} "
+                f"in the completion). Please reduce the length of the {param} or completion.",
+                400,
+                param,
+            )
+        return None
+
+    def cancel(self, rid: bytes, emit: Emit) -> None:
+        """End a running or queued request now, with finish reason "cancelled"."""
+        job = self._current
+        if job is not None and job.rid == rid:
+            if job.stream is not None:
+                job.stream.close()
+            self._current = None
+            self._done(job, "cancelled", emit)
+            return
+        for queued in self._queue:
+            if queued.rid == rid:
+                self._queue.remove(queued)
+                self._done(queued, "cancelled", emit)
+                return
+
+    def cancel_all(self, emit: Emit) -> None:
+        if self._current is not None:
+            self.cancel(self._current.rid, emit)
+        while self._queue:
+            self.cancel(self._queue[0].rid, emit)
+
+    # -- the generation loop ----------------------------------------------------------------
+
+    def step(self, emit: Emit) -> None:
+        """Generate one token of the running request (starting the next one if none runs)."""
+        job = self._current
+        if job is None:
+            if not self._queue:
+                return
+            job = self._current = self._queue.popleft()
+            job.stream = self._start(job)
+        assert job.stream is not None
+        try:
+            result = next(job.stream)
+        except StopIteration:  # stream_generate always ends with a result that says why
+            self._current = None
+            self._done(job, "length", emit)
+            return
+        except Exception as e:  # noqa: BLE001 - one bad request must not take the worker down
+            self._current = None
+            job.stream.close()
+            emit(Kind.END, job.rid, encode(Failure("internal_error", f"{type(e).__name__}: {e}", 500)))
+            return
+        self._advance(job, result, emit)
+
+    def _start(self, job: _Job) -> Iterator[Any]:
+        from mlx_vlm import stream_generate
+
+        s = job.sampling
+        if s.seed is not None:
+            mx.random.seed(s.seed)
+        inputs = dict(job.inputs)
+        job.inputs = {}  # the generator owns the tensors now; nothing else keeps them alive
+        kwargs: dict[str, Any] = {
+            "input_ids": inputs.pop("input_ids"),
+            "pixel_values": inputs.pop("pixel_values", None),
+            "mask": inputs.pop("attention_mask", None),
+            **inputs,  # image_grid_thw and friends, as stream_generate would pass them on
+            "max_tokens": s.max_tokens,
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "top_k": s.top_k,
+            "min_p": s.min_p,
+            "seed": s.seed,
+            "repetition_penalty": s.repetition_penalty,
+            "presence_penalty": s.presence_penalty,
+            "frequency_penalty": s.frequency_penalty,
+        }
+        if self._prefill_step_size is not None:
+            kwargs["prefill_step_size"] = self._prefill_step_size
+        return stream_generate(self.model, self.processor, job.prompt, **kwargs)
+
+    def _advance(self, job: _Job, result: Any, emit: Emit) -> None:
+        finish = getattr(result, "finish_reason", None)
+        # Every result but the last is one new token; the last one repeats the count of the one
+        # before ("length") or adds the end-of-sequence token, which has no text ("stop").
+        new = 1 if finish is None else max(0, int(result.generation_tokens) - job.completion_tokens)
+        job.completion_tokens += new
+        job.unreported_tokens += new
+        text, stopped = job.stops.feed(result.text or "")
+        if finish is not None and not stopped:
+            text += job.stops.flush()
+        if text:
+            emit(Kind.DELTA, job.rid, encode(Delta(text, max(1, job.unreported_tokens))))
+            job.unreported_tokens = 0
+        if stopped or finish is not None:
+            assert job.stream is not None
+            if stopped:
+                job.stream.close()
+            else:
+                next(job.stream, None)  # let stream_generate run its own clean-up after the last yield
+            self._current = None
+            self._done(job, "stop" if stopped else finish, emit)
+
+    def _done(self, job: _Job, reason: str, emit: Emit) -> None:
+        job.stream = None
+        usage = Usage(job.prompt_tokens, job.completion_tokens)
+        emit(Kind.END, job.rid, encode(Done(reason, usage)))
+
+
+def load_vision(path: str, context_length: int | None = None) -> VisionEngine:
+    """Load an mlx-vlm model directory (or cached repo id) and wrap it in a `VisionEngine`."""
+    from mlx_vlm import load
+
+    model, processor = load(path)
+    return VisionEngine(model, processor, context_length)
+
+
+def context_length_of(model: Any, processor: Any) -> int:
+    """The language model's context: its config first, the tokenizer's limit second, else 4096."""
+    config = model.config
+    for holder in (getattr(config, "text_config", None), config):
+        value = _get(holder, "max_position_embeddings")
+        if isinstance(value, int) and value > 0:
+            return value
+    tokenizer = processor.tokenizer if hasattr(processor, "tokenizer") else processor
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < _SANE_CONTEXT_LIMIT:
+        return limit
+    return DEFAULT_CONTEXT
+
+
+def _vocab_size(config: Any, tokenizer: Any) -> int:
+    """Rows of the embedding table (ids past it crash the model), else the tokenizer's size."""
+    for holder in (getattr(config, "text_config", None), config):
+        value = _get(holder, "vocab_size")
+        if isinstance(value, int) and value > 0:
+            return value
+    return len(tokenizer)
+
+
+def _get(holder: Any, name: str) -> Any:
+    if holder is None:
+        return None
+    if isinstance(holder, dict):
+        return holder.get(name)
+    return getattr(holder, name, None)
+
+
+def _content(text: str, images: int) -> str | list[dict[str, str]]:
+    """A message's content for mlx-vlm: plain text, or its images as parts followed by its text.
+
+    The wire format keeps images per message but not their position inside the text, so they
+    go first, which is where mlx-vlm itself puts images it is told about by count.
+    """
+    if not images:
+        return text
+    parts: list[dict[str, str]] = [{"type": "image"} for _ in range(images)]
+    if text:
+        parts.append({"type": "text", "text": text})
+    return parts
+
+
+def _to_pil(image: ImageData) -> Image.Image | Failure:
+    """RGB pixels from the wire as a PIL image, after checking that the sizes add up."""
+    expected = image.width * image.height * 3
+    if image.width <= 0 or image.height <= 0 or len(image.rgb) != expected:
+        return Failure(
+            "invalid_value",
+            f"An image of {image.width}x{image.height} needs {max(expected, 0)} bytes of RGB, "
+            f"not {len(image.rgb)}.",
+            400,
+            "messages",
+        )
+    return Image.frombytes("RGB", (image.width, image.height), image.rgb)
