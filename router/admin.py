@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 from litestar import Response, get, post
 from litestar.datastructures import State
+from litestar.params import FromPath, FromQuery
 
 from mlx_fleet.protocol import GetStatus, LoadModel, Reply, UnloadModel
 from router.errors import ApiError
@@ -31,12 +32,12 @@ async def models_status(state: State) -> Response:
 
 
 @post("/admin/models/load/{model_id:str}", status_code=200)
-async def load_model(state: State, model_id: str) -> Response:
+async def load_model(state: State, model_id: FromPath[str]) -> Response:
     return await _call(state, LoadModel(model_id), LOAD_CALL_TIMEOUT)
 
 
 @post("/admin/models/unload/{model_id:str}", status_code=200)
-async def unload_model(state: State, model_id: str, force: bool = False) -> Response:
+async def unload_model(state: State, model_id: FromPath[str], force: FromQuery[bool] = False) -> Response:
     return await _call(state, UnloadModel(model_id, force), LOAD_CALL_TIMEOUT)
 
 

@@ -454,10 +454,15 @@ class Supervisor:
                        f"(last: {slot.last_error}); no new attempt for {wait:.1f} s.", 503, retry_after=wait)
 
     def _record_failure(self, slot: ModelSlot, reason: str) -> None:
-        """A failed load or a crash: back off exponentially before the next worker for this model."""
+        """A failed load or a crash: back off exponentially before the next worker for this model.
+
+        The first failure is retried at once (a worker killed once, e.g. by the OS for memory,
+        should not cost the next request anything); from the second in a row, the wait doubles.
+        """
         slot.failures += 1
         slot.last_error = reason
-        delay = min(self.timeouts.backoff * 2 ** (slot.failures - 1), self.timeouts.backoff_max)
+        delay = 0.0 if slot.failures == 1 else min(self.timeouts.backoff * 2 ** (slot.failures - 2),
+                                                   self.timeouts.backoff_max)
         slot.cooldown_until = time.monotonic() + delay
         if slot.pinned and self.accepting:
             self._spawn_task(self._respawn_later(slot, delay), f"respawn:{slot.id}")

@@ -59,7 +59,8 @@ class FleetServer:
         raise TimeoutError(f"serve not ready in {timeout} s:\n{self.log()}")
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")[-4000:]
 
     def tree(self) -> list[psutil.Process]:

@@ -1,0 +1,156 @@
+"""Who gets in: keys on every route but /health, admin separation, Host checks, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from litestar.testing import TestClient
+
+from conftest import FleetServer, strict_client, write_config
+from mlx_fleet.config import FleetConfig, ModelConfig, ServerConfig
+from router.app import ROUTES, create_app
+
+API_KEY, ADMIN_KEY = "sk-user-0123456789", "sk-admin-0123456789"
+PUBLIC = {"/health"}
+
+
+def keyed_app(**server) -> TestClient:
+    config = FleetConfig(server=ServerConfig(api_keys=[API_KEY], admin_key=ADMIN_KEY, **server),
+                         models=[ModelConfig(id="m", path="/x", type="text")])
+    # No supervisor behind it: a request that gets past the guard fails later, with 503.
+    return TestClient(create_app(config, "ipc:///nonexistent/mlx-fleet-test", time.time()),
+                      base_url="http://127.0.0.1:8000")
+
+
+def every_route() -> list[tuple[str, str]]:
+    app = create_app(FleetConfig(models=[ModelConfig(id="m", path="/x", type="text")]), "ipc:///x", 0.0)
+    routes = []
+    for route in app.routes:
+        for method in route.methods - {"OPTIONS", "HEAD"}:
+            routes.append((method, route.path.replace("{model_id:str}", "m")))
+    return sorted(routes)
+
+
+def test_route_table_is_what_we_think() -> None:
+    paths = {p for _, p in every_route()}
+    assert {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/admin/models/status",
+            "/admin/models/load/m", "/admin/models/unload/m", "/admin/health"} <= paths
+    assert len(ROUTES) == len({h.fn for h in ROUTES})
+
+
+@pytest.mark.parametrize("method,path", every_route())
+def test_every_non_public_route_refuses_a_request_without_a_key(method: str, path: str) -> None:
+    with keyed_app() as client:
+        r = client.request(method, path, json={})
+        if path in PUBLIC:
+            assert r.status_code != 401
+            return
+        assert r.status_code == 401, (method, path, r.status_code)
+        error = r.json()["error"]
+        assert error["type"] == "invalid_request_error" and "API key" in error["message"]
+        r = client.request(method, path, json={}, headers={"Authorization": "Bearer wrong-key-value"})
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+        assert "wrong-key-value" not in r.text  # masked
+
+
+def test_admin_and_user_keys_are_separate() -> None:
+    with keyed_app() as client:
+        user = {"Authorization": f"Bearer {API_KEY}"}
+        admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        r = client.get("/admin/models/status", headers=user)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "insufficient_permissions"
+        assert client.get("/admin/models/status", headers=admin).status_code == 503  # past the guard
+        assert client.get("/v1/models", headers=admin).status_code == 401
+        assert client.get("/v1/models", headers=user).status_code == 200
+        assert client.get("/v1/models", headers={"Authorization": f"Basic {API_KEY}"}).status_code == 401
+
+
+def test_dns_rebinding_host_is_refused_on_loopback() -> None:
+    with keyed_app(allowed_hosts=["fleet.local"]) as client:
+        user = {"Authorization": f"Bearer {API_KEY}"}
+        r = client.get("/v1/models", headers={**user, "Host": "evil.example.com"})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "host_not_allowed"
+        for host in ("localhost:8000", "127.0.0.1", "[::1]:8000", "fleet.local:8000"):
+            assert client.get("/v1/models", headers={**user, "Host": host}).status_code == 200, host
+
+
+def test_no_cors_headers_unless_configured() -> None:
+    with keyed_app() as client:
+        r = client.get("/v1/models", headers={"Origin": "http://evil.example.com",
+                                              "Authorization": f"Bearer {API_KEY}"})
+        assert not any(h.lower().startswith("access-control") for h in r.headers)
+    with keyed_app(cors_origins=["http://app.example.com"]) as client:
+        r = client.get("/v1/models", headers={"Origin": "http://app.example.com",
+                                              "Authorization": f"Bearer {API_KEY}"})
+        assert r.headers.get("access-control-allow-origin") == "http://app.example.com"
+
+
+def test_oversized_body_is_413_in_the_envelope() -> None:
+    with keyed_app(max_body_size="1KiB") as client:
+        r = client.post("/v1/chat/completions", content=b"x" * 4096,
+                        headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"})
+        assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+
+
+def test_keys_work_through_the_real_stack_and_never_reach_the_logs(tmp_path: Path, tiny_lm: Path) -> None:
+    config = write_config(tmp_path / "fleet.toml", {"tiny": tiny_lm},
+                          f'[server]\napi_keys = ["{API_KEY}"]\nadmin_key = "{ADMIN_KEY}"\n')
+    server = FleetServer(config, tmp_path / "state").wait_ready()
+    try:
+        with pytest.raises(openai.AuthenticationError):
+            strict_client(server.base_url, api_key="nope").models.list()
+        client = strict_client(server.base_url, api_key=API_KEY)
+        r = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+        assert r.usage.completion_tokens == 2
+        r = httpx.get(f"{server.base_url}/admin/models/status", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        assert r.status_code == 200
+    finally:
+        server.stop()
+    log = server.log()
+    assert API_KEY not in log and ADMIN_KEY not in log and "nope" not in log
+
+
+def test_public_bind_without_keys_is_refused(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    config = tmp_path / "fleet.toml"
+    config.write_text('[server]\nhost = "0.0.0.0"\n[[models]]\nid = "a"\npath = "/x"\n')
+    r = subprocess.run([sys.executable, "-m", "mlx_fleet.cli", "serve", "--config", str(config)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "api_keys" in r.stderr
+
+
+def test_admission_limit_is_429_before_any_stream(tmp_path: Path, tiny_lm: Path) -> None:
+    config = write_config(tmp_path / "fleet.toml", {"tiny": tiny_lm}, "[server]\nmax_requests_per_model = 2\n")
+    server = FleetServer(config, tmp_path / "state").wait_ready()
+
+    async def burst() -> list[httpx.Response]:
+        body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 200,
+                "stream": True}
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
+            async def one() -> httpx.Response:
+                async with client.stream("POST", "/v1/chat/completions", json=body) as r:
+                    await r.aread()
+                    return r
+            return await asyncio.gather(*(one() for _ in range(6)))
+    try:
+        responses = asyncio.run(burst())
+        codes = sorted(r.status_code for r in responses)
+        assert codes.count(200) >= 2 and set(codes) <= {200, 429}, codes
+        refused = [r for r in responses if r.status_code == 429]
+        assert refused, codes
+        for r in refused:
+            assert r.headers["content-type"].startswith("application/json")
+            assert r.json()["error"]["code"] == "rate_limit_exceeded" and int(r.headers["retry-after"]) >= 1
+        with pytest.raises(openai.RateLimitError):
+            raise openai.RateLimitError("check the SDK maps it", response=refused[0], body=refused[0].json())
+        assert strict_client(server.base_url).chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=2).usage.completion_tokens == 2
+    finally:
+        server.stop()
