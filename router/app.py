@@ -31,8 +31,10 @@ from router.completions import (
     respond,
     sampling_from,
 )
+from router.embeddings import embeddings
 from router.errors import ApiError, api_error_handler, http_error_handler, internal_error_handler
 from router.fleet_client import FleetClient, SupervisorUnavailable
+from router.images import ImagePolicy
 from router.security import Guard, host_check_factory
 
 log = logging.getLogger("mlx_fleet.router")
@@ -49,7 +51,8 @@ async def chat_completions(request: Request, state: State) -> Response:
     model = resolve_model(config, req.model)
     sampling = sampling_from(req, req.max_completion_tokens or req.max_tokens, config.server.default_max_tokens)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    generate = Generate(chat_input(req, model), sampling)
+    messages = await chat_input(req, model, state.images, config.server.max_images_per_request)
+    generate = Generate(messages, sampling)
     return await respond(_exchange(state, req.model, "chatcmpl"), generate, True, req.stream, include_usage)
 
 
@@ -57,7 +60,10 @@ async def chat_completions(request: Request, state: State) -> Response:
 async def completions(request: Request, state: State) -> Response:
     config: FleetConfig = state.config
     req = decode_request(await request.body(), oa.CompletionRequest)
-    resolve_model(config, req.model)
+    model = resolve_model(config, req.model)
+    if model.type == "embeddings":
+        raise ApiError(400, f"Model '{req.model}' does not support text completions.", param="model",
+                       code="model_not_supported")
     sampling = sampling_from(req, req.max_tokens, config.server.default_max_tokens)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     generate = Generate(completion_input(req), sampling)
@@ -82,7 +88,7 @@ async def health(state: State) -> Response:
     return Response(b'{"status":"ok"}', media_type="application/json")
 
 
-ROUTES = [chat_completions, completions, list_models, health, *admin.ROUTES]
+ROUTES = [chat_completions, completions, embeddings, list_models, health, *admin.ROUTES]
 
 
 def create_app(
@@ -119,7 +125,9 @@ def create_app(
         route_handlers=ROUTES,
         lifespan=[fleet_connection],
         state=State({"config": config, "started": started,
-                     "admission": Admission(server.max_requests_per_model, server.max_requests)}),
+                     "admission": Admission(server.max_requests_per_model, server.max_requests),
+                     "images": ImagePolicy(max_dimension=server.image_max_dimension, allow_urls=server.image_urls,
+                                           allowed_hosts=tuple(server.image_allowed_hosts))}),
         guards=[Guard(server)],
         middleware=[host_check] if host_check else [],
         cors_config=CORSConfig(allow_origins=server.cors_origins) if server.cors_origins else None,

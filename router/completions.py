@@ -8,6 +8,7 @@ around the text is precomputed per request and only the text itself is encoded p
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ from litestar.response import Stream
 from mlx_fleet.config import FleetConfig, ModelConfig
 from mlx_fleet.protocol import (
     ChatInput,
+    ImageData,
     Done,
     Failure,
     Generate,
@@ -37,6 +39,7 @@ from router import openai_types as oa
 from router.admission import Admission
 from router.errors import ApiError, validation_error
 from router.fleet_client import FleetClient, RequestStream, SupervisorUnavailable
+from router.images import ImagePolicy, load_image
 
 _json = msgspec.json.encode
 _DECODERS = {t: msgspec.json.Decoder(t).decode for t in (oa.ChatCompletionRequest, oa.CompletionRequest)}
@@ -92,24 +95,38 @@ def sampling_from(req: oa._Sampling, max_tokens: int | None, default_max_tokens:
     )
 
 
-def chat_input(req: oa.ChatCompletionRequest, model: ModelConfig) -> ChatInput:
+async def chat_input(req: oa.ChatCompletionRequest, model: ModelConfig, images: ImagePolicy,
+                     max_images: int) -> ChatInput:
+    """Messages for the worker; image parts are fetched and decoded here, never in a worker."""
+    if model.type == "embeddings":
+        raise ApiError(400, f"Model '{model.id}' does not support chat completions.", param="model",
+                       code="model_not_supported")
     if req.tools:
         raise ApiError(400, "Tool calling is not supported.", param="tools", code="unsupported_parameter")
     if req.logprobs:
         raise ApiError(400, "logprobs are not supported.", param="logprobs", code="unsupported_parameter")
+    parts = [(i, j, part) for i, m in enumerate(req.messages) if isinstance(m.content, list)
+             for j, part in enumerate(m.content) if isinstance(part, oa.ImagePart)]
+    if parts and model.type != "vision":
+        i, j, _ = parts[0]
+        raise ApiError(400, f"Model '{model.id}' does not accept image input.",
+                       param=f"messages[{i}].content[{j}]", code="model_not_supported")
+    if len(parts) > max_images:
+        raise ApiError(400, f"Too many images: {len(parts)}; the limit is {max_images} per request.",
+                       param="messages", code="too_many_images")
+    loaded = await asyncio.gather(*(load_image(p.image_url.url, f"messages[{i}].content[{j}].image_url.url", images)
+                                    for i, j, p in parts))
+    by_message: dict[int, list[ImageData]] = {}
+    for (i, _, _), image in zip(parts, loaded):
+        by_message.setdefault(i, []).append(image)
     messages = []
     for i, m in enumerate(req.messages):
         if isinstance(m.content, list):
-            texts = []
-            for j, part in enumerate(m.content):
-                if isinstance(part, oa.ImagePart):
-                    raise ApiError(400, f"Model '{model.id}' does not accept image input.",
-                                   param=f"messages[{i}].content[{j}]", code="model_not_supported")
-                texts.append(part.text)
-            content = "\n".join(texts)
+            content = "\n".join(p.text for p in m.content if isinstance(p, oa.TextPart))
         else:
             content = m.content or ""
-        messages.append(Message("system" if m.role == "developer" else m.role, content))
+        role = "system" if m.role == "developer" else m.role
+        messages.append(Message(role, content, tuple(by_message.get(i, ()))))
     return ChatInput(tuple(messages))
 
 

@@ -78,7 +78,7 @@ def test_example_config_parses(tmp_path):
     model = config.models[0]
     assert model.id == "smollm2"
     assert model.path == "mlx-community/SmolLM2-135M-Instruct"
-    assert model.type == "auto"
+    assert model.type == "text"  # "auto" is resolved at load: a repo id not in the cache reads as text
     assert model.preload is False
     assert model.aliases == []
     assert model.idle_ttl is None

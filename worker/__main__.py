@@ -29,7 +29,9 @@ from mlx_fleet.protocol import (  # noqa: E402
     MemoryReport,
     Ready,
     Shutdown,
+    Failure,
     decode_control,
+    decode_embed,
     decode_generate,
     encode,
 )
@@ -44,7 +46,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m worker")
     p.add_argument("--model-id", required=True)
     p.add_argument("--path", required=True)
-    p.add_argument("--type", default="text", choices=["text"])
+    p.add_argument("--type", default="text", choices=["text", "vision", "embeddings"])
     p.add_argument("--endpoint", required=True)
     p.add_argument("--identity", required=True)
     p.add_argument("--parent-pid", type=int, required=True)
@@ -77,12 +79,10 @@ class Worker:
         self.control(Loading(os.getpid()))
         started = time.perf_counter()
         try:
-            from worker.loader import LoadError, load_text
+            from worker.loader import LoadError, load_engine
             from worker.memory import measure
-            from worker.text_engine import TextEngine
 
-            loaded = load_text(self.args.path, self.args.state_dir.expanduser())
-            self.engine = TextEngine(loaded.model, loaded.tokenizer, loaded.context_length)
+            self.engine = load_engine(self.args.type, self.args.path, self.args.state_dir.expanduser())
         except LoadError as e:
             self.control(LoadFailed(str(e)))
             return False
@@ -94,27 +94,47 @@ class Worker:
             self.control(LoadFailed(f"{type(e).__name__}: {e}", out_of_memory=oom))
             return False
         self.measure = measure
-        self.control(Ready(os.getpid(), measure(), loaded.context_length, time.perf_counter() - started))
+        context = getattr(self.engine, "context_length", None) or self.engine.max_length
+        self.control(Ready(os.getpid(), measure(), context, time.perf_counter() - started))
         return True
 
     def handle(self, frames: list[bytes]) -> None:
         kind, rid, body = frames[0], frames[1], frames[2] if len(frames) > 2 else b""
+        engine = self.engine
         if kind == Kind.GENERATE:
-            failure = self.engine.submit(rid, decode_generate(body))
+            if not hasattr(engine, "submit"):
+                return self._refuse(rid, "chat and text completions")
+            failure = engine.submit(rid, decode_generate(body))
             if failure is not None:
                 self.emit(Kind.END, rid, encode(failure))
+        elif kind == Kind.EMBED:
+            if not hasattr(engine, "embed"):
+                return self._refuse(rid, "embeddings")
+            try:
+                answer = engine.embed(decode_embed(body))
+            except Exception as e:  # noqa: BLE001 - one bad input must not end the worker
+                answer = Failure("internal_error", f"Embedding failed: {type(e).__name__}: {e}", 500)
+            self.emit(Kind.END, rid, encode(answer))
+            self.control(MemoryReport(self.measure()))
         elif kind == Kind.CANCEL:
-            self.engine.cancel(rid, self.emit)
+            if hasattr(engine, "cancel"):
+                engine.cancel(rid, self.emit)
         elif kind == Kind.CONTROL and isinstance(decode_control(body), Shutdown):
             self.running = False
+
+    def _refuse(self, rid: bytes, what: str) -> None:
+        failure = Failure("model_not_supported", f"Model '{self.args.model_id}' does not support {what}.",
+                          400, "model")
+        self.emit(Kind.END, rid, encode(failure))
 
     def serve(self) -> None:
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
         engine = self.engine
+        active = (lambda: engine.active) if hasattr(engine, "step") else (lambda: False)
         next_check = next_report = time.monotonic()
         while self.running:
-            timeout = 0 if engine.active else IDLE_POLL_MS
+            timeout = 0 if active() else IDLE_POLL_MS
             if poller.poll(timeout):
                 while True:
                     try:
@@ -122,19 +142,20 @@ class Worker:
                     except zmq.Again:
                         break
                     self.handle(frames)
-            if engine.active:
+            if active():
                 engine.step(self.emit)
-                if not engine.active:  # the last request just ended: KV caches may have grown
+                if not active():  # the last request just ended: KV caches may have grown
                     self.control(MemoryReport(self.measure()))
             now = time.monotonic()
             if now >= next_check:
                 next_check = now + PARENT_CHECK_SECONDS
                 if not self.parent_alive():
                     break  # the supervisor is gone: nobody is left to read what we make
-                if not engine.active and now >= next_report:
+                if not active() and now >= next_report:
                     next_report = now + MEMORY_REPORT_SECONDS
                     self.control(MemoryReport(self.measure()))
-        engine.cancel_all(self.emit)
+        if hasattr(engine, "cancel_all"):
+            engine.cancel_all(self.emit)
 
     def close(self) -> None:
         # Long enough for a last message (LoadFailed, final END frames) to leave, bounded so a dead

@@ -1,22 +1,20 @@
-"""Turn a configured model path into a loaded model, with the library that fits its type."""
+"""Turn a configured model path into a ready engine, with the library that fits its type.
+
+Every loader's failure becomes a `LoadError` with a message an operator can act on; in
+particular a hub repo id that is not cached, with downloads off, says so instead of hanging.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 DEFAULT_CONTEXT = 4096
 
 
 class LoadError(Exception):
     """The model cannot be loaded; the message is shown to operators as it is."""
-
-
-@dataclass
-class LoadedText:
-    model: object
-    tokenizer: object
-    context_length: int
 
 
 def resolve(path: str, state_dir: Path) -> str:
@@ -28,14 +26,12 @@ def resolve(path: str, state_dir: Path) -> str:
     return path
 
 
-def load_text(path: str, state_dir: Path) -> LoadedText:
-    from mlx_lm import load
-
+def _guarded(path: str, load: Callable[[], Any]) -> Any:
     try:
-        model, tokenizer, config = load(resolve(path, state_dir), return_config=True)
+        return load()
     except FileNotFoundError as e:
         raise LoadError(f"model files not found for {path!r}: {e}") from None
-    except Exception as e:  # noqa: BLE001 - the hub, the loader and the model code raise anything
+    except Exception as e:  # noqa: BLE001 - the hub, the loaders and the model code raise anything
         name = type(e).__name__
         if "LocalEntryNotFound" in name or "OfflineMode" in name or "offline" in str(e).lower():
             raise LoadError(
@@ -43,6 +39,23 @@ def load_text(path: str, state_dir: Path) -> LoadedText:
                 "off (set server.allow_downloads = true to fetch it)"
             ) from None
         raise LoadError(f"{name}: {e}") from None
-    context = int(config.get("max_position_embeddings") or getattr(tokenizer, "model_max_length", 0) or DEFAULT_CONTEXT)
-    return LoadedText(model, tokenizer, context)
 
+
+def load_engine(kind: str, path: str, state_dir: Path) -> Any:
+    """The engine for a model: TextEngine, VisionEngine or EmbeddingEngine."""
+    if kind == "vision":
+        from worker.vision_engine import load_vision
+
+        return _guarded(path, lambda: load_vision(path))
+    if kind == "embeddings":
+        from worker.embed_engine import load_embeddings
+
+        return _guarded(path, lambda: load_embeddings(path))
+    from mlx_lm import load
+
+    from worker.text_engine import TextEngine
+
+    model, tokenizer, config = _guarded(path, lambda: load(resolve(path, state_dir), return_config=True))
+    context = int(config.get("max_position_embeddings") or getattr(tokenizer, "model_max_length", 0)
+                  or DEFAULT_CONTEXT)
+    return TextEngine(model, tokenizer, context)
