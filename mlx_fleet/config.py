@@ -79,6 +79,10 @@ class MemoryConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     budget: str = "75%"
     max_models: int = 4
     idle_ttl: str = "30m"
+    # KV caches kept per text model for prefix reuse (next chat turns); part of its footprint.
+    prompt_cache: str = "512MiB"
+    # A worker started in advance with MLX libraries imported, so a cold model costs its load only.
+    warm_spare: bool = True
 
 
 class ModelConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -215,6 +219,7 @@ def _check(config: FleetConfig, source: str, base: Path) -> None:
         _checked(source, f"server.{key}", parse_duration, getattr(server, key))
     _checked(source, "memory.idle_ttl", parse_duration, memory.idle_ttl)
     _checked(source, "server.max_body_size", parse_size, server.max_body_size)
+    _checked(source, "memory.prompt_cache", parse_size, memory.prompt_cache)
     for key in ("max_requests_per_model", "max_requests"):
         if getattr(server, key) < 1:
             raise ConfigError(f"{source}: server.{key}: must be at least 1")

@@ -14,9 +14,9 @@ Frame layouts (the socket's own identity frame, on ROUTER sockets, comes before 
                            CALL     call_id body(Call)
     supervisor -> worker   GENERATE rid body(Generate)             CANCEL rid
                            EMBED    rid body(Embed)
-                           CONTROL  b"" body(Shutdown)
+                           CONTROL  b"" body(Shutdown | Assign)
     worker -> supervisor   DELTA rid body(Delta)   END rid body(Done | Failure | Embeddings)
-                           CONTROL b"" body(Loading | Ready | LoadFailed | MemoryReport)
+                           CONTROL b"" body(Spare | Loading | Ready | LoadFailed | MemoryReport)
     supervisor -> router   DELTA / END relayed untouched, REPLY call_id body(Reply)
 
 Structs are `array_like` (field order is the wire format: add new fields last); hot-path ones
@@ -202,7 +202,23 @@ class Shutdown(_Wire, tag=4):
     """Ask a worker to finish: cancel what it is doing and exit."""
 
 
-Control = Loading | Ready | LoadFailed | MemoryReport | Shutdown
+class Spare(_Wire, tag=6):
+    """A warm spare: connected, MLX libraries imported, waiting for `Assign`."""
+
+    pid: int
+    memory: Memory
+
+
+class Assign(_Wire, tag=7):
+    """Turn a warm spare into the worker of this model."""
+
+    model_id: str
+    path: str
+    model_type: str
+    prompt_cache_bytes: int
+
+
+Control = Loading | Ready | LoadFailed | MemoryReport | Shutdown | Spare | Assign
 
 
 # ---------------------------------------------------------------------------------------------

@@ -198,7 +198,8 @@ class Exchange:
 def _usage(done: Done) -> oa.Usage:
     u = done.usage
     return oa.Usage(prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
-                    total_tokens=u.prompt_tokens + u.completion_tokens)
+                    total_tokens=u.prompt_tokens + u.completion_tokens,
+                    prompt_tokens_details=oa.PromptTokensDetails(cached_tokens=u.cached_tokens))
 
 
 class _Frames:

@@ -97,10 +97,15 @@ class _Response(msgspec.Struct, kw_only=True):
     pass
 
 
+class PromptTokensDetails(_Response, kw_only=True):
+    cached_tokens: int
+
+
 class Usage(_Response, kw_only=True):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None = None
 
 
 class AssistantMessage(_Response, kw_only=True):

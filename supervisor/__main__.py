@@ -11,7 +11,7 @@ from pathlib import Path
 
 import msgspec
 
-from mlx_fleet.config import FleetConfig
+from mlx_fleet.config import FleetConfig, parse_size
 from mlx_fleet.runtime import Endpoints
 from supervisor.fleet import PythonWorkerLauncher, Supervisor
 from supervisor.memory import Remembered
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     config = msgspec.json.decode(args.config_json.read_bytes(), type=FleetConfig)
     endpoints = Endpoints(args.runtime_dir)
     state_dir = Path(config.server.state_dir).expanduser()
-    launcher = PythonWorkerLauncher(state_dir, config.server.allow_downloads)
+    launcher = PythonWorkerLauncher(state_dir, config.server.allow_downloads, parse_size(config.memory.prompt_cache))
 
     async def run() -> None:
         supervisor = Supervisor(config, endpoints.frontend, endpoints.backend, launcher,

@@ -26,7 +26,7 @@ import psutil
 import zmq
 import zmq.asyncio
 
-from mlx_fleet.config import FleetConfig, ModelConfig, ServerConfig, fmt_bytes, parse_duration
+from mlx_fleet.config import FleetConfig, ModelConfig, ServerConfig, fmt_bytes, parse_duration, parse_size
 from mlx_fleet.protocol import (
     MAX_MESSAGE_BYTES,
     Done,
@@ -40,13 +40,15 @@ from mlx_fleet.protocol import (
     Ready,
     Reply,
     Shutdown,
+    Spare,
+    Assign,
     UnloadModel,
     decode_call,
     decode_control,
     decode_end,
     encode,
 )
-from supervisor.memory import Remembered, budget_bytes, footprint
+from supervisor.memory import RUNTIME_OVERHEAD, Remembered, budget_bytes, footprint
 from supervisor.policy import Resident, expired, in_use, make_room, over_budget
 from supervisor.process import WorkerProcess
 from supervisor.slot import ModelSlot, Pending
@@ -80,26 +82,35 @@ class Launcher(Protocol):
 
     def argv(self, model: ModelConfig, identity: str, endpoint: str) -> list[str]: ...
 
+    def spare_argv(self, identity: str, endpoint: str) -> list[str] | None:
+        """A warm spare's command line, or None if this launcher has no spares."""
+
     def env(self) -> dict[str, str]: ...
 
 
 class PythonWorkerLauncher:
     """`python -m worker` with the same interpreter, offline unless the config allows downloads."""
 
-    def __init__(self, state_dir: Path, allow_downloads: bool) -> None:
+    def __init__(self, state_dir: Path, allow_downloads: bool, prompt_cache_bytes: int) -> None:
         self.state_dir = state_dir
         self.allow_downloads = allow_downloads
+        self.prompt_cache_bytes = prompt_cache_bytes
 
     def argv(self, model: ModelConfig, identity: str, endpoint: str) -> list[str]:
+        return [*self._common(identity, endpoint), "--model-id", model.id, "--path", model.path,
+                "--type", model.type if model.type != "auto" else "text"]
+
+    def spare_argv(self, identity: str, endpoint: str) -> list[str] | None:
+        return [*self._common(identity, endpoint), "--spare"]
+
+    def _common(self, identity: str, endpoint: str) -> list[str]:
         return [
             sys.executable, "-m", "worker",
-            "--model-id", model.id,
-            "--path", model.path,
-            "--type", model.type if model.type != "auto" else "text",
             "--endpoint", endpoint,
             "--identity", identity,
             "--parent-pid", str(os.getpid()),
             "--state-dir", str(self.state_dir),
+            "--prompt-cache-bytes", str(self.prompt_cache_bytes),
         ]
 
     def env(self) -> dict[str, str]:
@@ -108,6 +119,16 @@ class PythonWorkerLauncher:
             env["HF_HUB_OFFLINE"] = "1"
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
         return env
+
+
+@dataclass
+class SpareWorker:
+    """A worker process with MLX's libraries already imported, waiting to be given a model."""
+
+    process: WorkerProcess
+    identity: bytes
+    ready: asyncio.Event
+    memory: int = RUNTIME_OVERHEAD
 
 
 def _failure(code: str, message: str, status: int, retry_after: float | None = None) -> bytes:
@@ -133,6 +154,9 @@ class Supervisor:
         self.ttls = {m.id: parse_duration(m.idle_ttl) if m.idle_ttl is not None else default_ttl
                      for m in config.models}
         self._room_lock = asyncio.Lock()
+        self.spare: SpareWorker | None = None
+        self._spare_count = 0
+        self._spare_failures = 0
         self.frontend_endpoint = frontend
         self.backend_endpoint = backend
         self.launcher = launcher
@@ -176,6 +200,8 @@ class Supervisor:
         preload = [s for s in self.slots.values() if s.config.preload]
         if preload:
             self._spawn_task(self._preload(preload), "preload")
+        else:
+            self._want_spare()
         try:
             await self.stopped.wait()
         finally:
@@ -192,7 +218,11 @@ class Supervisor:
             await self.stopped.wait()
             return
         self.accepting = False
-        await asyncio.gather(*(self._stop_worker(s, "server shutting down") for s in self.slots.values()))
+        spare, self.spare = self.spare, None
+        stops = [self._stop_worker(s, "server shutting down") for s in self.slots.values()]
+        if spare is not None:
+            stops.append(spare.process.terminate(self.timeouts.stop_grace))
+        await asyncio.gather(*stops)
         self.stopped.set()
 
     async def _watch_parent(self) -> None:
@@ -299,6 +329,8 @@ class Supervisor:
                 slot = self.by_identity.get(identity)
                 if slot is not None:
                     self._on_control(slot, frames[3])
+                elif self.spare is not None and identity == self.spare.identity:
+                    self._on_spare_control(frames[3])
 
     def _finished(self, slot: ModelSlot, rid: bytes, body: bytes) -> None:
         slot.inflight.discard(rid)
@@ -391,7 +423,71 @@ class Supervisor:
                                retry_after=self.timeouts.drain)
         return None
 
+    # -- the warm spare -------------------------------------------------------------------------
+
+    def _want_spare(self) -> None:
+        """Start a spare if none runs, one is wanted, and the budget has room for one more process."""
+        if (not self.config.memory.warm_spare or not self.accepting or self.spare is not None
+                or self._spare_failures >= 3):
+            return
+        used = in_use(self.residents())
+        if used + RUNTIME_OVERHEAD > self.budget:
+            return
+        self._spare_count += 1
+        identity = f"spare#{self._spare_count}".encode()
+        self.spare = SpareWorker(None, identity, asyncio.Event())  # type: ignore[arg-type]
+        self._spawn_task(self._start_spare(self.spare), "spare")
+
+    async def _start_spare(self, spare: SpareWorker) -> None:
+        argv = self.launcher.spare_argv(spare.identity.decode(), self.backend_endpoint)
+        if argv is None:  # this launcher has no spares (the fake worker's)
+            self.spare, self._spare_failures = None, 3
+            return
+        try:
+            spare.process = await WorkerProcess.spawn(argv, self.launcher.env(), "spare")
+        except OSError as e:
+            log.error("could not start a warm spare: %s", e)
+            self._spare_failures += 1
+            self.spare = None
+            return
+        status = await spare.process.exited
+        if self.spare is spare:  # it died while still a spare
+            log.warning("the warm spare %s", status.describe())
+            self.spare = None
+            self._spare_failures += 1
+            self._want_spare()
+
+    def _on_spare_control(self, body: bytes) -> None:
+        message = decode_control(body)
+        if isinstance(message, Spare) and self.spare is not None:
+            self.spare.memory = footprint(message.pid, message.memory)
+            self.spare.ready.set()
+            self._spare_failures = 0
+
+    async def _take_spare(self, slot: ModelSlot) -> bool:
+        """Hand the spare to this model: it skips the imports (seconds) and goes straight to loading."""
+        spare = self.spare
+        if spare is None:
+            return False
+        try:
+            await asyncio.wait_for(spare.ready.wait(), self.timeouts.load)
+        except TimeoutError:
+            return False
+        if self.spare is not spare or not spare.process.alive:
+            return False
+        self.spare = None
+        slot.identity = spare.identity
+        self.by_identity[spare.identity] = slot
+        slot.process = spare.process
+        spare.process.label = slot.id
+        assign = Assign(slot.id, slot.config.path, slot.config.type, parse_size(self.config.memory.prompt_cache))
+        self.backend.send_multipart((spare.identity, Kind.CONTROL, b"", encode(assign)))
+        self._spawn_task(self._watch_exit(slot, spare.process, spare.identity), f"exit:{slot.id}")
+        return True
+
     async def _spawn(self, slot: ModelSlot) -> bool:
+        if await self._take_spare(slot):
+            return True
         identity = slot.next_identity()
         self.by_identity[identity] = slot
         argv = self.launcher.argv(slot.config, identity.decode(), self.backend_endpoint)
@@ -443,6 +539,7 @@ class Supervisor:
         log.info("model %s ready in %.2f s (pid %d): measured %s, estimated %s (%+.0f%%)", slot.id,
                  message.load_seconds, message.pid, fmt_bytes(slot.measured), fmt_bytes(slot.estimate), 100 * error)
         self.remembered.remember(slot.config, slot.measured)
+        self._want_spare()
         while slot.pending:
             p = slot.pending.popleft()
             self._forward(slot, p.kind, p.rid, p.router, p.body)
@@ -478,6 +575,7 @@ class Supervisor:
         if slot.state in (S.STARTING, S.LOADING):
             slot.lifecycle.to(S.FAILED)
         self._record_failure(slot, reason)
+        self._want_spare()
         self._give_up(slot, Failure("model_load_failed", f"Model '{slot.id}' could not be loaded: {reason}", 503))
 
     def _give_up(self, slot: ModelSlot, failure: Failure) -> None:
@@ -687,6 +785,9 @@ class Supervisor:
         vm = psutil.virtual_memory()
         now = time.time()
         used = in_use(self.residents())
+        spare = self.spare
+        if spare is not None:
+            used += spare.memory
         return {
             "models": [self.model_status(s, now) for s in self.slots.values()],
             "pool": {
@@ -699,6 +800,9 @@ class Supervisor:
                 "machine_total": vm.total,
                 "machine_available": vm.available,
                 "accepting": self.accepting,
+                "spare": None if spare is None else {
+                    "pid": spare.process.pid if spare.process else None,
+                    "state": "ready" if spare.ready.is_set() else "starting", "memory": spare.memory},
             },
         }
 

@@ -41,6 +41,9 @@ class FakeLauncher:
         return [sys.executable, str(FAKE_WORKER), "--identity", identity, "--endpoint", endpoint,
                 "--parent-pid", str(os.getpid()), *self.flags.get(model.id, [])]
 
+    def spare_argv(self, identity: str, endpoint: str) -> list[str] | None:
+        return None  # the fake worker has no imports worth warming
+
     def env(self) -> dict[str, str]:
         return {**os.environ, "PYTHONPATH": str(ROOT)}
 

@@ -177,3 +177,16 @@ def test_unknown_route_and_method(fleet: FleetServer) -> None:
     assert r.status_code == 404 and r.json()["error"]["message"] == "Invalid URL (POST /v1/foo)"
     r = httpx.get(f"{fleet.base_url}/v1/chat/completions", timeout=10)
     assert r.status_code == 405 and "error" in r.json()
+
+
+def test_next_chat_turn_reuses_the_prompt_cache(client: openai.OpenAI, tiny_lm: Path) -> None:
+    first_turn = [{"role": "user", "content": "Please remember the number forty two and the colour green."}]
+    first = client.chat.completions.create(model="tiny", messages=first_turn, max_tokens=8, temperature=0)
+    second_turn = [*first_turn, {"role": "assistant", "content": first.choices[0].message.content},
+                   {"role": "user", "content": "What did I ask you to remember?"}]
+    second = client.chat.completions.create(model="tiny", messages=second_turn, max_tokens=8, temperature=0)
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    assert cached >= first.usage.prompt_tokens - 1, (cached, first.usage.prompt_tokens)
+    assert cached < second.usage.prompt_tokens
+    # reusing the cache changes nothing in the output
+    assert second.choices[0].message.content == in_process_greedy(tiny_lm, second_turn, 8)

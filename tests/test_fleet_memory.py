@@ -131,7 +131,9 @@ def test_memory_really_returns_to_the_os(tmp_path: Path) -> None:
     size = sum(f.stat().st_size for f in model.glob("*.safetensors"))
     assert size > 900 * MiB
     os.sync()  # the model was just written: settle the page cache before measuring around it
-    server = FleetServer(write_config(tmp_path / "fleet.toml", {"big": model}), tmp_path / "state").wait_ready()
+    # No warm spare: a replacement spare starting after the unload would blur the measurement.
+    config = write_config(tmp_path / "fleet.toml", {"big": model}, "[memory]\nwarm_spare = false\n")
+    server = FleetServer(config, tmp_path / "state").wait_ready()
     cycles = []
     try:
         for _ in range(4):
@@ -156,3 +158,28 @@ def test_memory_really_returns_to_the_os(tmp_path: Path) -> None:
             pytest.fail(f"no cycle returned the memory: (drop while loaded, left after unload) = {cycles}")
     finally:
         server.stop()
+
+
+def test_warm_spare_becomes_the_next_models_worker(tmp_path: Path, three_models: dict[str, Path]) -> None:
+    server = FleetServer(write_config(tmp_path / "fleet.toml", three_models), tmp_path / "state").wait_ready()
+    try:
+        deadline = time.monotonic() + 30
+        while (spare := admin(server, "status").json()["pool"]["spare"]) is None or spare["state"] != "ready":
+            assert time.monotonic() < deadline, "no warm spare came up"
+            time.sleep(0.05)
+        started = time.monotonic()
+        ask(server, "a")
+        cold = time.monotonic() - started
+        status = admin(server, "status").json()
+        model_a = by_id(status)["a"]
+        assert model_a["pid"] == spare["pid"]  # the spare was turned into a's worker
+        assert cold < model_a["load_seconds"] + 1.0, (cold, model_a["load_seconds"])
+        deadline = time.monotonic() + 30
+        while (replacement := admin(server, "status").json()["pool"]["spare"]) is None:
+            assert time.monotonic() < deadline, "the spare was not replenished"
+            time.sleep(0.05)
+        assert replacement["pid"] != spare["pid"]
+        tree = server.tree()
+    finally:
+        server.stop()
+    assert all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in tree)

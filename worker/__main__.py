@@ -23,6 +23,8 @@ preload_blas()  # before anything imports mlx.core, or it is too late to matter
 
 from mlx_fleet.protocol import (  # noqa: E402
     MAX_MESSAGE_BYTES,
+    Assign,
+    Spare,
     Kind,
     LoadFailed,
     Loading,
@@ -44,13 +46,15 @@ FINAL_SEND_MS = 1000
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m worker")
-    p.add_argument("--model-id", required=True)
-    p.add_argument("--path", required=True)
+    p.add_argument("--spare", action="store_true", help="import MLX's libraries, then wait to be assigned a model")
+    p.add_argument("--model-id")
+    p.add_argument("--path")
     p.add_argument("--type", default="text", choices=["text", "vision", "embeddings"])
     p.add_argument("--endpoint", required=True)
     p.add_argument("--identity", required=True)
     p.add_argument("--parent-pid", type=int, required=True)
     p.add_argument("--state-dir", type=Path, required=True)
+    p.add_argument("--prompt-cache-bytes", type=int, default=512 * 2**20)
     return p.parse_args(argv)
 
 
@@ -75,6 +79,29 @@ class Worker:
     def parent_alive(self) -> bool:
         return os.getppid() == self.args.parent_pid
 
+    def wait_for_model(self) -> bool:
+        """As a warm spare: import what a text model needs now, then wait for `Assign`."""
+        import worker.text_engine  # noqa: F401 - the import is the point: mlx-lm, transformers
+        from worker.memory import measure
+
+        self.control(Spare(os.getpid(), measure()))
+        while self.running:
+            if not self.sock.poll(IDLE_POLL_MS):
+                if not self.parent_alive():
+                    return False
+                continue
+            frames = self.sock.recv_multipart()
+            if frames[0] != Kind.CONTROL:
+                continue
+            message = decode_control(frames[2])
+            if isinstance(message, Shutdown):
+                return False
+            if isinstance(message, Assign):
+                self.args.model_id, self.args.path, self.args.type = message.model_id, message.path, message.model_type
+                self.args.prompt_cache_bytes = message.prompt_cache_bytes
+                return True
+        return False
+
     def load(self) -> bool:
         self.control(Loading(os.getpid()))
         started = time.perf_counter()
@@ -82,7 +109,8 @@ class Worker:
             from worker.loader import LoadError, load_engine
             from worker.memory import measure
 
-            self.engine = load_engine(self.args.type, self.args.path, self.args.state_dir.expanduser())
+            self.engine = load_engine(self.args.type, self.args.path, self.args.state_dir.expanduser(),
+                                      prompt_cache_bytes=self.args.prompt_cache_bytes)
         except LoadError as e:
             self.control(LoadFailed(str(e)))
             return False
@@ -166,6 +194,9 @@ class Worker:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
+    if not args.spare and not (args.model_id and args.path):
+        print("python -m worker: --model-id and --path are required (or --spare)", file=sys.stderr)
+        return 2
     worker = Worker(args)
 
     def stop(signum, frame) -> None:
@@ -174,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
+        if args.spare and not worker.wait_for_model():
+            return 0
         if worker.load():
             worker.serve()
             return 0

@@ -41,7 +41,7 @@ def _guarded(path: str, load: Callable[[], Any]) -> Any:
         raise LoadError(f"{name}: {e}") from None
 
 
-def load_engine(kind: str, path: str, state_dir: Path) -> Any:
+def load_engine(kind: str, path: str, state_dir: Path, *, prompt_cache_bytes: int = 512 * 2**20) -> Any:
     """The engine for a model: TextEngine, VisionEngine or EmbeddingEngine."""
     if kind == "vision":
         from worker.vision_engine import load_vision
@@ -58,4 +58,4 @@ def load_engine(kind: str, path: str, state_dir: Path) -> Any:
     model, tokenizer, config = _guarded(path, lambda: load(resolve(path, state_dir), return_config=True))
     context = int(config.get("max_position_embeddings") or getattr(tokenizer, "model_max_length", 0)
                   or DEFAULT_CONTEXT)
-    return TextEngine(model, tokenizer, context)
+    return TextEngine(model, tokenizer, context, prompt_cache_bytes=prompt_cache_bytes)

@@ -14,6 +14,7 @@ from typing import Callable
 import mlx.core as mx
 import msgspec
 from mlx_lm.generate import BatchGenerator
+from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, trim_prompt_cache
 from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
 from mlx_fleet.protocol import (
@@ -32,6 +33,7 @@ from mlx_fleet.protocol import (
 from worker.stops import StopMatcher
 
 Emit = Callable[[bytes, bytes, bytes], None]
+_MODEL_KEY = "model"  # one model per worker: the prompt cache needs no other key
 """emit(kind, request_id, body): hands one message to the socket."""
 
 
@@ -43,6 +45,7 @@ class _Live:
     detokenizer: object
     stops: StopMatcher
     prompt_tokens: int
+    cached_tokens: int
     completion_tokens: int = 0
 
 
@@ -56,9 +59,14 @@ class TextEngine:
         completion_batch_size: int = 32,
         prefill_batch_size: int = 8,
         prefill_step_size: int = 2048,
+        prompt_cache_bytes: int = 512 * 2**20,
+        prompt_cache_entries: int = 64,
     ) -> None:
         self.tokenizer = tokenizer
         self.context_length = context_length
+        # KV caches of recent requests, keyed by their tokens: a request that shares a prefix with
+        # one of them (the next turn of a chat) starts from it instead of recomputing the prefix.
+        self.prompt_cache = LRUPromptCache(max_size=prompt_cache_entries, max_bytes=prompt_cache_bytes)
         self._batch = BatchGenerator(
             model,
             stop_tokens=[[t] for t in sorted(tokenizer.eos_token_ids)],
@@ -107,15 +115,34 @@ class TextEngine:
             # MLX has one random stream per process: a seed makes a request reproducible when it
             # runs alone, as OpenAI's own `seed` is best-effort.
             mx.random.seed(sampling.seed)
+        cache, rest = self._cached_prefix(tokens)
+        cached = len(tokens) - len(rest)
         (uid,) = self._batch.insert(
-            [tokens],
+            [rest],
             max_tokens=[sampling.max_tokens],
+            caches=[cache],
+            all_tokens=[tokens[:cached]],
             samplers=[_sampler(sampling)],
             logits_processors=[_logits_processors(sampling)],
         )
-        self._by_uid[uid] = _Live(rid, self.tokenizer.detokenizer, StopMatcher(sampling.stop), len(tokens))
+        self._by_uid[uid] = _Live(rid, self.tokenizer.detokenizer, StopMatcher(sampling.stop), len(tokens), cached)
         self._uid_of[rid] = uid
         return None
+
+    def _cached_prefix(self, tokens: list[int]) -> tuple[list | None, list[int]]:
+        """The longest cached KV prefix of `tokens` and the tokens still to compute (at least one:
+        the batch needs a token to start from)."""
+        cache, rest = self.prompt_cache.fetch_nearest_cache(_MODEL_KEY, tokens)
+        if cache is not None and not rest:
+            if not can_trim_prompt_cache(cache):
+                return None, tokens
+            trim_prompt_cache(cache, 1)
+            rest = tokens[-1:]
+        return cache, rest
+
+    def _remember(self, tokens: list[int] | None, cache: list | None) -> None:
+        if tokens and cache is not None:
+            self.prompt_cache.insert_cache(_MODEL_KEY, list(tokens), cache)
 
     def _check(self, tokens: list[int], request: Generate) -> Failure | None:
         param = "messages" if isinstance(request.input, ChatInput) else "prompt"
@@ -171,14 +198,18 @@ class TextEngine:
             if finish is not None:
                 if r.finish_reason is None:  # a stop string ended it: leave the batch now
                     finished.append(r.uid)
+                else:
+                    self._remember(r.all_tokens, r.prompt_cache)
                 self._finish(r.uid, finish, emit)
         if finished:
-            self._batch.remove(finished)
+            for tokens_cache in self._batch.remove(finished, return_prompt_caches=True).values():
+                cache, tokens = tokens_cache
+                self._remember(tokens, cache)
 
     def _finish(self, uid: int, reason: str, emit: Emit) -> None:
         live = self._by_uid.pop(uid)
         del self._uid_of[live.rid]
-        usage = Usage(live.prompt_tokens, live.completion_tokens)
+        usage = Usage(live.prompt_tokens, live.completion_tokens, live.cached_tokens)
         emit(Kind.END, live.rid, encode(Done(reason, usage)))
 
 

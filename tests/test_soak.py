@@ -1,0 +1,544 @@
+"""Soak ("thrash") test: more models than the memory budget holds, random concurrent traffic.
+
+Five tiny real models, a budget (and `max_models`) that holds two, a short idle TTL and a small
+per-model admission limit. For `SOAK_SECONDS` (default 180) sixteen asyncio clients send random
+chat and text completions, streamed and not, some of which hang up mid-stream or give up on a
+short client timeout, some in bursts that pass the per-model limit; an admin client loads (pins)
+and unloads (with and without `force`) random models; a poller samples the pool's accounting and
+the server's process tree every 0.5 s.
+
+Invariants checked at the end:
+
+- every request ends (bounded grace after the run; anything still pending is a hang);
+- only expected outcomes: 200; 429 rate_limit_exceeded; 503 insufficient_memory / model_unloaded /
+  model_load_cooldown; streams end with [DONE] or an error event with one of those codes, unless
+  the client itself hung up or timed out;
+- the pool's `in_use` stays within the budget (1.1x tolerance for KV-cache growth);
+- the serve tree never holds more than `max_models + 2` workers; after stop nothing is left;
+- after unloading everything, the pool is empty, every model is "stopped", and the machine's
+  available memory is back near where it started.
+
+Run: `SOAK_SECONDS=60 .venv/bin/python -m pytest tests/test_soak.py -m slow -s -q`
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import os
+import random
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from conftest import FleetServer, alive, wait_gone, write_config
+from tiny_models import build_tiny_lm
+
+MiB = 2**20
+SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "180"))
+CLIENTS = 16
+MODELS = [f"m{i}" for i in range(5)]
+# A hot model or two, so the per-model admission limit (8) is reached now and then.
+MODEL_WEIGHTS = [0.35, 0.25, 0.15, 0.15, 0.10]
+MAX_MODELS = 2
+MAX_REQUESTS_PER_MODEL = 8
+IDLE_TTL = "3s"
+# After the run, how long requests still open may take to end. A drained worker gets the
+# supervisor's drain timeout (60 s) and a load waiting for room gives up after drain + stop grace
+# (70 s), so a request that legitimately waits ends well within this.
+GRACE_SECONDS = 150.0
+# Normal requests' client timeout: longer than the grace, so a hang shows as a pending task.
+NORMAL_TIMEOUT = GRACE_SECONDS + 60
+POLL_INTERVAL = 0.5
+MEMORY_TOLERANCE = 1.10
+# The machine's available memory moves by up to ~300 MB on its own on this VM.
+MACHINE_MARGIN = 500 * MiB
+
+HTTP_EXPECTED = {
+    429: {"rate_limit_exceeded"},
+    503: {"insufficient_memory", "model_unloaded", "model_load_cooldown"},
+}
+STREAM_ERROR_EXPECTED = {"insufficient_memory", "model_unloaded", "model_load_cooldown"}
+ADMIN_EXPECTED = {
+    "load": {200: {None}, 503: {"insufficient_memory", "model_unloaded", "model_load_cooldown"}},
+    "unload": {200: {None}, 404: {"model_not_loaded"}},
+}
+
+WORDS = ("the quick brown fox jumps over a lazy dog while seven wizards quietly judge boxing "
+         "matches near the old harbour as rain falls on paper lanterns").split()
+
+
+@dataclass
+class Outcome:
+    mode: str            # normal | disconnect | short_timeout | burst
+    route: str           # chat | completions
+    stream: bool
+    model: str
+    max_tokens: int
+    status: int | None = None
+    code: str | None = None
+    end: str = ""        # json | done | error_event | truncated | client_disconnect | client_timeout | exception
+    detail: str = ""
+    chunks: int = 0
+    seconds: float = 0.0
+
+    def key(self) -> str:
+        if self.end in ("client_disconnect", "client_timeout", "exception"):
+            return self.end
+        if self.status == 200 and self.stream:
+            return f"200 stream {self.end}" + (f" {self.code}" if self.code else "")
+        return f"{self.status} {self.code or ''}".strip()
+
+    def problem(self) -> str | None:
+        """Why this outcome breaks the contract, or None."""
+        if self.end == "client_timeout":
+            return None if self.mode == "short_timeout" else "client timeout on a normal request (hang?)"
+        if self.end == "exception":
+            return f"transport error: {self.detail}"
+        if self.end == "client_disconnect":
+            return None if self.mode == "disconnect" else "disconnect outside disconnect mode"
+        if self.status == 200:
+            if not self.stream:
+                return None if self.end == "json" else f"bad 200 body: {self.detail}"
+            if self.end == "done":
+                return None
+            if self.end == "error_event":
+                return None if self.code in STREAM_ERROR_EXPECTED else f"unexpected stream error code {self.code}"
+            return f"stream ended without [DONE] or an error event ({self.end}): {self.detail}"
+        if self.code in HTTP_EXPECTED.get(self.status, ()):
+            return None
+        return f"unexpected HTTP {self.status} {self.code}: {self.detail}"
+
+
+@dataclass
+class AdminOutcome:
+    verb: str
+    model: str
+    force: bool
+    status: int | None
+    code: str | None
+    detail: str
+    seconds: float
+
+    def problem(self) -> str | None:
+        if self.status is None:
+            return f"admin {self.verb} transport error: {self.detail}"
+        if self.code in ADMIN_EXPECTED[self.verb].get(self.status, ()):
+            return None
+        return f"admin {self.verb} {self.model}: unexpected {self.status} {self.code}: {self.detail}"
+
+
+@dataclass
+class Samples:
+    pool: list[tuple[float, int, int]] = field(default_factory=list)  # (t, in_use, budget)
+    measured_all: list[int] = field(default_factory=list)  # sum of measured over every model, stopping ones too
+    loaded: list[int] = field(default_factory=list)
+    workers: list[int] = field(default_factory=list)
+    worker_pids: set[int] = field(default_factory=set)
+    processes: dict[int, psutil.Process] = field(default_factory=dict)  # every process seen in the tree
+    states: collections.Counter = field(default_factory=collections.Counter)
+    status_errors: list[str] = field(default_factory=list)
+
+
+def is_worker(p: psutil.Process) -> bool:
+    try:
+        cmd = p.cmdline()
+        return p.status() != psutil.STATUS_ZOMBIE and "-m" in cmd and "worker" in cmd
+    except psutil.Error:
+        return False
+
+
+def admin_sync(server: FleetServer, verb: str, model: str = "", **params) -> httpx.Response:
+    if verb == "status":
+        return httpx.get(f"{server.base_url}/admin/models/status", timeout=60)
+    return httpx.post(f"{server.base_url}/admin/models/{verb}/{model}", params=params, timeout=120)
+
+
+def by_id(status: dict) -> dict[str, dict]:
+    return {m["id"]: m for m in status["models"]}
+
+
+def error_code(response: httpx.Response) -> tuple[str | None, str]:
+    try:
+        body = response.json()
+        err = body["error"]
+        assert set(err) >= {"message", "type", "param", "code"}
+        return err["code"], err["message"][:200]
+    except Exception as e:  # noqa: BLE001 - any non-envelope body is itself the finding
+        return "<not-an-envelope>", f"{type(e).__name__}: {response.text[:200]!r}"
+
+
+def prompt(rng: random.Random) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 40)))
+
+
+def request_body(rng: random.Random, route: str, model: str, stream: bool, max_tokens: int) -> dict:
+    body: dict = {"model": model, "max_tokens": max_tokens, "temperature": round(rng.uniform(0.0, 1.5), 2),
+                  "stream": stream}
+    if route == "chat":
+        body["messages"] = [{"role": "user", "content": prompt(rng)}]
+        if rng.random() < 0.3:
+            body["messages"] = [{"role": "system", "content": prompt(rng)}, *body["messages"]]
+    else:
+        body["prompt"] = prompt(rng)
+    if rng.random() < 0.3:
+        body["seed"] = rng.randint(0, 2**31 - 1)
+    if rng.random() < 0.3:
+        body["top_p"] = round(rng.uniform(0.5, 1.0), 2)
+    if stream and rng.random() < 0.5:
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+async def one_request(http: httpx.AsyncClient, rng: random.Random, mode: str, model: str | None = None,
+                      stream: bool | None = None, max_tokens: int | None = None) -> Outcome:
+    route = "chat" if rng.random() < 0.75 else "completions"
+    model = model or rng.choices(MODELS, MODEL_WEIGHTS)[0]
+    if stream is None:
+        stream = mode == "disconnect" or rng.random() < 0.6
+    max_tokens = max_tokens or rng.randint(1, 300)
+    out = Outcome(mode, route, stream, model, max_tokens)
+    body = request_body(rng, route, model, stream, max_tokens)
+    url = "/v1/chat/completions" if route == "chat" else "/v1/completions"
+    timeout = rng.uniform(0.2, 2.0) if mode == "short_timeout" else NORMAL_TIMEOUT
+    hang_up_after = rng.randint(1, 5) if mode == "disconnect" else None
+    started = time.monotonic()
+    try:
+        if not stream:
+            r = await http.post(url, json=body, timeout=timeout)
+            out.status = r.status_code
+            if r.status_code == 200:
+                out.end = "json"
+                try:
+                    data = r.json()
+                    choice = data["choices"][0]
+                    assert choice["finish_reason"] in ("stop", "length"), choice["finish_reason"]
+                    assert data["usage"]["completion_tokens"] <= max_tokens, data["usage"]
+                except Exception as e:  # noqa: BLE001
+                    out.end, out.detail = "bad_json", f"{type(e).__name__}: {e}: {r.text[:200]!r}"
+            else:
+                out.end = "json"
+                out.code, out.detail = error_code(r)
+        else:
+            async with http.stream("POST", url, json=body, timeout=timeout) as r:
+                out.status = r.status_code
+                if r.status_code != 200:
+                    await r.aread()
+                    out.end = "json"
+                    out.code, out.detail = error_code(r)
+                else:
+                    out.end = "truncated"
+                    finished = False
+                    async for line in r.aiter_lines():
+                        if not line.startswith("data: "):
+                            continue
+                        payload = line[len("data: "):]
+                        if out.end != "truncated":
+                            out.end, out.detail = "after_end", f"data after the end of the stream: {payload[:120]}"
+                            break
+                        if payload == "[DONE]":
+                            out.end = "done" if finished else "done_without_finish_reason"
+                            continue
+                        event = json.loads(payload)
+                        if "error" in event:
+                            out.end, out.code = "error_event", event["error"].get("code")
+                            out.detail = event["error"].get("message", "")[:200]
+                            continue
+                        out.chunks += 1
+                        if any(c.get("finish_reason") for c in event.get("choices", [])):
+                            finished = True
+                        if hang_up_after is not None and out.chunks >= hang_up_after:
+                            out.end = "client_disconnect"
+                            break  # leaving the context closes the response: the server sees a hang-up
+    except httpx.TimeoutException as e:
+        out.end, out.detail = "client_timeout", type(e).__name__
+    except httpx.HTTPError as e:
+        out.end, out.detail = "exception", f"{type(e).__name__}: {e}"
+    out.seconds = time.monotonic() - started
+    return out
+
+
+class Soak:
+    def __init__(self, server: FleetServer, seed: int) -> None:
+        self.server = server
+        self.rng = random.Random(seed)
+        self.outcomes: list[Outcome] = []
+        self.admin: list[AdminOutcome] = []
+        self.samples = Samples()
+        self.pending: dict[asyncio.Task, str] = {}
+        self.end_at = 0.0
+
+    def track(self, coro, label: str) -> asyncio.Task:
+        task = asyncio.create_task(coro)
+        self.pending[task] = label
+        task.add_done_callback(lambda t: self.pending.pop(t, None))
+        return task
+
+    async def client(self, http: httpx.AsyncClient, index: int) -> None:
+        rng = random.Random(self.rng.random())
+        while time.monotonic() < self.end_at:
+            roll = rng.random()
+            if roll < 0.08:  # a burst at one model: more than the per-model admission limit at once
+                model = rng.choice(MODELS[:2])
+                tasks = [self.track(one_request(http, rng, "burst", model=model, stream=rng.random() < 0.5,
+                                                max_tokens=rng.randint(1, 40)), f"client {index} burst {model}")
+                         for _ in range(MAX_REQUESTS_PER_MODEL + 2)]
+                self.outcomes.extend(await asyncio.gather(*tasks))
+            else:
+                mode = "disconnect" if roll < 0.25 else "short_timeout" if roll < 0.35 else "normal"
+                self.outcomes.append(await self.track(one_request(http, rng, mode), f"client {index} {mode}"))
+            await asyncio.sleep(rng.uniform(0.0, 0.3))
+
+    async def admin_call(self, http: httpx.AsyncClient, verb: str, model: str, force: bool = False) -> AdminOutcome:
+        started = time.monotonic()
+        params = {"force": "true"} if force else {}
+        try:
+            r = await http.post(f"/admin/models/{verb}/{model}", params=params, timeout=NORMAL_TIMEOUT)
+            code, detail = (None, "") if r.status_code == 200 else error_code(r)
+            out = AdminOutcome(verb, model, force, r.status_code, code, detail, time.monotonic() - started)
+        except httpx.HTTPError as e:
+            out = AdminOutcome(verb, model, force, None, None, f"{type(e).__name__}: {e}", time.monotonic() - started)
+        self.admin.append(out)
+        return out
+
+    async def admin_loop(self, http: httpx.AsyncClient) -> None:
+        rng = random.Random(self.rng.random())
+        pinned: tuple[str, float] | None = None
+        while time.monotonic() < self.end_at:
+            await asyncio.sleep(rng.uniform(2.0, 6.0))
+            if time.monotonic() >= self.end_at:
+                break
+            if pinned is not None and time.monotonic() - pinned[1] > 4.0:
+                await self.admin_call(http, "unload", pinned[0], force=rng.random() < 0.5)
+                pinned = None
+                continue
+            roll = rng.random()
+            if roll < 0.3 and pinned is None:
+                model = rng.choice(MODELS)
+                out = await self.admin_call(http, "load", model)
+                if out.status == 200:
+                    pinned = (model, time.monotonic())
+                continue
+            try:
+                status = (await http.get("/admin/models/status", timeout=30)).json()
+                loaded = [m["id"] for m in status["models"] if m["pid"] is not None]
+            except (httpx.HTTPError, ValueError, KeyError):
+                loaded = []
+            model = rng.choice(loaded) if loaded and rng.random() < 0.85 else rng.choice(MODELS)
+            await self.admin_call(http, "unload", model, force=roll < 0.65)
+            if pinned is not None and pinned[0] == model:
+                pinned = None
+        if pinned is not None:
+            await self.admin_call(http, "unload", pinned[0])
+
+    def sample_tree(self) -> None:
+        workers = 0
+        for p in self.server.tree():
+            self.samples.processes.setdefault(p.pid, p)
+            if is_worker(p):
+                workers += 1
+                self.samples.worker_pids.add(p.pid)
+        self.samples.workers.append(workers)
+
+    async def poller(self, http: httpx.AsyncClient, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                r = await http.get("/admin/models/status", timeout=10)
+                status = r.json()
+                pool = status["pool"]
+                self.samples.pool.append((time.monotonic(), pool["in_use"], pool["budget"]))
+                self.samples.loaded.append(pool["loaded"])
+                self.samples.measured_all.append(sum(m["memory"]["measured"] or 0 for m in status["models"]))
+                self.samples.states.update(m["state"] for m in status["models"])
+            except (httpx.HTTPError, ValueError, KeyError) as e:
+                self.samples.status_errors.append(f"{type(e).__name__}: {e}")
+            self.sample_tree()
+            try:
+                await asyncio.wait_for(stop.wait(), POLL_INTERVAL)
+            except TimeoutError:
+                pass
+
+    async def run(self, seconds: float) -> list[str]:
+        """Run the traffic; returns the labels of requests that did not end within the grace."""
+        limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+        async with httpx.AsyncClient(base_url=self.server.base_url, limits=limits) as http, \
+                httpx.AsyncClient(base_url=self.server.base_url) as admin_http, \
+                httpx.AsyncClient(base_url=self.server.base_url) as poll_http:
+            stop_polling = asyncio.Event()
+            poller = asyncio.create_task(self.poller(poll_http, stop_polling))
+            self.end_at = time.monotonic() + seconds
+            loops = [asyncio.create_task(self.client(http, i)) for i in range(CLIENTS)]
+            loops.append(asyncio.create_task(self.admin_loop(admin_http)))
+            await asyncio.sleep(seconds)
+            done, still = await asyncio.wait(loops, timeout=GRACE_SECONDS)
+            hung = sorted(self.pending.values())
+            if still and not hung:
+                hung = [f"client loop {t.get_name()}" for t in still]
+            for task in [*still, *self.pending]:
+                task.cancel()
+            await asyncio.gather(*still, return_exceptions=True)
+            for task in done:
+                if task.exception() is not None:
+                    raise task.exception()
+            stop_polling.set()
+            await poller
+        return hung
+
+
+def machine_available_settled(baseline: int, timeout: float = 15.0) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        available = psutil.virtual_memory().available
+        if baseline - available < MACHINE_MARGIN or time.monotonic() > deadline:
+            return available
+        time.sleep(0.25)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(int(SOAK_SECONDS + GRACE_SECONDS + 600))
+def test_soak_more_models_than_memory(tmp_path: Path) -> None:
+    models = {name: build_tiny_lm(tmp_path / "models" / name, seed=i) for i, name in enumerate(MODELS)}
+    state = tmp_path / "state"
+
+    # Probe run: load each model once so its measured footprint is remembered in the state
+    # directory (the soak server's estimates are then exact), and size a budget that holds two.
+    probe = FleetServer(write_config(tmp_path / "probe.toml", models, f"[memory]\nmax_models = {len(MODELS)}\n"),
+                        state).wait_ready()
+    try:
+        for model in MODELS:
+            r = httpx.post(f"{probe.base_url}/v1/chat/completions", timeout=120, json={
+                "model": model, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 3})
+            assert r.status_code == 200, r.text
+        measured = {k: v["memory"]["measured"] for k, v in by_id(admin_sync(probe, "status").json()).items()}
+    finally:
+        probe.stop()
+    assert all(measured.values()), measured
+    budget = 2 * max(measured.values()) + min(measured.values()) // 2
+    assert 3 * min(measured.values()) > budget, (measured, budget)  # really only two fit
+
+    extra = (f'[server]\nmax_requests_per_model = {MAX_REQUESTS_PER_MODEL}\n\n'
+             f'[memory]\nbudget = "{budget}B"\nmax_models = {MAX_MODELS}\nidle_ttl = "{IDLE_TTL}"\n')
+    config = write_config(tmp_path / "fleet.toml", models, extra)
+    server = FleetServer(config, state).wait_ready()
+    soak = Soak(server, seed=int(os.environ.get("SOAK_SEED", "20261122")))
+    runtime_dir = None
+    stopped = False
+    try:
+        for p in server.tree():
+            cmd = p.cmdline()
+            if "--runtime-dir" in cmd:
+                runtime_dir = cmd[cmd.index("--runtime-dir") + 1]
+        assert runtime_dir, "could not find the supervisor's runtime directory"
+        time.sleep(1.0)
+        machine_before = psutil.virtual_memory().available
+
+        started = time.monotonic()
+        hung = asyncio.run(soak.run(SOAK_SECONDS))
+        wall = time.monotonic() - started
+
+        # Back to baseline: unload whatever is still loaded, then everything must be stopped.
+        leftover_unloads = []
+        for m in admin_sync(server, "status").json()["models"]:
+            if m["pid"] is not None:
+                r = admin_sync(server, "unload", m["id"])
+                leftover_unloads.append((m["id"], r.status_code))
+        final = admin_sync(server, "status").json()
+        final_states = {k: m["state"] for k, m in by_id(final).items()}
+        final_in_use = final["pool"]["in_use"]
+        soak.sample_tree()
+        workers_after_unload = [p.pid for p in server.tree() if is_worker(p)]
+        machine_after = machine_available_settled(machine_before)
+        log_text = server.log_path.read_text(errors="replace")
+
+        all_seen = list(soak.samples.processes.values())
+        server.stop()
+        stopped = True
+        left_in_tree = wait_gone(all_seen)
+        needles = [str(tmp_path), runtime_dir]
+        strays = []
+        for p in psutil.process_iter(["pid", "cmdline"]):
+            cmd = " ".join(p.info["cmdline"] or [])
+            if p.pid != os.getpid() and any(n in cmd for n in needles) and alive([p]):
+                strays.append(f"{p.pid}: {cmd[:160]}")
+    finally:
+        if not stopped:
+            server.stop()
+
+    # ---- the summary (figures for the project's closing note) --------------------------------
+    outcomes, admin = soak.outcomes, soak.admin
+    by_key = collections.Counter(o.key() for o in outcomes)
+    problems = [f"{o.mode} {o.route} stream={o.stream} {o.model}: {p}" for o in outcomes if (p := o.problem())]
+    admin_problems = [p for a in admin if (p := a.problem())]
+    max_in_use, max_budget = (max((s[1] for s in soak.samples.pool), default=0),
+                              max((s[2] for s in soak.samples.pool), default=budget))
+    over = [(round(t - started, 1), u) for t, u, b in soak.samples.pool if u > b]
+    max_workers = max(soak.samples.workers, default=0)
+    ok_seconds = [o.seconds for o in outcomes if o.status == 200 and o.end in ("json", "done")]
+    error_lines = [ln for ln in log_text.splitlines() if " ERROR " in ln or "Traceback" in ln]
+
+    print("\n======================== mlx-fleet soak summary ========================")
+    print(f"duration {SOAK_SECONDS:.0f} s (wall incl. grace {wall:.1f} s); {CLIENTS} clients; "
+          f"{len(MODELS)} models; max_models {MAX_MODELS}; max_requests_per_model {MAX_REQUESTS_PER_MODEL}; "
+          f"idle_ttl {IDLE_TTL}")
+    print(f"measured model sizes (MiB): " + ", ".join(f"{k} {v / MiB:.0f}" for k, v in measured.items()))
+    print(f"requests: {len(outcomes)} total; by mode: "
+          + ", ".join(f"{k} {v}" for k, v in sorted(collections.Counter(o.mode for o in outcomes).items())))
+    print("outcomes:")
+    for key, count in sorted(by_key.items(), key=lambda kv: -kv[1]):
+        print(f"  {count:6d}  {key}")
+    print(f"client disconnects mid-stream: {by_key['client_disconnect']}; client timeouts: "
+          f"{by_key['client_timeout']}; truncated streams: "
+          f"{sum(1 for o in outcomes if o.stream and o.status == 200 and o.end not in ('done', 'error_event', 'client_disconnect', 'client_timeout'))}")
+    print(f"latency of successful requests: p50 {statistics.median(ok_seconds) if ok_seconds else 0:.2f} s, "
+          f"p95 {percentile(ok_seconds, 0.95):.2f} s, max {max(ok_seconds, default=0):.2f} s")
+    print(f"admin calls: {len(admin)}: " + ", ".join(
+        f"{k} {v}" for k, v in sorted(collections.Counter(
+            f"{a.verb}{'(force)' if a.force else ''} {a.status}{' ' + a.code if a.code else ''}"
+            for a in admin).items())))
+    print(f"memory: budget {max_budget / MiB:.1f} MiB; max pool in_use {max_in_use / MiB:.1f} MiB "
+          f"({max_in_use / max_budget:.3f} x budget); samples over budget: {len(over)}; max measured incl. "
+          f"stopping workers {max(soak.samples.measured_all, default=0) / MiB:.1f} MiB; "
+          f"{len(soak.samples.pool)} samples")
+    print(f"workers: max seen at once {max_workers} (limit {MAX_MODELS + 2}); distinct worker processes "
+          f"started {len(soak.samples.worker_pids)}; max loaded per status {max(soak.samples.loaded, default=0)}")
+    print(f"states sampled: {dict(soak.samples.states)}")
+    print(f"after unloading everything: pool in_use {final_in_use}; states {final_states}; "
+          f"workers left {workers_after_unload}; unloads needed {leftover_unloads}")
+    print(f"machine available memory: before {machine_before / MiB:.0f} MiB, after {machine_after / MiB:.0f} MiB "
+          f"(change {(machine_after - machine_before) / MiB:+.0f} MiB; margin {MACHINE_MARGIN / MiB:.0f} MiB)")
+    print(f"processes leaked: {len(left_in_tree)} from the serve tree ({len(all_seen)} seen), "
+          f"{len(strays)} by cmdline")
+    print(f"hung requests: {len(hung)}; contract violations: {len(problems)}; admin violations: "
+          f"{len(admin_problems)}; status poll errors: {len(soak.samples.status_errors)}; "
+          f"ERROR/Traceback lines in the server log: {len(error_lines)}")
+    for line in (problems + admin_problems)[:20]:
+        print(f"  ! {line}")
+    for line in error_lines[:10]:
+        print(f"  log: {line[:300]}")
+    print("=========================================================================")
+
+    assert not hung, f"{len(hung)} requests never ended: {hung[:20]}"
+    assert not problems, f"{len(problems)} unexpected outcomes: {problems[:20]}"
+    assert not admin_problems, admin_problems[:20]
+    assert outcomes and by_key.get("200 stream done", 0) and by_key.get("200", 0), by_key
+    assert max_in_use <= MEMORY_TOLERANCE * max_budget, (max_in_use, max_budget, over[:10])
+    assert max_workers <= MAX_MODELS + 2, soak.samples.workers
+    assert final_in_use == 0 and set(final_states.values()) == {"stopped"}, (final_in_use, final_states)
+    assert not workers_after_unload
+    assert machine_before - machine_after < MACHINE_MARGIN, (machine_before, machine_after)
+    assert not left_in_tree, left_in_tree
+    assert not strays, strays
+    assert not soak.samples.status_errors, soak.samples.status_errors[:5]
