@@ -28,7 +28,7 @@ def _tree_with_worker(server: FleetServer) -> list[psutil.Process]:
 def test_stop_signal_leaves_no_process_behind(tmp_path: Path, tiny_lm: Path, sig: int) -> None:
     server = FleetServer(write_config(tmp_path / "fleet.toml", {"tiny": tiny_lm}), tmp_path / "state").wait_ready()
     tree = _tree_with_worker(server)
-    assert len(tree) == 3
+    assert len(tree) >= 3  # serve, supervisor, the worker (and the warm spare, if it is up)
     assert server.stop(sig) == 0
     assert wait_gone(tree, 10) == []
 
