@@ -95,7 +95,7 @@ def _serve(args: argparse.Namespace) -> int:
         start_new_session=True,  # Ctrl-C reaches us; we stop it in order
     )
     try:
-        app = create_app(config, endpoints.frontend, started, supervisor_alive=lambda: supervisor.poll() is None)
+        app = create_app(config, endpoints, started, supervisor_alive=lambda: supervisor.poll() is None)
         drain = parse_duration(config.server.drain_timeout)
         server = DrainingServer(app, drain, uvicorn.Config(
             app, host=config.server.host, port=config.server.port, log_level=args.log_level,

@@ -1,11 +1,14 @@
 """The wire protocol shared by router, supervisor and workers.
 
 Every ZeroMQ message is a multipart message whose first frame is a one-byte `Kind`, then the
-request id, then (optionally) routing frames, then one msgpack-encoded body. The kind frame is
-what lets the supervisor relay a token without decoding it: it only looks at the kind (to see
-whether a request ended) and at the request id (to find who asked). Bodies are msgspec structs;
-where one kind can carry several message types they form a tagged union. Nothing is ever
-pickled, and decoders are typed, so a peer can only ever send us these structs.
+request id, then (optionally) routing frames, then one msgpack-encoded body. Bodies are msgspec
+structs; where one kind can carry several message types they form a tagged union. Nothing is
+ever pickled, and decoders are typed, so a peer can only ever send us these structs.
+
+Two planes. The control plane goes through the supervisor: requests in, cancels, admin calls,
+worker lifecycle, and one copy of each request's END (for its accounting). The data plane does
+not: a worker pushes its DELTA and END frames straight to the router's sink (PUSH → PULL), so a
+token crosses one process boundary between the model and the HTTP connection, not two.
 
 Frame layouts (the socket's own identity frame, on ROUTER sockets, comes before these):
 
@@ -15,9 +18,11 @@ Frame layouts (the socket's own identity frame, on ROUTER sockets, comes before 
     supervisor -> worker   GENERATE rid body(Generate)             CANCEL rid
                            EMBED    rid body(Embed)
                            CONTROL  b"" body(Shutdown | Assign)
-    worker -> supervisor   DELTA rid body(Delta)   END rid body(Done | Failure | Embeddings)
+    worker -> router sink  DELTA rid body(Delta)   END rid body(Done | Failure | Embeddings)
+    worker -> supervisor   END rid body(...)       (the same END, for accounting)
                            CONTROL b"" body(Spare | Loading | Ready | LoadFailed | MemoryReport)
-    supervisor -> router   DELTA / END relayed untouched, REPLY call_id body(Reply)
+    supervisor -> router   END rid body(Failure)   (requests the supervisor itself ends)
+                           REPLY call_id body(Reply)
 
 Structs are `array_like` (field order is the wire format: add new fields last); hot-path ones
 are `gc=False`. Tags are only unique within a union: the kind frame picks the decoder.

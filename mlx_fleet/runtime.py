@@ -15,6 +15,8 @@ class Endpoints:
         self.dir = runtime_dir
         self.frontend = f"ipc://{runtime_dir}/supervisor.sock"
         self.backend = f"ipc://{runtime_dir}/workers.sock"
+        # The data plane: workers push their stream frames straight to the router here.
+        self.sink = f"ipc://{runtime_dir}/router-sink.sock"
 
 
 def make_runtime_dir() -> Path:

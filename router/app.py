@@ -19,6 +19,7 @@ from litestar.exceptions import HTTPException
 
 from mlx_fleet.config import FleetConfig, parse_size
 from mlx_fleet.protocol import Failure, Generate, GetStatus
+from mlx_fleet.runtime import Endpoints
 from router import admin
 from router import openai_types as oa
 from router.admission import Admission
@@ -93,7 +94,7 @@ ROUTES = [chat_completions, completions, embeddings, list_models, health, *admin
 
 def create_app(
     config: FleetConfig,
-    frontend: str,
+    endpoints: Endpoints,
     started: float,
     supervisor_alive: Callable[[], bool] | None = None,
     watch_interval: float = 0.2,
@@ -109,7 +110,7 @@ def create_app(
 
     @asynccontextmanager
     async def fleet_connection(app: Litestar) -> AsyncIterator[None]:
-        client = FleetClient(frontend)
+        client = FleetClient(endpoints.frontend, endpoints.sink)
         client.start()
         app.state.fleet = client
         watcher = asyncio.create_task(watch(client), name="supervisor-watch") if supervisor_alive else None

@@ -1,7 +1,8 @@
 """The router's one connection to the supervisor: request streams in, admin calls out.
 
-One DEALER socket and one reader task. The reader hands each frame to the stream it belongs to
-without decoding it; a stream's consumer takes everything that has arrived since it last looked,
+A DEALER socket to the supervisor (requests, cancels, admin calls, and the failures the
+supervisor itself decides) and a PULL socket that workers push their stream frames to directly.
+The readers hand each frame to the stream it belongs to without decoding it; a stream's consumer takes everything that has arrived since it last looked,
 so a consumer that falls behind gets several deltas at once and writes them as one SSE frame.
 """
 
@@ -53,7 +54,9 @@ class SupervisorUnavailable(Exception):
 
 
 class FleetClient:
-    def __init__(self, endpoint: str, call_timeout: float = 15.0) -> None:
+    """`endpoint`: the supervisor (requests, cancels, calls); `sink`: where workers push streams."""
+
+    def __init__(self, endpoint: str, sink: str, call_timeout: float = 15.0) -> None:
         self.endpoint = endpoint
         self.call_timeout = call_timeout
         self.ctx = zmq.asyncio.Context()
@@ -62,29 +65,39 @@ class FleetClient:
         self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         self.sock.setsockopt(zmq.SNDHWM, 0)
         self.sock.setsockopt(zmq.RCVHWM, 0)
+        self.sink = self.ctx.socket(zmq.PULL)
+        self.sink.setsockopt(zmq.LINGER, 0)
+        self.sink.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        self.sink.setsockopt(zmq.RCVHWM, 0)
+        self.sink_endpoint = sink
         self.streams: dict[bytes, RequestStream] = {}
         self.calls: dict[bytes, asyncio.Future[Reply]] = {}
         self._prefix = os.urandom(4)
         self._ids = itertools.count(1)
-        self._reader: asyncio.Task | None = None
+        self._readers: list[asyncio.Task] = []
         self.down: Failure | None = None
 
     def start(self) -> None:
+        self.sink.bind(self.sink_endpoint)
         self.sock.connect(self.endpoint)
-        self._reader = asyncio.create_task(self._read(), name="fleet-client-reader")
+        self._readers = [asyncio.create_task(self._read(self.sock), name="fleet-client-supervisor"),
+                         asyncio.create_task(self._read(self.sink), name="fleet-client-sink")]
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
+        for reader in self._readers:
+            reader.cancel()
+        await asyncio.gather(*self._readers, return_exceptions=True)
         self.sock.close(0)
+        self.sink.close(0)
         self.ctx.term()
 
     def _next_id(self) -> bytes:
         return self._prefix + next(self._ids).to_bytes(8, "big")
 
-    async def _read(self) -> None:
-        recv = self.sock.recv_multipart
+    async def _read(self, sock: zmq.asyncio.Socket) -> None:
+        """Hand each frame to its stream. A frame for a stream that already ended (a worker's
+        late token after the supervisor failed the request, say) is dropped."""
+        recv = sock.recv_multipart
         streams, calls = self.streams, self.calls
         while True:
             kind, rid, body = await recv(copy=True)

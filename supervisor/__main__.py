@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     config = msgspec.json.decode(args.config_json.read_bytes(), type=FleetConfig)
     endpoints = Endpoints(args.runtime_dir)
     state_dir = Path(config.server.state_dir).expanduser()
-    launcher = PythonWorkerLauncher(state_dir, config.server.allow_downloads, parse_size(config.memory.prompt_cache))
+    launcher = PythonWorkerLauncher(state_dir, config.server.allow_downloads, parse_size(config.memory.prompt_cache),
+                                    endpoints.sink)
 
     async def run() -> None:
         supervisor = Supervisor(config, endpoints.frontend, endpoints.backend, launcher,

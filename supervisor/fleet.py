@@ -1,9 +1,9 @@
 """The supervisor: owns the workers, routes requests to them, relays their streams back.
 
 Two sockets, both bound here: `frontend` (routers connect) and `backend` (workers connect, each
-with its own identity). A token's trip through this process is one receive and one send of the
-same frames: the supervisor reads only the kind frame and the request id, never the body, except
-for the single END message of each request (to count tokens).
+with its own identity). Tokens never pass through this
+process: workers push them straight to the router (see `mlx_fleet.protocol`); the supervisor gets
+a copy of each request's END, to count it, and a heartbeat from each busy worker.
 
 Only this process starts or ends workers, and only through `ModelSlot.lifecycle`, so the state a
 status call reports is the state the routing code acts on.
@@ -91,7 +91,8 @@ class Launcher(Protocol):
 class PythonWorkerLauncher:
     """`python -m worker` with the same interpreter, offline unless the config allows downloads."""
 
-    def __init__(self, state_dir: Path, allow_downloads: bool, prompt_cache_bytes: int) -> None:
+    def __init__(self, state_dir: Path, allow_downloads: bool, prompt_cache_bytes: int, sink: str) -> None:
+        self.sink = sink
         self.state_dir = state_dir
         self.allow_downloads = allow_downloads
         self.prompt_cache_bytes = prompt_cache_bytes
@@ -107,6 +108,7 @@ class PythonWorkerLauncher:
         return [
             sys.executable, "-m", "worker",
             "--endpoint", endpoint,
+            "--sink", self.sink,
             "--identity", identity,
             "--parent-pid", str(os.getpid()),
             "--state-dir", str(self.state_dir),
@@ -309,21 +311,15 @@ class Supervisor:
         self.frontend.send_multipart((router, Kind.END, rid, body))
 
     async def _backend_loop(self) -> None:
-        recv, frontend_send = self.backend.recv_multipart, self.frontend.send_multipart
-        routes, clock = self.routes, time.monotonic
+        """Control messages and END copies from workers; tokens never come through here."""
+        recv = self.backend.recv_multipart
+        routes = self.routes
         while True:
             frames = await recv(copy=True)
             identity, kind, rid = frames[0], frames[1], frames[2]
-            if kind == Kind.DELTA:
-                route = routes.get(rid)
-                if route is not None:
-                    frontend_send((route[0], kind, rid, frames[3]))
-                    route[1].progress = clock()
-            elif kind == Kind.END:
+            if kind == Kind.END:
                 route = routes.pop(rid, None)
                 if route is not None:
-                    frontend_send((route[0], kind, rid, frames[3]))
-                    route[1].progress = clock()
                     self._finished(route[1], rid, frames[3])
             elif kind == Kind.CONTROL:
                 slot = self.by_identity.get(identity)
@@ -335,6 +331,7 @@ class Supervisor:
     def _finished(self, slot: ModelSlot, rid: bytes, body: bytes) -> None:
         slot.inflight.discard(rid)
         slot.touch()
+        slot.progress = time.monotonic()
         end = decode_end(body)
         if not isinstance(end, Failure):
             slot.served += 1
@@ -513,6 +510,7 @@ class Supervisor:
 
     def _on_control(self, slot: ModelSlot, body: bytes) -> None:
         message = decode_control(body)
+        slot.progress = time.monotonic()  # any word from the worker: it is not stuck
         if isinstance(message, MemoryReport):
             slot.report = message.memory
             if slot.process is not None:

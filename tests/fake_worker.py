@@ -37,6 +37,7 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--identity", required=True)
     p.add_argument("--endpoint", required=True)
+    p.add_argument("--sink", required=True)
     p.add_argument("--parent-pid", type=int, required=True)
     p.add_argument("--memory", type=int, default=100 * 2**20, help="bytes to report as MLX memory")
     p.add_argument("--grow-per-request", type=int, default=0, help="reported memory grows by this per request")
@@ -59,6 +60,15 @@ def main() -> int:
     sock.setsockopt(zmq.IDENTITY, args.identity.encode())
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(args.endpoint)
+    sink = ctx.socket(zmq.PUSH)
+    sink.setsockopt(zmq.LINGER, 0)
+    sink.connect(args.sink)
+
+    def stream(kind: bytes, rid: bytes, body: bytes) -> None:
+        """As the real worker: frames to the router's sink, and a copy of each END to the supervisor."""
+        if kind == Kind.END:
+            sock.send_multipart((kind, rid, body))
+        sink.send_multipart((kind, rid, body))
 
     def control(message) -> None:
         sock.send_multipart((Kind.CONTROL, b"", encode(message)))
@@ -77,6 +87,7 @@ def main() -> int:
     active: dict[bytes, int] = {}  # request id -> tokens sent
     limits: dict[bytes, int] = {}
     sent_total = 0
+    last_report = time.monotonic()
     while True:
         if os.getppid() != args.parent_pid:
             return 0
@@ -89,21 +100,24 @@ def main() -> int:
                 limits[rid] = min(args.tokens, request.sampling.max_tokens)
             elif kind == Kind.CANCEL and rid in active:
                 n = active.pop(rid)
-                sock.send_multipart((Kind.END, rid, encode(Done("cancelled", Usage(1, n)))))
+                stream(Kind.END, rid, encode(Done("cancelled", Usage(1, n))))
             elif kind == Kind.CONTROL and isinstance(decode_control(frames[2]), Shutdown):
                 if not args.ignore_sigterm:
                     return 0
             continue
         time.sleep(args.token_interval)
+        if time.monotonic() - last_report > 0.5:  # the busy worker's heartbeat, as the real one sends
+            last_report = time.monotonic()
+            control(MemoryReport(Memory(rss=memory, mlx_active=memory)))
         for rid in list(active):
             active[rid] += 1
             sent_total += 1
             if sent_total == args.crash_after:
                 os._exit(3)
-            sock.send_multipart((Kind.DELTA, rid, encode(Delta("tok "))))
+            stream(Kind.DELTA, rid, encode(Delta("tok ")))
             if active[rid] >= limits[rid]:
                 del active[rid]
-                sock.send_multipart((Kind.END, rid, encode(Done("length", Usage(1, limits[rid])))))
+                stream(Kind.END, rid, encode(Done("length", Usage(1, limits[rid]))))
                 memory += args.grow_per_request
                 control(MemoryReport(Memory(rss=memory, mlx_active=memory)))
 

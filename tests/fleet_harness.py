@@ -32,14 +32,15 @@ FAST = Timeouts(load=10.0, stop_grace=0.5, drain=2.0, parent_check=0.5, housekee
 class FakeLauncher:
     """Starts tests/fake_worker.py with per-model switches; counts spawns."""
 
-    def __init__(self, flags: dict[str, list[str]]) -> None:
+    def __init__(self, flags: dict[str, list[str]], sink: str) -> None:
         self.flags = flags
+        self.sink = sink
         self.spawned: list[str] = []
 
     def argv(self, model: ModelConfig, identity: str, endpoint: str) -> list[str]:
         self.spawned.append(model.id)
         return [sys.executable, str(FAKE_WORKER), "--identity", identity, "--endpoint", endpoint,
-                "--parent-pid", str(os.getpid()), *self.flags.get(model.id, [])]
+                "--sink", self.sink, "--parent-pid", str(os.getpid()), *self.flags.get(model.id, [])]
 
     def spare_argv(self, identity: str, endpoint: str) -> list[str] | None:
         return None  # the fake worker has no imports worth warming
@@ -70,7 +71,11 @@ class Fleet:
                         return "".join(texts), decode_end(body)
 
     async def ask(self, model: str, max_tokens: int = 64, timeout: float = 10.0) -> tuple[str, Done | Failure]:
-        return await self.finish(self.open(model, max_tokens), timeout)
+        """One request, answered, and counted by the supervisor (its END copy travels separately)."""
+        stream = self.open(model, max_tokens)
+        answer = await self.finish(stream, timeout)
+        await until(lambda: stream.rid not in self.supervisor.routes)
+        return answer
 
     def states(self) -> dict[str, str]:
         return {m: str(s.state) for m, s in self.supervisor.slots.items()}
@@ -86,12 +91,12 @@ async def fleet(models: dict[str, list[str]], *, budget: int = 10 * 1024 * MiB, 
     )
     runtime = make_runtime_dir()
     endpoints = Endpoints(runtime)
-    launcher = FakeLauncher(models)
+    launcher = FakeLauncher(models, endpoints.sink)
     remembered = Remembered(state_dir / "measured.json" if state_dir else Path(tempfile.mkdtemp()) / "m.json")
     supervisor = Supervisor(config, endpoints.frontend, endpoints.backend, launcher, timeouts=timeouts,
                             remembered=remembered, budget=budget)
     task = asyncio.create_task(supervisor.run())
-    client = FleetClient(endpoints.frontend)
+    client = FleetClient(endpoints.frontend, endpoints.sink)
     client.start()
     try:
         yield Fleet(supervisor, client, launcher)

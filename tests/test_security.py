@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from litestar.testing import TestClient
 
 from conftest import FleetServer, strict_client, write_config
 from mlx_fleet.config import FleetConfig, ModelConfig, ServerConfig
+from mlx_fleet.runtime import Endpoints
 from router.app import ROUTES, create_app
 
 API_KEY, ADMIN_KEY = "sk-user-0123456789", "sk-admin-0123456789"
@@ -22,13 +24,14 @@ PUBLIC = {"/health"}
 def keyed_app(**server) -> TestClient:
     config = FleetConfig(server=ServerConfig(api_keys=[API_KEY], admin_key=ADMIN_KEY, **server),
                          models=[ModelConfig(id="m", path="/x", type="text")])
-    # No supervisor behind it: a request that gets past the guard fails later, with 503.
-    return TestClient(create_app(config, "ipc:///nonexistent/mlx-fleet-test", time.time()),
+    # No supervisor behind it (nothing listens at the frontend): a request that gets past the
+    # guard fails later, with 503.
+    return TestClient(create_app(config, Endpoints(Path(tempfile.mkdtemp())), time.time()),
                       base_url="http://127.0.0.1:8000")
 
 
 def every_route() -> list[tuple[str, str]]:
-    app = create_app(FleetConfig(models=[ModelConfig(id="m", path="/x", type="text")]), "ipc:///x", 0.0)
+    app = create_app(FleetConfig(models=[ModelConfig(id="m", path="/x", type="text")]), Endpoints(Path("/x")), 0.0)
     routes = []
     for route in app.routes:
         for method in route.methods - {"OPTIONS", "HEAD"}:

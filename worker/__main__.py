@@ -41,6 +41,7 @@ from mlx_fleet.protocol import (  # noqa: E402
 PARENT_CHECK_SECONDS = 0.5
 IDLE_POLL_MS = 100
 MEMORY_REPORT_SECONDS = 5.0
+PROGRESS_SECONDS = 0.5
 FINAL_SEND_MS = 1000
 
 
@@ -50,7 +51,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--model-id")
     p.add_argument("--path")
     p.add_argument("--type", default="text", choices=["text", "vision", "embeddings"])
-    p.add_argument("--endpoint", required=True)
+    p.add_argument("--endpoint", required=True, help="the supervisor's socket (control plane)")
+    p.add_argument("--sink", required=True, help="the router's sink (data plane: stream frames)")
     p.add_argument("--identity", required=True)
     p.add_argument("--parent-pid", type=int, required=True)
     p.add_argument("--state-dir", type=Path, required=True)
@@ -67,14 +69,23 @@ class Worker:
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         self.sock.connect(args.endpoint)
+        self.sink = self.ctx.socket(zmq.PUSH)
+        self.sink.setsockopt(zmq.LINGER, 0)
+        self.sink.setsockopt(zmq.SNDHWM, 0)  # never block the decode loop on a slow router
+        self.sink.connect(args.sink)
         self.engine = None
         self.running = True
 
     def emit(self, kind: bytes, rid: bytes, body: bytes) -> None:
-        self.sock.send_multipart((kind, rid, body), copy=False)
+        """A stream frame goes straight to the router; an END also to the supervisor, which
+        counts it (and so knows the request is over) without ever seeing the tokens. The
+        supervisor's copy goes first, so its books are current by the time the client has its answer."""
+        if kind == Kind.END:
+            self.sock.send_multipart((kind, rid, body), copy=False)
+        self.sink.send_multipart((kind, rid, body), copy=False)
 
     def control(self, message) -> None:
-        self.emit(Kind.CONTROL, b"", encode(message))
+        self.sock.send_multipart((Kind.CONTROL, b"", encode(message)))
 
     def parent_alive(self) -> bool:
         return os.getppid() == self.args.parent_pid
@@ -179,8 +190,10 @@ class Worker:
                 next_check = now + PARENT_CHECK_SECONDS
                 if not self.parent_alive():
                     break  # the supervisor is gone: nobody is left to read what we make
-                if not active() and now >= next_report:
-                    next_report = now + MEMORY_REPORT_SECONDS
+                if now >= next_report:
+                    # While busy this doubles as the watchdog's heartbeat: the supervisor does not
+                    # see tokens, so it learns "still making progress" from these.
+                    next_report = now + (PROGRESS_SECONDS if active() else MEMORY_REPORT_SECONDS)
                     self.control(MemoryReport(self.measure()))
         if hasattr(engine, "cancel_all"):
             engine.cancel_all(self.emit)
@@ -188,6 +201,7 @@ class Worker:
     def close(self) -> None:
         # Long enough for a last message (LoadFailed, final END frames) to leave, bounded so a dead
         # supervisor never keeps this process alive.
+        self.sink.close(linger=FINAL_SEND_MS)
         self.sock.close(linger=FINAL_SEND_MS)
         self.ctx.term()
 
