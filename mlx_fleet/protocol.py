@@ -244,7 +244,11 @@ class UnloadModel(_Wire, tag=3):
     force: bool = False
 
 
-Call = GetStatus | LoadModel | UnloadModel
+class Ping(_Wire, tag=4):
+    """Is the supervisor there? Answered at once, with nothing computed."""
+
+
+Call = GetStatus | LoadModel | UnloadModel | Ping
 
 
 class Reply(_Wire):

@@ -18,7 +18,7 @@ from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 
 from mlx_fleet.config import FleetConfig, parse_size
-from mlx_fleet.protocol import Failure, Generate, GetStatus
+from mlx_fleet.protocol import Failure, Generate, Ping
 from mlx_fleet.runtime import Endpoints
 from router import admin
 from router import openai_types as oa
@@ -73,20 +73,24 @@ async def completions(request: Request, state: State) -> Response:
 
 @get("/v1/models")
 async def list_models(state: State) -> Response:
-    config: FleetConfig = state.config
-    cards = [oa.ModelCard(id=m.id, created=int(state.started), type=m.type) for m in config.models]
-    return Response(msgspec.json.encode(oa.ModelList(data=cards)), media_type="application/json")
+    return Response(state.models_body, media_type="application/json")
 
 
 @get("/health", opt={"public": True})
 async def health(state: State) -> Response:
     try:
-        await state.fleet.call(GetStatus(), timeout=2.0)
+        await state.fleet.call(Ping(), timeout=2.0)
     except SupervisorUnavailable as e:
         raise ApiError(503, f"The model server is not available: {e}", code="supervisor_unavailable") from None
     if state.admission.draining:
         raise ApiError(503, "The server is shutting down.", code="shutting_down")
     return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+def _models_body(config: FleetConfig, started: float) -> bytes:
+    """The model list never changes while the server runs: encoded once."""
+    cards = [oa.ModelCard(id=m.id, created=int(started), type=m.type) for m in config.models]
+    return msgspec.json.encode(oa.ModelList(data=cards))
 
 
 ROUTES = [chat_completions, completions, embeddings, list_models, health, *admin.ROUTES]
@@ -125,7 +129,7 @@ def create_app(
     return Litestar(
         route_handlers=ROUTES,
         lifespan=[fleet_connection],
-        state=State({"config": config, "started": started,
+        state=State({"config": config, "started": started, "models_body": _models_body(config, started),
                      "admission": Admission(server.max_requests_per_model, server.max_requests),
                      "images": ImagePolicy(max_dimension=server.image_max_dimension, allow_urls=server.image_urls,
                                            allowed_hosts=tuple(server.image_allowed_hosts))}),

@@ -32,6 +32,7 @@ from mlx_fleet.protocol import (
     Done,
     Failure,
     GetStatus,
+    Ping,
     Kind,
     LoadFailed,
     Loading,
@@ -716,7 +717,9 @@ class Supervisor:
     async def _answer(self, router: bytes, call_id: bytes, body: bytes) -> None:
         call = decode_call(body)
         try:
-            if isinstance(call, GetStatus):
+            if isinstance(call, Ping):
+                reply = Reply(result="pong")
+            elif isinstance(call, GetStatus):
                 reply = Reply(result=self.status())
             elif isinstance(call, LoadModel):
                 reply = await self._load_call(call)
