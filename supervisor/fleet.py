@@ -50,7 +50,7 @@ from mlx_fleet.protocol import (
     encode,
 )
 from supervisor.memory import RUNTIME_OVERHEAD, Remembered, budget_bytes, footprint
-from supervisor.policy import Resident, expired, in_use, make_room, over_budget
+from supervisor.policy import Resident, expired, make_room, over_budget
 from supervisor.process import WorkerProcess
 from supervisor.slot import ModelSlot, Pending
 from supervisor.state import WorkerState
@@ -370,13 +370,20 @@ class Supervisor:
             await slot.gone.wait()
 
     def residents(self, exclude: ModelSlot | None = None) -> list[Resident]:
-        """The policy's view: every worker that holds memory and is not already on its way out."""
+        """The policy's view: every worker that holds memory and is not already on its way out
+        (a load waits for those to be gone before it starts, so their memory is not planned on)."""
         return [
             Resident(s.id, s.footprint, s.pinned, bool(s.inflight or s.pending),
                      s.state in (S.STARTING, S.LOADING), s.last_used or 0.0)
             for s in self.slots.values()
             if s is not exclude and s.state in (S.STARTING, S.LOADING, S.READY, S.BUSY)
         ]
+
+    def held(self) -> int:
+        """Bytes the fleet holds now: every worker with a process, leaving ones included, and the
+        spare. Memory leaves this figure only when its process is gone."""
+        workers = sum(s.footprint for s in self.slots.values() if s.state.has_process)
+        return workers + (self.spare.memory if self.spare is not None else 0)
 
     async def _make_room_and_start(self, slot: ModelSlot) -> None:
         async with self._room_lock:  # one plan at a time, so two loads never count the same room
@@ -428,8 +435,7 @@ class Supervisor:
         if (not self.config.memory.warm_spare or not self.accepting or self.spare is not None
                 or self._spare_failures >= 3):
             return
-        used = in_use(self.residents())
-        if used + RUNTIME_OVERHEAD > self.budget:
+        if self.held() + RUNTIME_OVERHEAD > self.budget:
             return
         self._spare_count += 1
         identity = f"spare#{self._spare_count}".encode()
@@ -471,7 +477,7 @@ class Supervisor:
             await asyncio.wait_for(spare.ready.wait(), self.timeouts.load)
         except TimeoutError:
             return False
-        if self.spare is not spare or not spare.process.alive:
+        if self.spare is not spare or not spare.process.alive or slot.state != S.STARTING:
             return False
         self.spare = None
         slot.identity = spare.identity
@@ -486,15 +492,22 @@ class Supervisor:
     async def _spawn(self, slot: ModelSlot) -> bool:
         if await self._take_spare(slot):
             return True
+        if slot.state != S.STARTING:
+            return False  # unloaded while it waited for the spare
         identity = slot.next_identity()
         self.by_identity[identity] = slot
         argv = self.launcher.argv(slot.config, identity.decode(), self.backend_endpoint)
         try:
-            slot.process = await WorkerProcess.spawn(argv, self.launcher.env(), slot.id)
+            process = await WorkerProcess.spawn(argv, self.launcher.env(), slot.id)
         except OSError as e:
             self._load_failed(slot, f"could not start the worker: {e}")
             return False
-        self._spawn_task(self._watch_exit(slot, slot.process, identity), f"exit:{slot.id}")
+        if slot.state != S.STARTING:  # unloaded while the process was being created
+            self.by_identity.pop(identity, None)
+            await process.terminate(self.timeouts.stop_grace)
+            return False
+        slot.process = process
+        self._spawn_task(self._watch_exit(slot, process, identity), f"exit:{slot.id}")
         return True
 
     async def _await_load(self, slot: ModelSlot) -> None:
@@ -693,6 +706,12 @@ class Supervisor:
                 if slot.inflight and clock - slot.progress > self.timeouts.progress:
                     self._kill_hung(slot, clock - slot.progress)
         residents = self.residents()
+        spare = self.spare
+        if spare is not None and self.held() > self.budget:
+            log.info("measured memory is over budget: ending the warm spare first")
+            self.spare = None
+            if spare.process is not None:
+                self._spawn_task(spare.process.terminate(self.timeouts.stop_grace), "trim:spare")
         for model_id in expired(residents, now, self.ttls):
             log.info("model %s idle for %s: unloading", model_id, self.config.memory.idle_ttl)
             self._spawn_task(self._stop_worker(self.slots[model_id], "idle past its TTL"), f"ttl:{model_id}")
@@ -745,7 +764,7 @@ class Supervisor:
 
     async def _unload_call(self, call: UnloadModel) -> Reply:
         slot = self.by_name.get(call.model)
-        if slot is None or slot.process is None:
+        if slot is None or not slot.state.has_process:
             return Reply(Failure("model_not_loaded", f"The model `{call.model}` is not loaded.", 404))
         started = time.monotonic()
         if call.force:
@@ -785,10 +804,8 @@ class Supervisor:
     def status(self) -> dict:
         vm = psutil.virtual_memory()
         now = time.time()
-        used = in_use(self.residents())
+        used = self.held()
         spare = self.spare
-        if spare is not None:
-            used += spare.memory
         return {
             "models": [self.model_status(s, now) for s in self.slots.values()],
             "pool": {

@@ -193,7 +193,9 @@ class TextEngine:
             finish = "stop" if stopped else r.finish_reason
             if finish is not None and not stopped:
                 text += live.stops.flush()
-            if text:
+            if text or live.completion_tokens == 1:
+                # the first token always goes out, text or not: the client's first byte (the
+                # stream's opening chunk) then marks the model's first token, not the first letter
                 emit(Kind.DELTA, live.rid, encode(Delta(text)))
             if finish is not None:
                 if r.finish_reason is None:  # a stop string ended it: leave the batch now

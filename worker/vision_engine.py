@@ -284,7 +284,7 @@ class VisionEngine:
         text, stopped = job.stops.feed(result.text or "")
         if finish is not None and not stopped:
             text += job.stops.flush()
-        if text:
+        if text or job.completion_tokens == new:  # the first token always goes out (see TextEngine)
             emit(Kind.DELTA, job.rid, encode(Delta(text, max(1, job.unreported_tokens))))
             job.unreported_tokens = 0
         if stopped or finish is not None:
