@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -132,6 +132,7 @@ class SpareWorker:
     identity: bytes
     ready: asyncio.Event
     memory: int = RUNTIME_OVERHEAD
+    gone: asyncio.Event = field(default_factory=asyncio.Event)  # discarded: exited, trimmed or never started
 
 
 def _failure(code: str, message: str, status: int, retry_after: float | None = None) -> bytes:
@@ -224,7 +225,9 @@ class Supervisor:
         spare, self.spare = self.spare, None
         stops = [self._stop_worker(s, "server shutting down") for s in self.slots.values()]
         if spare is not None:
-            stops.append(spare.process.terminate(self.timeouts.stop_grace))
+            spare.gone.set()
+            if spare.process is not None:
+                stops.append(spare.process.terminate(self.timeouts.stop_grace))
         await asyncio.gather(*stops)
         self.stopped.set()
 
@@ -445,21 +448,32 @@ class Supervisor:
     async def _start_spare(self, spare: SpareWorker) -> None:
         argv = self.launcher.spare_argv(spare.identity.decode(), self.backend_endpoint)
         if argv is None:  # this launcher has no spares (the fake worker's)
-            self.spare, self._spare_failures = None, 3
+            self._spare_failures = 3
+            self._discard_spare("this launcher has no spares")
             return
         try:
             spare.process = await WorkerProcess.spawn(argv, self.launcher.env(), "spare")
         except OSError as e:
-            log.error("could not start a warm spare: %s", e)
             self._spare_failures += 1
-            self.spare = None
+            self._discard_spare(f"could not start: {e}")
+            return
+        if self.spare is not spare:  # discarded while its process was being created
+            await spare.process.terminate(self.timeouts.stop_grace)
             return
         status = await spare.process.exited
         if self.spare is spare:  # it died while still a spare
-            log.warning("the warm spare %s", status.describe())
-            self.spare = None
             self._spare_failures += 1
+            self._discard_spare(f"it {status.describe()}")
             self._want_spare()
+
+    def _discard_spare(self, reason: str) -> None:
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return
+        log.info("warm spare discarded: %s", reason)
+        spare.gone.set()
+        if spare.process is not None and spare.process.alive:
+            self._spawn_task(spare.process.terminate(self.timeouts.stop_grace), "spare-stop")
 
     def _on_spare_control(self, body: bytes) -> None:
         message = decode_control(body)
@@ -473,11 +487,12 @@ class Supervisor:
         spare = self.spare
         if spare is None:
             return False
-        try:
-            await asyncio.wait_for(spare.ready.wait(), self.timeouts.load)
-        except TimeoutError:
-            return False
-        if self.spare is not spare or not spare.process.alive or slot.state != S.STARTING:
+        waiters = [asyncio.ensure_future(spare.ready.wait()), asyncio.ensure_future(spare.gone.wait())]
+        await asyncio.wait(waiters, timeout=self.timeouts.load, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
+        if (self.spare is not spare or not spare.ready.is_set() or spare.process is None
+                or not spare.process.alive or slot.state != S.STARTING):
             return False
         self.spare = None
         slot.identity = spare.identity
@@ -706,12 +721,8 @@ class Supervisor:
                 if slot.inflight and clock - slot.progress > self.timeouts.progress:
                     self._kill_hung(slot, clock - slot.progress)
         residents = self.residents()
-        spare = self.spare
-        if spare is not None and self.held() > self.budget:
-            log.info("measured memory is over budget: ending the warm spare first")
-            self.spare = None
-            if spare.process is not None:
-                self._spawn_task(spare.process.terminate(self.timeouts.stop_grace), "trim:spare")
+        if self.spare is not None and self.held() > self.budget:
+            self._discard_spare("measured memory is over budget; the spare goes first")
         for model_id in expired(residents, now, self.ttls):
             log.info("model %s idle for %s: unloading", model_id, self.config.memory.idle_ttl)
             self._spawn_task(self._stop_worker(self.slots[model_id], "idle past its TTL"), f"ttl:{model_id}")
