@@ -58,7 +58,8 @@ class Guard:
         self.api = KeyRing(server.api_keys)
         self.admin = KeyRing([server.admin_key]) if server.admin_key else self.api
 
-    def __call__(self, connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+    async def __call__(self, connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+        # async on purpose: Litestar runs a sync guard in a thread pool, a hop on every request
         if handler.opt.get("public"):
             return
         admin = connection.url.path.startswith("/admin")

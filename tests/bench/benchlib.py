@@ -70,11 +70,12 @@ def env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def models_setting(default: str) -> list[str]:
-    kinds = [k.strip() for k in os.environ.get("BENCH_MODEL", default).split(",") if k.strip()]
+def models_setting(default: str, var: str = "BENCH_MODEL", allowed: Sequence[str] | None = None) -> list[str]:
+    allowed = allowed or MODEL_KINDS
+    kinds = [k.strip() for k in os.environ.get(var, default).split(",") if k.strip()]
     for kind in kinds:
-        if kind not in MODEL_KINDS:
-            raise ValueError(f"BENCH_MODEL: unknown model {kind!r}; choose from {', '.join(MODEL_KINDS)}")
+        if kind not in allowed:
+            raise ValueError(f"{var}: unknown model {kind!r}; choose from {', '.join(allowed)}")
     return kinds
 
 
@@ -160,7 +161,9 @@ class ModelStore:
             converted = self.inproc.call("convert", gguf=str(gguf), cache_root=str(self.state_dir / "models"))
             return Model(kind, str(gguf), converted["path"])
         dtype = "float32" if kind == "tiny" else synthetic_dtype()
-        source = (ROOT / "tests" / "tiny_models.py").read_bytes() + (BENCH_DIR / "inproc.py").read_bytes()
+        # Keyed by the builder's code and the shapes, so a change to either builds anew.
+        shapes = re.search(r"^SHAPES.*?^}", (BENCH_DIR / "inproc.py").read_text(), re.M | re.S)
+        source = (ROOT / "tests" / "tiny_models.py").read_bytes() + (shapes.group(0) if shapes else "").encode()
         digest = hashlib.sha256(source).hexdigest()[:10]
         out = cache_dir() / "models" / f"{kind}-{arch}-{dtype}-s{seed}-{digest}"
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -336,6 +339,42 @@ def start_peer(workdir: Path, model_dir: str | None, *, name: str = "peer") -> S
     return Server(PEER, argv, port, workdir / f"{name}-{port}.log").wait_ready()
 
 
+def admin(server: Server, method: str, path: str, timeout: float = 600.0) -> dict:
+    r = httpx.request(method, f"{server.base_url}/admin/{path}", timeout=timeout)
+    if r.status_code != 200:
+        raise RuntimeError(f"{method} /admin/{path}: {r.status_code} {r.text[:500]}")
+    return r.json()
+
+
+def fleet_status(server: Server) -> dict:
+    return admin(server, "GET", "models/status", timeout=10.0)
+
+
+def wait_settled(server: Server, timeout: float = 30.0) -> dict:
+    """Until no model is loading or stopping, and the warm spare (if the fleet keeps one) is ready:
+    a measurement then starts from the fleet's steady state. Returns the last status."""
+    deadline = time.monotonic() + timeout
+    spare_absent_since = None
+    while True:
+        status = fleet_status(server)
+        busy = [m["id"] for m in status["models"] if m["state"] in ("starting", "loading", "draining", "stopping")]
+        spare = status["pool"].get("spare")
+        if not busy:
+            if spare is not None and spare.get("state") == "ready":
+                return status
+            if spare is None:
+                # No spare: either the fleet keeps none, or it is about to start one.
+                spare_absent_since = spare_absent_since or time.monotonic()
+                if time.monotonic() - spare_absent_since > 1.5:
+                    return status
+            else:
+                spare_absent_since = None
+        if time.monotonic() > deadline:
+            print(f"[bench] the fleet did not settle in {timeout} s: busy={busy} spare={spare}")
+            return status
+        time.sleep(0.05)
+
+
 def listen_backlog(port: int) -> int | None:
     """The backlog of the socket listening on `port`, as the kernel reports it (`ss`'s Send-Q)."""
     if shutil.which("ss") is None:
@@ -474,10 +513,14 @@ _prompt_counter = itertools.count()
 
 
 def story_prompt(unique: bool = True) -> list[dict]:
-    """A prompt that makes a real model write at length; `unique` prefixes a fresh tag so that no
-    server can answer it from a prompt cache filled by an earlier request."""
-    tag = f"[{next(_prompt_counter)}] " if unique else ""
-    return [{"role": "user", "content": f"{tag}Write a long story about a robot who learns to paint."}]
+    """A prompt that makes a real model write at length. Both servers keep a prompt cache (an LRU
+    of KV caches, reused for the longest common prefix), so `unique` opens the prompt with a fresh
+    tag in the system message: no request then shares more than the template's first tokens with
+    an earlier one, and every request pays its whole prefill, as distinct users' requests do."""
+    system = f"Session {next(_prompt_counter)}. You are a helpful assistant." if unique \
+        else "You are a helpful assistant."
+    return [{"role": "system", "content": system},
+            {"role": "user", "content": "Write a long story about a robot who learns to paint."}]
 
 
 # -- statistics and memory ----------------------------------------------------------------------
@@ -518,10 +561,13 @@ def sample_available(seconds: float, every: float = 0.05) -> int:
 
 # -- reports ------------------------------------------------------------------------------------
 
-def fmt(value: Any, digits: int = 1) -> str:
+def fmt(value: Any) -> str:
+    """Numbers with as many decimals as their size deserves: 1,234.5 / 12.3 / 1.23 / 0.123."""
     if value is None:
         return "-"
     if isinstance(value, float):
+        size = abs(value)
+        digits = 1 if size >= 10 else 2 if size >= 1 else 3
         return f"{value:,.{digits}f}"
     return str(value)
 
@@ -561,7 +607,8 @@ def machine(extra: dict | None = None) -> dict:
                                  capture_output=True, text=True, timeout=10).stdout.strip() or None
     return {"host": platform.node(), "system": f"{platform.system()} {platform.release()}", "cpu": cpu,
             "cores": os.cpu_count(), "memory_total": psutil.virtual_memory().total, "gpu": gpu,
-            "python": platform.python_version(), "git": _git(), **(extra or {})}
+            "python": platform.python_version(), "git": _git(),
+            "loadavg": [round(x, 2) for x in os.getloadavg()], **(extra or {})}
 
 
 def describe_machine(info: dict) -> str:

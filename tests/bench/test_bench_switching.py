@@ -1,0 +1,147 @@
+"""Model switching: two models, requests alternating between them, room for only one at a time.
+
+mlx-fleet side: a fleet configured with models "a" (random llama) and "b" (random qwen2) and
+`[memory] max_models = 1`, so every request for the other model evicts the idle one (its worker
+process ends) and loads the requested one (in the warm spare if the fleet keeps one, else in a
+new worker). Peer side: `mlx_lm.server` started without a model, asked for the two model
+directories by path in turn: it drains its batch, drops the model, `gc`, `mx.clear_cache()`, and
+loads the other in the same process (its ModelProvider keeps exactly one model).
+
+Each round sends, one at a time: 8 requests alternating a, b, a, ... back to back (every one a
+switch); then 4 more switches, each after a pause of BENCH_SWITCH_PAUSE seconds (default 3);
+then 4 requests for the model used last (no switch: the baseline). Streamed, greedy,
+max_tokens 8 (BENCH_MAX_TOKENS), a new prompt each time. Sides alternate which goes first.
+
+    latency     send → data: [DONE], per request; p50 and p95 over all rounds
+    TTFT        send → first chunk with text
+    paced       switches after a pause: the fleet's warm spare (a worker process with mlx-lm
+                imported, which becomes the next model's worker) has had time to start again,
+                which back-to-back switches do not give it
+    no-switch   the baseline: switch cost ≈ switch p50 − no-switch p50
+
+How to read it: "ratio" is fleet ÷ peer (above 1: switching costs more on the fleet). With the
+tiny models (BENCH_SWITCH_MODEL=tiny, default) loading is instant, so the numbers show the cost of
+ending one worker and readying another against swapping in-process; "small" (~300 MB each)
+and "medium" (~1 GB) add weight loading to both.
+
+Settings: BENCH_SWITCH_MODEL (tiny | small | medium | big; default tiny), BENCH_ROUNDS (default 3),
+BENCH_MAX_TOKENS (default 8), BENCH_SWITCH_PAUSE (default 3). Results: bench-results/switching.{json,png}.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from benchlib import (
+    FLEET,
+    PEER,
+    chat_body,
+    env_float,
+    env_int,
+    fleet_status,
+    med,
+    models_setting,
+    one,
+    pct,
+    ratio,
+    rounds,
+    save,
+    start_fleet,
+    start_peer,
+    story_prompt,
+    stream_row,
+    table,
+)
+
+pytestmark = [pytest.mark.bench, pytest.mark.timeout(1800)]
+
+SWITCHES = 8
+PACED = 4
+STEADY = 4
+
+
+def test_model_switching(bench_dir, state_dir, models, info):
+    kind = models_setting("tiny", var="BENCH_SWITCH_MODEL", allowed=("tiny", "small", "medium", "big"))[0]
+    a, b = models.get(kind, arch="llama", seed=0), models.get(kind, arch="qwen2", seed=1)
+    n = env_int("BENCH_MAX_TOKENS", 8)
+    n_rounds = rounds(3)
+    pause = env_float("BENCH_SWITCH_PAUSE", 3.0)
+    fleet = start_fleet(bench_dir / f"switch-{kind}", {"a": a.path, "b": b.path}, state_dir=state_dir,
+                        memory={"max_models": 1})
+    peer = None
+    samples: dict[str, dict[str, list]] = {side: {"switch": [], "paced": [], "steady": []} for side in (FLEET, PEER)}
+    loaded_counts: list[int] = []
+    try:
+        peer = start_peer(bench_dir / f"switch-{kind}", None)
+        names = {FLEET: {"a": "a", "b": "b"}, PEER: {"a": a.mlx_dir, "b": b.mlx_dir}}
+        servers = {FLEET: fleet, PEER: peer}
+
+        def request(side: str, which: str):
+            s = one(servers[side].base_url, chat_body(names[side][which], story_prompt(), n))
+            assert s.ok, f"{side} request for {which} failed: {s.error}\n{servers[side].log()}"
+            return s
+
+        for side in (FLEET, PEER):  # warm: both models once, on both servers
+            for which in ("a", "b"):
+                request(side, which)
+        for r in range(n_rounds):
+            for side in (FLEET, PEER) if r % 2 == 0 else (PEER, FLEET):
+                for i in range(SWITCHES):  # the last warm-up and every round end on b: a switches
+                    samples[side]["switch"].append(request(side, "ab"[i % 2]))
+                    if side == FLEET:
+                        loaded_counts.append(fleet_status(fleet)["pool"]["loaded"])
+                for i in range(PACED):
+                    time.sleep(pause)
+                    samples[side]["paced"].append(request(side, "ab"[i % 2]))
+                for _ in range(STEADY):
+                    samples[side]["steady"].append(request(side, "b"))
+    finally:
+        fleet.stop()
+        if peer is not None:
+            peer.stop()
+
+    def lat(xs):
+        return [s.t_end for s in xs]
+
+    summary = {}
+    for side, d in samples.items():
+        summary[side] = {
+            "switch_p50": med(lat(d["switch"])), "switch_p95": pct(lat(d["switch"]), 95),
+            "switch_ttft_p50": med(s.ttft for s in d["switch"]),
+            "paced_p50": med(lat(d["paced"])), "paced_p95": pct(lat(d["paced"]), 95),
+            "steady_p50": med(lat(d["steady"])), "steady_p95": pct(lat(d["steady"]), 95),
+        }
+        summary[side]["switch_cost"] = summary[side]["switch_p50"] - summary[side]["steady_p50"]
+    f, p = summary[FLEET], summary[PEER]
+    rows = [[label, f[key], p[key], ratio(f[key], p[key])] for label, key in (
+        ("switch latency p50 s", "switch_p50"), ("switch latency p95 s", "switch_p95"),
+        ("switch TTFT p50 s", "switch_ttft_p50"), (f"paced switch ({pause:g} s apart) p50 s", "paced_p50"),
+        (f"paced switch ({pause:g} s apart) p95 s", "paced_p95"), ("no-switch latency p50 s", "steady_p50"),
+        ("no-switch latency p95 s", "steady_p95"), ("switch cost (p50 diff) s", "switch_cost"))]
+    table(f"Model switching, {kind} models a/b alternating, max_models = 1 ({n_rounds} rounds × {SWITCHES} "
+          f"back-to-back + {PACED} paced switches, {n} tokens; ratio = fleet / peer)",
+          ["", "mlx-fleet", "mlx_lm.server", "ratio"], rows)
+    print(f"[bench] models loaded in the fleet after each switch: max {max(loaded_counts)}")
+
+    def chart(plt):
+        fig, ax = plt.subplots(figsize=(9, 3.8))
+        groups = ["switch p50", "switch p95", "paced p50", "paced p95", "no-switch p50", "no-switch p95"]
+        keys = ["switch_p50", "switch_p95", "paced_p50", "paced_p95", "steady_p50", "steady_p95"]
+        width = 0.38
+        for i, side in enumerate((FLEET, PEER)):
+            xs = [g + (i - 0.5) * width for g in range(len(groups))]
+            ax.bar(xs, [summary[side][k] for k in keys], width, label=side)
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels(groups)
+        ax.set_yscale("log")
+        ax.set_ylabel("request latency (s)")
+        ax.set_title(f"Switching between two {kind} models (max_models = 1)")
+        ax.legend()
+        return fig
+
+    save("switching", {"model": kind, "max_tokens": n, "rounds": n_rounds, "pause_s": pause, "summary": summary,
+                       "fleet_loaded_after_each_switch": loaded_counts,
+                       "samples": {side: {k: [stream_row(s) for s in v] for k, v in d.items()}
+                                   for side, d in samples.items()}}, chart, info=info)
