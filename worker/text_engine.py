@@ -1,20 +1,26 @@
-"""Text generation for one mlx-lm model, with continuous batching from mlx-lm's BatchGenerator.
+"""Text generation for one mlx-lm model: mlx-lm's own loop for one request, its BatchGenerator
+for several.
 
-Requests join the running batch as they arrive and leave it when they finish or are cancelled;
-each keeps its own sampler, logits processors, length limit and stop strings. Everything here
-runs on the worker's single thread, between polls of its socket, so one step of the batch is the
-longest a cancel or a new request ever waits.
+A request that arrives alone runs on `generate_step`, mlx-lm's single-sequence loop, which
+overlaps the next step's compute with this step's Python (`async_eval`) and has no batch
+bookkeeping: it is the fastest way to decode one stream. When a second request arrives, the
+running one moves into a `BatchGenerator` with its KV cache (nothing is recomputed but the last
+token) and both continue there, joining and leaving the batch as they arrive and finish; each
+keeps its own sampler, logits processors, length limit and stop strings. Everything runs on the
+worker's single thread, between polls of its socket, so one decode step is the longest a cancel
+or a new request ever waits.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import mlx.core as mx
 import msgspec
-from mlx_lm.generate import BatchGenerator
-from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, trim_prompt_cache
+from mlx_lm.generate import BatchGenerator, generate_step
+from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
 from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
 from mlx_fleet.protocol import (
@@ -33,21 +39,26 @@ from mlx_fleet.protocol import (
 from worker.stops import StopMatcher
 
 Emit = Callable[[bytes, bytes, bytes], None]
-_MODEL_KEY = "model"  # one model per worker: the prompt cache needs no other key
 """emit(kind, request_id, body): hands one message to the socket."""
+_MODEL_KEY = "model"  # one model per worker: the prompt cache needs no other key
 
 
 @dataclass(slots=True)
 class _Live:
-    """One request inside the batch."""
+    """One running request, wherever it runs (alone, or in the batch)."""
 
     rid: bytes
-    detokenizer: object
+    detokenizer: Any
     stops: StopMatcher
-    prompt_tokens: int
-    cached_tokens: int
-    completion_tokens: int = 0
-
+    sampler: Any
+    processors: list
+    max_tokens: int
+    prompt: list[int]            # the whole prompt
+    cached_tokens: int           # how much of it came from the prompt cache
+    generated: list[int] = field(default_factory=list)
+    uid: int | None = None       # its id in the batch, once it is there
+    solo: Iterator | None = None  # its generate_step loop, while it runs alone
+    cache: list | None = None     # its KV cache, while it runs alone
 
 class TextEngine:
     def __init__(
@@ -62,8 +73,10 @@ class TextEngine:
         prompt_cache_bytes: int = 512 * 2**20,
         prompt_cache_entries: int = 64,
     ) -> None:
+        self.model = model
         self.tokenizer = tokenizer
         self.context_length = context_length
+        self._eos = frozenset(tokenizer.eos_token_ids)
         # KV caches of recent requests, keyed by their tokens: a request that shares a prefix with
         # one of them (the next turn of a chat) starts from it instead of recomputing the prefix.
         self.prompt_cache = LRUPromptCache(max_size=prompt_cache_entries, max_bytes=prompt_cache_bytes)
@@ -74,12 +87,13 @@ class TextEngine:
             prefill_batch_size=prefill_batch_size,
             prefill_step_size=prefill_step_size,
         )
-        self._by_uid: dict[int, _Live] = {}
-        self._uid_of: dict[bytes, int] = {}
+        self._live: dict[bytes, _Live] = {}   # every running request, by request id
+        self._by_uid: dict[int, _Live] = {}   # those in the batch, by batch id
+        self._solo: _Live | None = None       # the one running alone, if any
 
     @property
     def active(self) -> bool:
-        return bool(self._by_uid)
+        return bool(self._live)
 
     def close(self) -> None:
         self._batch.close()
@@ -116,18 +130,42 @@ class TextEngine:
             # runs alone, as OpenAI's own `seed` is best-effort.
             mx.random.seed(sampling.seed)
         cache, rest = self._cached_prefix(tokens)
-        cached = len(tokens) - len(rest)
-        (uid,) = self._batch.insert(
-            [rest],
-            max_tokens=[sampling.max_tokens],
-            caches=[cache],
-            all_tokens=[tokens[:cached]],
-            samplers=[_sampler(sampling)],
-            logits_processors=[_logits_processors(sampling)],
-        )
-        self._by_uid[uid] = _Live(rid, self.tokenizer.detokenizer, StopMatcher(sampling.stop), len(tokens), cached)
-        self._uid_of[rid] = uid
+        live = _Live(rid, self.tokenizer.detokenizer, StopMatcher(sampling.stop), _sampler(sampling),
+                     _logits_processors(sampling), sampling.max_tokens, tokens, len(tokens) - len(rest))
+        self._live[rid] = live
+        if len(self._live) == 1:
+            self._run_alone(live, cache, rest)
+        else:
+            if self._solo is not None:
+                self._join_batch(self._solo)
+            self._insert(live, cache, rest, tokens[: live.cached_tokens], live.max_tokens)
         return None
+
+    def _run_alone(self, live: _Live, cache: list | None, rest: list[int]) -> None:
+        live.cache = cache if cache is not None else make_prompt_cache(self.model)
+        live.solo = generate_step(mx.array(rest), self.model, max_tokens=live.max_tokens, sampler=live.sampler,
+                                  logits_processors=live.processors, prompt_cache=live.cache)
+        self._solo = live
+
+    def _join_batch(self, live: _Live) -> None:
+        """Move the request running alone into the batch, with its KV cache. generate_step has
+        already fed its last token to the model (to compute the next one ahead); that entry is
+        trimmed and the token fed again in the batch, so the batch goes on exactly from there."""
+        live.solo.close()
+        cache, live.solo, live.cache = live.cache, None, None
+        self._solo = None
+        history = live.prompt + live.generated
+        if live.generated and can_trim_prompt_cache(cache):
+            trim_prompt_cache(cache, 1)
+            self._insert(live, cache, history[-1:], history[:-1], live.max_tokens - len(live.generated))
+        else:  # nothing generated yet (or an untrimmable cache): start it over in the batch
+            self._insert(live, None, live.prompt, [], live.max_tokens)
+
+    def _insert(self, live: _Live, cache: list | None, rest: list[int], history: list[int], max_tokens: int) -> None:
+        (uid,) = self._batch.insert([rest], max_tokens=[max_tokens], caches=[cache], all_tokens=[history],
+                                    samplers=[live.sampler], logits_processors=[live.processors])
+        live.uid = uid
+        self._by_uid[uid] = live
 
     def _cached_prefix(self, tokens: list[int]) -> tuple[list | None, list[int]]:
         """The longest cached KV prefix of `tokens` and the tokens still to compute (at least one:
@@ -165,53 +203,78 @@ class TextEngine:
         return None
 
     def cancel(self, rid: bytes, emit: Emit) -> None:
-        uid = self._uid_of.get(rid)
-        if uid is None:
+        live = self._live.get(rid)
+        if live is None:
             return
-        self._batch.remove([uid])
-        self._finish(uid, "cancelled", emit)
+        if live.uid is not None:
+            self._batch.remove([live.uid])
+        self._finish(live, "cancelled", emit)
 
     def cancel_all(self, emit: Emit) -> None:
-        for rid in list(self._uid_of):
+        for rid in list(self._live):
             self.cancel(rid, emit)
 
     # -- the batch loop ---------------------------------------------------------------------
 
     def step(self, emit: Emit) -> None:
         """Advance every request by one token (or one prefill chunk) and emit what came out."""
+        live = self._solo
+        if live is not None:
+            token, _ = next(live.solo, (None, None))
+            if token is None:  # generate_step ran out: max_tokens reached
+                self._emit_token(live, None, "length", emit)
+            else:
+                reason = "stop" if token in self._eos else "length" if len(live.generated) + 1 >= live.max_tokens else None
+                self._emit_token(live, token, reason, emit)
+            return
         _, responses = self._batch.next()
-        finished: list[int] = []
+        leaving: list[int] = []
         for r in responses:
             live = self._by_uid[r.uid]
-            live.completion_tokens += 1
-            detok = live.detokenizer
-            if r.finish_reason != "stop":  # the end-of-sequence token itself is not text
-                detok.add_token(r.token)
-            if r.finish_reason is not None:
-                detok.finalize()
-            text, stopped = live.stops.feed(detok.last_segment)
-            finish = "stop" if stopped else r.finish_reason
-            if finish is not None and not stopped:
-                text += live.stops.flush()
-            if text or live.completion_tokens == 1:
-                # the first token always goes out, text or not: the client's first byte (the
-                # stream's opening chunk) then marks the model's first token, not the first letter
-                emit(Kind.DELTA, live.rid, encode(Delta(text)))
-            if finish is not None:
-                if r.finish_reason is None:  # a stop string ended it: leave the batch now
-                    finished.append(r.uid)
-                else:
-                    self._remember(r.all_tokens, r.prompt_cache)
-                self._finish(r.uid, finish, emit)
-        if finished:
-            for tokens_cache in self._batch.remove(finished, return_prompt_caches=True).values():
-                cache, tokens = tokens_cache
+            if self._emit_token(live, r.token, r.finish_reason, emit, r.all_tokens, r.prompt_cache):
+                leaving.append(r.uid)  # a stop string ended it: it is still in the batch
+        if leaving:
+            for cache, tokens in self._batch.remove(leaving, return_prompt_caches=True).values():
                 self._remember(tokens, cache)
 
-    def _finish(self, uid: int, reason: str, emit: Emit) -> None:
-        live = self._by_uid.pop(uid)
-        del self._uid_of[live.rid]
-        usage = Usage(live.prompt_tokens, live.completion_tokens, live.cached_tokens)
+    def _emit_token(self, live: _Live, token: int | None, reason: str | None, emit: Emit,
+                    history: list[int] | None = None, cache: list | None = None) -> bool:
+        """Detokenize, match stop strings, emit; returns whether a stop string ended a request
+        that its generator would otherwise have kept going."""
+        detok = live.detokenizer
+        if token is not None:
+            live.generated.append(token)
+            if reason != "stop":  # the end-of-sequence token itself is not text
+                detok.add_token(token)
+        if reason is not None:
+            detok.finalize()
+        text, stopped = live.stops.feed(detok.last_segment)
+        finish = "stop" if stopped else reason
+        if finish is not None and not stopped:
+            text += live.stops.flush()
+        if text or len(live.generated) == 1:
+            # the first token always goes out, text or not: the client's first byte (the
+            # stream's opening chunk) then marks the model's first token, not the first letter
+            emit(Kind.DELTA, live.rid, encode(Delta(text)))
+        if finish is None:
+            return False
+        if live.solo is not None:
+            self._remember(live.prompt + live.generated, live.cache)
+        elif reason is not None:
+            self._remember(history, cache)
+        self._finish(live, finish, emit)
+        return live.uid is not None and reason is None
+
+    def _finish(self, live: _Live, reason: str, emit: Emit) -> None:
+        if live.solo is not None:
+            live.solo.close()
+            live.solo = live.cache = None
+        del self._live[live.rid]
+        if live.uid is not None:
+            self._by_uid.pop(live.uid, None)
+        if self._solo is live:
+            self._solo = None
+        usage = Usage(len(live.prompt), len(live.generated), live.cached_tokens)
         emit(Kind.END, live.rid, encode(Done(reason, usage)))
 
 

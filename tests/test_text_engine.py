@@ -1,0 +1,102 @@
+"""The text engine in-process: one request alone on generate_step, several in the batch, and the
+move from one to the other in the middle of a generation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlx_fleet.protocol import ChatInput, Done, Generate, Kind, Message, Sampling, decode_delta, decode_end
+
+
+@pytest.fixture(scope="module")
+def engine_factory(tiny_lm: Path):
+    from mlx_lm import load
+
+    from worker.text_engine import TextEngine
+
+    model, tokenizer = load(str(tiny_lm))
+    return lambda: TextEngine(model, tokenizer, 2048)
+
+
+def request(text: str, max_tokens: int, **sampling) -> Generate:
+    return Generate(ChatInput((Message("user", text),)), Sampling(max_tokens=max_tokens, temperature=0.0, **sampling))
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.text: dict[bytes, str] = {}
+        self.ends: dict[bytes, Done] = {}
+
+    def __call__(self, kind: bytes, rid: bytes, body: bytes) -> None:
+        if kind == Kind.DELTA:
+            self.text[rid] = self.text.get(rid, "") + decode_delta(body).text
+        else:
+            self.ends[rid] = decode_end(body)
+
+
+def run_alone(make, text: str, max_tokens: int, **sampling) -> tuple[str, Done]:
+    engine, sink = make(), Sink()
+    engine.submit(b"x", request(text, max_tokens, **sampling))
+    while engine.active:
+        engine.step(sink)
+    return sink.text.get(b"x", ""), sink.ends[b"x"]
+
+
+@pytest.mark.parametrize("steps_before_join", [0, 1, 7])
+def test_a_request_moved_into_the_batch_mid_generation_is_unchanged(engine_factory, steps_before_join: int) -> None:
+    expected_a = run_alone(engine_factory, "first question, about rivers", 30)
+    expected_b = run_alone(engine_factory, "second question, about mountains", 20)
+    engine, sink = engine_factory(), Sink()
+    engine.submit(b"a", request("first question, about rivers", 30))
+    assert engine._solo is not None  # alone: mlx-lm's single-sequence loop
+    for _ in range(steps_before_join):
+        engine.step(sink)
+    engine.submit(b"b", request("second question, about mountains", 20))
+    assert engine._solo is None and len(engine._by_uid) == 2  # both in the batch now
+    while engine.active:
+        engine.step(sink)
+    assert (sink.text[b"a"], sink.ends[b"a"].usage.completion_tokens) == (expected_a[0], 30)
+    assert (sink.text[b"b"], sink.ends[b"b"].usage.completion_tokens) == (expected_b[0], 20)
+    assert sink.ends[b"a"].finish_reason == sink.ends[b"b"].finish_reason == "length"
+
+
+def test_alone_matches_mlx_lm_stream_generate(engine_factory, tiny_lm: Path) -> None:
+    from mlx_lm import load, stream_generate
+    from mlx_lm.sample_utils import make_sampler
+
+    model, tokenizer = load(str(tiny_lm))
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "hello there"}], add_generation_prompt=True,
+                                           tokenize=False)
+    expected = "".join(r.text for r in stream_generate(model, tokenizer, prompt, max_tokens=25,
+                                                       sampler=make_sampler(temp=0.0)))
+    text, done = run_alone(engine_factory, "hello there", 25)
+    assert text == expected and done.usage.completion_tokens == 25
+
+
+def test_stop_string_and_cancel_while_alone(engine_factory) -> None:
+    full, _ = run_alone(engine_factory, "tell me something", 30)
+    stop = full[len(full) // 2: len(full) // 2 + 2]
+    text, done = run_alone(engine_factory, "tell me something", 30, stop=(stop,))
+    assert text == full[: full.find(stop)] and done.finish_reason == "stop"
+    engine, sink = engine_factory(), Sink()
+    engine.submit(b"c", request("tell me something", 30))
+    engine.step(sink)
+    engine.cancel(b"c", sink)
+    assert not engine.active and sink.ends[b"c"].finish_reason == "cancelled"
+    assert sink.ends[b"c"].usage.completion_tokens == 1
+
+
+def test_the_next_turn_starts_from_the_cache_left_by_a_request_that_ran_alone(engine_factory) -> None:
+    engine, sink = engine_factory(), Sink()
+    engine.submit(b"1", request("remember the number seven", 8))
+    while engine.active:
+        engine.step(sink)
+    first = sink.ends[b"1"].usage
+    follow = Generate(ChatInput((Message("user", "remember the number seven"), Message("assistant", sink.text[b"1"]),
+                                 Message("user", "which number?"))), Sampling(max_tokens=4, temperature=0.0))
+    engine.submit(b"2", follow)
+    while engine.active:
+        engine.step(sink)
+    assert sink.ends[b"2"].usage.cached_tokens >= first.prompt_tokens
