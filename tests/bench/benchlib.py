@@ -444,10 +444,12 @@ async def stream_chat(client: httpx.AsyncClient, base_url: str, body: dict) -> t
                 if usage:
                     s.completion_tokens, s.prompt_tokens = usage.get("completion_tokens"), usage.get("prompt_tokens")
                 for choice in chunk.get("choices") or ():
+                    # The first chunk marks the first token (the fleet sends its opening chunk with
+                    # the first token, text or not; tokens that end mid-character carry no text).
+                    if s.ttft is None:
+                        s.ttft = now
                     content = (choice.get("delta") or {}).get("content")
                     if content:
-                        if s.ttft is None:
-                            s.ttft = now
                         pieces.append(content)
                     if choice.get("finish_reason") is not None:
                         s.t_finish, s.finish_reason = now, choice["finish_reason"]

@@ -8,5 +8,8 @@ cd "$(dirname "$0")/../.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 out=${OUT:-bench-results}
 run() { BENCH_RESULTS="$out" python3 -m pytest tests/bench -m bench -s -q -p no:cacheprovider --confcutdir=tests/bench "$@"; }
-BENCH_MODEL=tiny,big BENCH_ROUNDS=${BENCH_ROUNDS:-5} run -k overhead
-BENCH_MODEL=big BENCH_ROUNDS=${BENCH_ROUNDS:-3} BENCH_WIDTHS=1,4,8,16,32 BENCH_BURST=64 run -k concurrency
+status=0
+BENCH_MODEL=tiny,big BENCH_ROUNDS=${BENCH_ROUNDS:-5} run -k overhead || status=$?
+BENCH_MODEL=big BENCH_ROUNDS=${BENCH_ROUNDS:-3} BENCH_WIDTHS=${BENCH_WIDTHS:-1,4,8,16,32} BENCH_BURST=64 \
+  run -k concurrency || status=$?
+exit $status

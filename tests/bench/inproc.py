@@ -144,11 +144,13 @@ class Session:
             last = now
             pieces.append(r.text)
             count, finish = r.generation_tokens, r.finish_reason
-        first_text = first_text or first_token
+        # Timed by tokens, not text: a byte-level token that ends mid-character has no text yet
+        # (random-weight models emit such tokens for long stretches), and the fleet's stream is
+        # timed the same way (its opening chunk goes out with the first token).
         return {
-            "ttft": first_text - started,
-            "ttft_token": first_token - started,
-            "t_first": first_text - started,
+            "ttft": first_token - started,
+            "ttft_text": (first_text or first_token) - started,
+            "t_first": first_token - started,
             "t_last": last - started,
             "completion_tokens": count,
             "prompt_tokens": len(prompt),

@@ -129,7 +129,7 @@ def test_stack_overhead(bench_dir, state_dir, inproc, models, info):
             width = 0.38
             for i, side in enumerate((FLEET, INPROC)):
                 xs = [g + (i - 0.5) * width for g in range(len(groups))]
-                ax.bar(xs, [summary[k][key][side] for k in groups], width, label=side)
+                ax.bar(xs, [summary[k][key][side] or 0 for k in groups], width, label=side)
             ax.set_xticks(range(len(groups)))
             ax.set_xticklabels(groups)
             ax.set_title(label)
