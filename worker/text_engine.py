@@ -41,6 +41,7 @@ from worker.stops import StopMatcher
 Emit = Callable[[bytes, bytes, bytes], None]
 """emit(kind, request_id, body): hands one message to the socket."""
 _MODEL_KEY = "model"  # one model per worker: the prompt cache needs no other key
+MIN_REUSED_TOKENS = 64  # a shorter shared prefix is recomputed rather than copied out of the cache
 
 
 @dataclass(slots=True)
@@ -169,7 +170,14 @@ class TextEngine:
 
     def _cached_prefix(self, tokens: list[int]) -> tuple[list | None, list[int]]:
         """The longest cached KV prefix of `tokens` and the tokens still to compute (at least one:
-        the batch needs a token to start from)."""
+        the batch needs a token to start from).
+
+        Taking a cache entry copies it whole, so a short shared prefix (a chat template's first
+        tokens, common to every request) is recomputed instead: on a GPU, copying a long entry
+        to reuse ten tokens costs more than those ten tokens.
+        """
+        if self._reusable_prefix(tokens) < min(MIN_REUSED_TOKENS, len(tokens) // 2 + 1):
+            return None, tokens
         cache, rest = self.prompt_cache.fetch_nearest_cache(_MODEL_KEY, tokens)
         if cache is not None and not rest:
             if not can_trim_prompt_cache(cache):
@@ -177,6 +185,14 @@ class TextEngine:
             trim_prompt_cache(cache, 1)
             rest = tokens[-1:]
         return cache, rest
+
+    def _reusable_prefix(self, tokens: list[int]) -> int:
+        """How many leading tokens a cache entry shares with `tokens` (a trie walk, no copy)."""
+        found = self.prompt_cache._trie.search(_MODEL_KEY, tokens)  # mlx-lm has no public peek
+        if found.exact is not None:
+            return len(tokens)
+        shorter = len(found.shorter) if found.shorter is not None else 0
+        return max(shorter, found.common_prefix if found.longer is not None else 0)
 
     def _remember(self, tokens: list[int] | None, cache: list | None) -> None:
         if tokens and cache is not None:
@@ -258,11 +274,12 @@ class TextEngine:
             emit(Kind.DELTA, live.rid, encode(Delta(text)))
         if finish is None:
             return False
-        if live.solo is not None:
-            self._remember(live.prompt + live.generated, live.cache)
+        solo_cache = live.cache
+        self._finish(live, finish, emit)  # the client's answer first; the cache bookkeeping after
+        if solo_cache is not None:
+            self._remember(live.prompt + live.generated, solo_cache)
         elif reason is not None:
             self._remember(history, cache)
-        self._finish(live, finish, emit)
         return live.uid is not None and reason is None
 
     def _finish(self, live: _Live, reason: str, emit: Emit) -> None:
