@@ -2,118 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import openai
-import psutil
 import pytest
 
+from fleet_server import FleetServer, strict_client, write_config
 from tiny_models import build_tiny_lm
-
-ROOT = Path(__file__).resolve().parent.parent
-READY_TIMEOUT = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class FleetServer:
-    """`mlx-fleet serve` as a user runs it: a subprocess tree we can query and kill."""
-
-    def __init__(self, config: Path | None, state_dir: Path, env: dict[str, str] | None = None,
-                 log_path: Path | None = None) -> None:
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        argv = [sys.executable, "-m", "mlx_fleet.cli", "serve", "--port", str(self.port)]
-        if config is not None:
-            argv += ["--config", str(config)]
-        environ = {**os.environ, "MLX_FLEET_SERVER_STATE_DIR": f'"{state_dir}"', **(env or {})}
-        state_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = log_path or state_dir / f"serve-{self.port}.log"
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(argv, cwd=ROOT, env=environ, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-
-    def wait_ready(self, timeout: float = READY_TIMEOUT) -> FleetServer:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"serve exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.base_url}/health", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError(f"serve not ready in {timeout} s:\n{self.log()}")
-
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def tree(self) -> list[psutil.Process]:
-        """The serve process and every descendant (supervisor, workers)."""
-        try:
-            root = psutil.Process(self.proc.pid)
-            return [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
-
-
-def alive(processes: list[psutil.Process]) -> list[psutil.Process]:
-    """Those still running (zombies count as gone: only their exit status is left)."""
-    out = []
-    for p in processes:
-        try:
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                out.append(p)
-        except psutil.NoSuchProcess:
-            pass
-    return out
-
-
-def wait_gone(processes: list[psutil.Process], timeout: float = 10.0) -> list[psutil.Process]:
-    deadline = time.monotonic() + timeout
-    while (left := alive(processes)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return left
-
-
-def strict_client(base_url: str, api_key: str = "none", **kwargs) -> openai.OpenAI:
-    """The official client, checking every response against OpenAI's own schema."""
-    return openai.OpenAI(base_url=f"{base_url}/v1", api_key=api_key, max_retries=0, timeout=60,
-                         _strict_response_validation=True, **kwargs)
-
-
-def write_config(path: Path, models: dict[str, Path | str], extra: str = "") -> Path:
-    lines = [extra] if extra else []
-    for model_id, model_path in models.items():
-        lines += ["[[models]]", f'id = "{model_id}"', f'path = "{model_path}"', 'type = "text"', ""]
-    path.write_text("\n".join(lines))
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import FleetServer
+from fleet_server import FleetServer
 
 PROMPT = [{"role": "user", "content": "Tell me about the weather today."}]
 

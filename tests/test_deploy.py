@@ -18,7 +18,7 @@ import httpx
 import psutil
 import pytest
 
-from conftest import ROOT, alive, free_port, wait_gone, write_config
+from fleet_server import ROOT, alive, free_port, wait_gone, write_config
 
 DEPLOY = ROOT / "deploy"
 TEMPLATE = DEPLOY / "com.mlx-fleet.server.plist.template"

@@ -13,7 +13,7 @@ import openai
 import psutil
 import pytest
 
-from conftest import FleetServer, strict_client, wait_gone, write_config
+from fleet_server import FleetServer, strict_client, wait_gone, write_config
 
 LONG = [{"role": "user", "content": "Tell me a very long story."}]
 

@@ -12,7 +12,7 @@ import httpx
 import psutil
 import pytest
 
-from conftest import FleetServer, strict_client, write_config
+from fleet_server import FleetServer, strict_client, write_config
 from tiny_models import build_tiny_lm
 
 MiB = 2**20

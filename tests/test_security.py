@@ -12,7 +12,7 @@ import openai
 import pytest
 from litestar.testing import TestClient
 
-from conftest import FleetServer, strict_client, write_config
+from fleet_server import FleetServer, strict_client, write_config
 from mlx_fleet.config import FleetConfig, ModelConfig, ServerConfig
 from mlx_fleet.runtime import Endpoints
 from router.app import ROUTES, create_app

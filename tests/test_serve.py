@@ -12,7 +12,7 @@ import httpx
 import psutil
 import pytest
 
-from conftest import FleetServer, alive, strict_client, wait_gone, write_config
+from fleet_server import FleetServer, alive, strict_client, wait_gone, write_config
 
 
 def _tree_with_worker(server: FleetServer) -> list[psutil.Process]:

@@ -43,7 +43,7 @@ import httpx
 import psutil
 import pytest
 
-from conftest import FleetServer, alive, wait_gone, write_config
+from fleet_server import FleetServer, alive, wait_gone, write_config
 from tiny_models import build_tiny_lm
 
 MiB = 2**20
