@@ -47,6 +47,9 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     allow_downloads: bool = False
     # Default completion length when a request gives none.
     default_max_tokens: int = 512
+    # Sampling temperature when a request gives none: greedy, as mlx_lm.server does (small local
+    # models answer sensibly at 0; OpenAI's own default is 1.0). A model's `temperature` overrides it.
+    default_temperature: float = 0.0
     # How long a model may take to load before its worker is killed.
     load_timeout: str = "10m"
     # A worker with requests in flight that sends nothing for this long is hung: it is killed.
@@ -92,6 +95,7 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     preload: bool = False
     aliases: list[str] = []
     idle_ttl: str | None = None
+    temperature: float | None = None  # this model's default sampling temperature
 
 
 class FleetConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -17,7 +17,7 @@ from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 
-from mlx_fleet.config import FleetConfig, parse_size
+from mlx_fleet.config import FleetConfig, ModelConfig, parse_size
 from mlx_fleet.protocol import Failure, Generate, Ping
 from mlx_fleet.runtime import Endpoints
 from router import admin
@@ -41,6 +41,10 @@ from router.security import Guard, host_check_factory
 log = logging.getLogger("mlx_fleet.router")
 
 
+def _temperature(config: FleetConfig, model: ModelConfig) -> float:
+    return config.server.default_temperature if model.temperature is None else model.temperature
+
+
 def _exchange(state: State, model: str, prefix: str) -> Exchange:
     return Exchange.new(state.fleet, state.admission, model, prefix)
 
@@ -50,7 +54,8 @@ async def chat_completions(request: Request, state: State) -> Response:
     config: FleetConfig = state.config
     req = decode_request(await request.body(), oa.ChatCompletionRequest)
     model = resolve_model(config, req.model)
-    sampling = sampling_from(req, req.max_completion_tokens or req.max_tokens, config.server.default_max_tokens)
+    sampling = sampling_from(req, req.max_completion_tokens or req.max_tokens, config.server.default_max_tokens,
+                             _temperature(config, model))
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     messages = await chat_input(req, model, state.images, config.server.max_images_per_request)
     generate = Generate(messages, sampling)
@@ -65,7 +70,7 @@ async def completions(request: Request, state: State) -> Response:
     if model.type == "embeddings":
         raise ApiError(400, f"Model '{req.model}' does not support text completions.", param="model",
                        code="model_not_supported")
-    sampling = sampling_from(req, req.max_tokens, config.server.default_max_tokens)
+    sampling = sampling_from(req, req.max_tokens, config.server.default_max_tokens, _temperature(config, model))
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     generate = Generate(completion_input(req), sampling)
     return await respond(_exchange(state, req.model, "cmpl"), generate, False, req.stream, include_usage)

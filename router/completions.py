@@ -73,7 +73,8 @@ def resolve_model(config: FleetConfig, name: str) -> ModelConfig:
     return model
 
 
-def sampling_from(req: oa._Sampling, max_tokens: int | None, default_max_tokens: int) -> Sampling:
+def sampling_from(req: oa._Sampling, max_tokens: int | None, default_max_tokens: int,
+                  default_temperature: float) -> Sampling:
     if req.n != 1:
         raise ApiError(400, "Only n=1 is supported.", param="n", code="unsupported_value")
     if req.stream_options is not None and not req.stream:
@@ -82,7 +83,7 @@ def sampling_from(req: oa._Sampling, max_tokens: int | None, default_max_tokens:
     stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
     return Sampling(
         max_tokens=max_tokens or default_max_tokens,
-        temperature=1.0 if req.temperature is None else req.temperature,
+        temperature=default_temperature if req.temperature is None else req.temperature,
         top_p=1.0 if req.top_p is None else req.top_p,
         top_k=req.top_k or 0,
         min_p=req.min_p or 0.0,

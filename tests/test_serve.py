@@ -27,10 +27,13 @@ def _tree_with_worker(server: FleetServer) -> list[psutil.Process]:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_stop_signal_leaves_no_process_behind(tmp_path: Path, tiny_lm: Path, sig: int) -> None:
     server = FleetServer(write_config(tmp_path / "fleet.toml", {"tiny": tiny_lm}), tmp_path / "state").wait_ready()
-    tree = _tree_with_worker(server)
-    assert len(tree) >= 3  # serve, supervisor, the worker (and the warm spare, if it is up)
-    assert server.stop(sig) == 0
-    assert wait_gone(tree, 10) == []
+    try:
+        tree = _tree_with_worker(server)
+        assert len(tree) >= 3  # serve, supervisor, the worker (and the warm spare, if it is up)
+        assert server.stop(sig) == 0
+        assert wait_gone(tree, 10) == []
+    finally:
+        server.stop()
 
 
 def test_supervisor_killed_router_answers_503_and_workers_exit(tmp_path: Path, tiny_lm: Path) -> None:
@@ -73,7 +76,8 @@ def test_default_model_answers_paris(tmp_path: Path) -> None:
     try:
         client = strict_client(server.base_url)
         assert [m.id for m in client.models.list().data][0] == "smollm2"
-        r = client.chat.completions.create(model="smollm2", max_tokens=20, temperature=0, messages=[
+        # as in the README: no temperature given (the server's default is greedy)
+        r = client.chat.completions.create(model="smollm2", max_tokens=20, messages=[
             {"role": "user", "content": "What is the capital of France?"}])
         assert "Paris" in r.choices[0].message.content
         assert any((tmp_path / "state" / "models").iterdir()), "the converted model is cached"
