@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import mlx.core as mx
-import msgspec
 from mlx_lm.generate import BatchGenerator, generate_step
 from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
 from mlx_lm.sample_utils import make_logits_processors, make_sampler
@@ -36,6 +35,7 @@ from mlx_fleet.protocol import (
     Usage,
     encode,
 )
+from worker.admission import check_request, fit_to_context
 from worker.stops import StopMatcher
 
 Emit = Callable[[bytes, bytes, bytes], None]
@@ -118,12 +118,8 @@ class TextEngine:
     def submit(self, rid: bytes, request: Generate) -> Failure | None:
         """Add a request to the batch, or say why it cannot run."""
         tokens = self.prompt_tokens(request)
-        sampling = request.sampling
-        if sampling.max_tokens_is_default:
-            room = self.context_length - len(tokens)
-            sampling = msgspec.structs.replace(sampling, max_tokens=max(1, min(sampling.max_tokens, room)))
-            request = msgspec.structs.replace(request, sampling=sampling)
-        failure = self._check(tokens, request)
+        sampling = fit_to_context(request.sampling, len(tokens), self.context_length)
+        failure = check_request(request, sampling, len(tokens), self.tokenizer.vocab_size, self.context_length)
         if failure is not None:
             return failure
         if sampling.seed is not None:
@@ -197,26 +193,6 @@ class TextEngine:
     def _remember(self, tokens: list[int] | None, cache: list | None) -> None:
         if tokens and cache is not None:
             self.prompt_cache.insert_cache(_MODEL_KEY, list(tokens), cache)
-
-    def _check(self, tokens: list[int], request: Generate) -> Failure | None:
-        param = "messages" if isinstance(request.input, ChatInput) else "prompt"
-        if not tokens:
-            return Failure("invalid_value", "The prompt is empty.", 400, param)
-        vocab = self.tokenizer.vocab_size
-        if isinstance(request.input, TokensInput) and any(not 0 <= t < vocab for t in tokens):
-            bad = next(t for t in tokens if not 0 <= t < vocab)
-            return Failure("invalid_value", f"Token id {bad} is out of vocabulary.", 400, "prompt")
-        wanted = len(tokens) + request.sampling.max_tokens
-        if wanted > self.context_length:
-            return Failure(
-                "context_length_exceeded",
-                f"This model's maximum context length is {self.context_length} tokens. However, you "
-                f"requested {wanted} tokens ({len(tokens)} in the {param}, {request.sampling.max_tokens} "
-                f"in the completion). Please reduce the length of the {param} or completion.",
-                400,
-                param,
-            )
-        return None
 
     def cancel(self, rid: bytes, emit: Emit) -> None:
         live = self._live.get(rid)

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import mlx.core as mx
-import msgspec
 from PIL import Image
 
 from mlx_fleet.protocol import (
@@ -39,6 +38,7 @@ from mlx_fleet.protocol import (
     Usage,
     encode,
 )
+from worker.admission import check_request, fit_to_context
 from worker.stops import StopMatcher
 
 Emit = Callable[[bytes, bytes, bytes], None]
@@ -116,11 +116,8 @@ class VisionEngine:
             return prepared
         prompt, inputs = prepared
         prompt_tokens = int(inputs["input_ids"].size)
-        sampling = request.sampling
-        if sampling.max_tokens_is_default:
-            room = self.context_length - prompt_tokens
-            sampling = msgspec.structs.replace(sampling, max_tokens=max(1, min(sampling.max_tokens, room)))
-        failure = self._check(request, prompt_tokens, sampling)
+        sampling = fit_to_context(request.sampling, prompt_tokens, self.context_length)
+        failure = check_request(request, sampling, prompt_tokens, self.vocab_size, self.context_length)
         if failure is not None:
             return failure
         self._queue.append(_Job(rid, prompt, inputs, prompt_tokens, sampling, StopMatcher(sampling.stop)))
@@ -181,26 +178,6 @@ class VisionEngine:
             what = "images" if images else "prompt"
             return Failure("invalid_value", f"The {what} cannot be processed: {type(e).__name__}: {e}", 400, param)
         return prompt, dict(inputs)
-
-    def _check(self, request: Generate, prompt_tokens: int, sampling: Sampling) -> Failure | None:
-        param = "messages" if isinstance(request.input, ChatInput) else "prompt"
-        if prompt_tokens == 0:
-            return Failure("invalid_value", "The prompt is empty.", 400, param)
-        if isinstance(request.input, TokensInput):
-            bad = next((t for t in request.input.tokens if not 0 <= t < self.vocab_size), None)
-            if bad is not None:
-                return Failure("invalid_value", f"Token id {bad} is out of vocabulary.", 400, "prompt")
-        wanted = prompt_tokens + sampling.max_tokens
-        if wanted > self.context_length:
-            return Failure(
-                "context_length_exceeded",
-                f"This model's maximum context length is {self.context_length} tokens. However, you "
-                f"requested {wanted} tokens ({prompt_tokens} in the {param}, {sampling.max_tokens} "
-                f"in the completion). Please reduce the length of the {param} or completion.",
-                400,
-                param,
-            )
-        return None
 
     def cancel(self, rid: bytes, emit: Emit) -> None:
         """End a running or queued request now, with finish reason "cancelled"."""
