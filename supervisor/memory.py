@@ -20,6 +20,7 @@ from pathlib import Path
 import psutil
 
 from mlx_fleet.config import ModelConfig, parse_size
+from mlx_fleet.model_types import hf_cache_snapshot
 from mlx_fleet.protocol import Memory
 
 log = logging.getLogger("mlx_fleet.supervisor")
@@ -51,20 +52,13 @@ def metal_working_set() -> int | None:
     return None
 
 
-def _hub_snapshot(repo_id: str) -> Path | None:
-    home = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", "~/.cache/huggingface")) / "hub")
-    snapshots = home.expanduser() / f"models--{repo_id.replace('/', '--')}" / "snapshots"
-    found = sorted(snapshots.glob("*"), key=lambda p: p.stat().st_mtime) if snapshots.is_dir() else []
-    return found[-1] if found else None
-
-
 def weight_bytes(path: str) -> int:
     """Bytes of weights on disk for a local directory, a GGUF file or a cached hub repo."""
     p = Path(path)
     if p.is_file():
         size = p.stat().st_size
         return int(size * GGUF_FP32_GROWTH) if p.suffix == ".gguf" and sys.platform != "darwin" else size
-    directory = p if p.is_dir() else _hub_snapshot(path)
+    directory = p if p.is_dir() else hf_cache_snapshot(path)
     if directory is None:
         return 0
     return sum(f.stat().st_size for f in directory.rglob("*") if f.suffix in _WEIGHT_SUFFIXES and f.is_file())

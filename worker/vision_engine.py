@@ -38,7 +38,7 @@ from mlx_fleet.protocol import (
     Usage,
     encode,
 )
-from worker.admission import check_request, fit_to_context
+from worker.request_checks import check_request, fit_to_context
 from worker.stops import StopMatcher
 
 Emit = Callable[[bytes, bytes, bytes], None]
