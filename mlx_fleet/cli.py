@@ -79,6 +79,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from mlx_fleet.heap import freeze_startup_heap
     from mlx_fleet.runtime import Endpoints, make_runtime_dir, remove_runtime_dir
 
     DrainingServer = _draining_server()
@@ -92,7 +93,7 @@ def _serve(args: argparse.Namespace) -> int:
     supervisor = subprocess.Popen(
         [sys.executable, "-m", "supervisor", "--config-json", str(config_json),
          "--runtime-dir", str(runtime), "--parent-pid", str(os.getpid())],
-        start_new_session=True,  # Ctrl-C reaches us; we stop it in order
+        process_group=0,  # Ctrl-C reaches us, and we stop it in order; same session: see supervisor/process.py
     )
     try:
         app = create_app(config, endpoints, started, supervisor_alive=lambda: supervisor.poll() is None)
@@ -103,6 +104,7 @@ def _serve(args: argparse.Namespace) -> int:
         ))
         names = ", ".join(m.id for m in config.models)
         log.info("mlx-fleet: serving %s on http://%s:%d", names, config.server.host, config.server.port)
+        freeze_startup_heap()
         server.run()
     finally:
         _stop_supervisor(supervisor)

@@ -18,11 +18,15 @@ Frame layouts (the socket's own identity frame, on ROUTER sockets, comes before 
     supervisor -> worker   GENERATE rid body(Generate)             CANCEL rid
                            EMBED    rid body(Embed)
                            CONTROL  b"" body(Shutdown | Assign)
-    worker -> router sink  DELTA rid body(Delta)   END rid body(Done | Failure | Embeddings)
+    worker -> router sink  DELTA+rid+body(Delta)   END+rid+body(Done | Failure | Embeddings)
+                           (one frame: kind, the 12-byte request id, the body, concatenated)
     worker -> supervisor   END rid body(...)       (the same END, for accounting)
                            CONTROL b"" body(Spare | Loading | Ready | LoadFailed | MemoryReport)
     supervisor -> router   END rid body(Failure)   (requests the supervisor itself ends)
                            REPLY call_id body(Reply)
+
+Request ids are REQUEST_ID_BYTES long (the router makes them), so a data-plane message can be one
+frame: a token then costs one ZeroMQ message part to send and to receive instead of three.
 
 Structs are `array_like` (field order is the wire format: add new fields last); hot-path ones
 are `gc=False`. Tags are only unique within a union: the kind frame picks the decoder.
@@ -47,6 +51,19 @@ class Kind(bytes, enum.Enum):
     CALL = b"Q"
     REPLY = b"R"
     CONTROL = b"K"
+
+
+REQUEST_ID_BYTES = 12
+
+
+def stream_frame(kind: Kind, rid: bytes, body: bytes) -> bytes:
+    """A data-plane message (worker -> router sink) as its one frame."""
+    return kind + rid + body
+
+
+def split_stream_frame(frame: bytes) -> tuple[bytes, bytes, bytes]:
+    """(kind, request id, body) of a data-plane frame."""
+    return frame[:1], frame[1:1 + REQUEST_ID_BYTES], frame[1 + REQUEST_ID_BYTES:]
 
 
 class _Wire(msgspec.Struct, array_like=True, frozen=True):

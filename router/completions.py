@@ -266,8 +266,7 @@ async def respond(ex: Exchange, request: Generate, chat: bool, stream: bool, inc
 async def _sse(ex: Exchange, rs: RequestStream, first: list[tuple[bytes, bytes]], frames: _Frames,
                include_usage: bool) -> AsyncIterator[bytes]:
     try:
-        if frames.chat:
-            yield frames.role()
+        opening = frames.role() if frames.chat else b""  # goes out with the first token: one write
         batch = first
         while True:
             texts: list[str] = []
@@ -278,6 +277,8 @@ async def _sse(ex: Exchange, rs: RequestStream, first: list[tuple[bytes, bytes]]
                 else:
                     end = decode_end(body)
             out = frames.text("".join(texts)) if texts else b""
+            if opening:
+                out, opening = opening + out, b""
             if end is None:
                 if out:
                     yield out

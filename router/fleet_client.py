@@ -2,8 +2,10 @@
 
 A DEALER socket to the supervisor (requests, cancels, admin calls, and the failures the
 supervisor itself decides) and a PULL socket that workers push their stream frames to directly.
-The readers hand each frame to the stream it belongs to without decoding it; a stream's consumer takes everything that has arrived since it last looked,
-so a consumer that falls behind gets several deltas at once and writes them as one SSE frame.
+The readers hand each frame to the stream it belongs to without decoding it; a stream's
+consumer takes everything that has arrived since it last looked, so a consumer that falls behind
+gets several deltas at once and writes them as one SSE frame. The sink is drained whole on each
+wake-up (one awaited poll per batch of frames, not one future per token).
 """
 
 from __future__ import annotations
@@ -16,7 +18,17 @@ import os
 import zmq
 import zmq.asyncio
 
-from mlx_fleet.protocol import MAX_MESSAGE_BYTES, Call, Failure, Kind, Reply, decode_reply, encode
+from mlx_fleet.protocol import (
+    MAX_MESSAGE_BYTES,
+    REQUEST_ID_BYTES,
+    Call,
+    Failure,
+    Kind,
+    Reply,
+    decode_reply,
+    encode,
+    split_stream_frame,
+)
 
 
 class RequestStream:
@@ -80,8 +92,8 @@ class FleetClient:
     def start(self) -> None:
         self.sink.bind(self.sink_endpoint)
         self.sock.connect(self.endpoint)
-        self._readers = [asyncio.create_task(self._read(self.sock), name="fleet-client-supervisor"),
-                         asyncio.create_task(self._read(self.sink), name="fleet-client-sink")]
+        self._readers = [asyncio.create_task(self._read_supervisor(), name="fleet-client-supervisor"),
+                         asyncio.create_task(self._read_sink(), name="fleet-client-sink")]
 
     async def close(self) -> None:
         for reader in self._readers:
@@ -92,25 +104,40 @@ class FleetClient:
         self.ctx.term()
 
     def _next_id(self) -> bytes:
-        return self._prefix + next(self._ids).to_bytes(8, "big")
+        return self._prefix + next(self._ids).to_bytes(REQUEST_ID_BYTES - len(self._prefix), "big")
 
-    async def _read(self, sock: zmq.asyncio.Socket) -> None:
-        """Hand each frame to its stream. A frame for a stream that already ended (a worker's
-        late token after the supervisor failed the request, say) is dropped."""
-        recv = sock.recv_multipart
-        streams, calls = self.streams, self.calls
+    async def _read_supervisor(self) -> None:
+        recv, calls = self.sock.recv_multipart, self.calls
         while True:
-            kind, rid, body = await recv(copy=True)
+            kind, rid, body = await recv()
             if kind == Kind.REPLY:
                 future = calls.pop(rid, None)
                 if future is not None and not future.done():
                     future.set_result(decode_reply(body))
-                continue
-            stream = streams.get(rid)
-            if stream is not None:
-                stream.push(kind, body)
-                if kind == Kind.END:
-                    del streams[rid]
+            else:
+                self._deliver(kind, rid, body)
+
+    async def _read_sink(self) -> None:
+        wait = self.sink.poll
+        recv = zmq.Socket.shadow(self.sink.underlying).recv  # a plain socket: no future per frame
+        deliver = self._deliver
+        while True:
+            await wait(flags=zmq.POLLIN)
+            while True:
+                try:
+                    frame = recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                deliver(*split_stream_frame(frame))
+
+    def _deliver(self, kind: bytes, rid: bytes, body: bytes) -> None:
+        """Hand a frame to its stream. A frame for a stream that already ended (a worker's late
+        token after the supervisor failed the request, say) is dropped."""
+        stream = self.streams.get(rid)
+        if stream is not None:
+            stream.push(kind, body)
+            if kind == Kind.END:
+                del self.streams[rid]
 
     def open(self, model: str, body: bytes, kind: bytes = Kind.GENERATE) -> RequestStream:
         """Send a generation (or embedding) request; its frames arrive on the returned stream."""

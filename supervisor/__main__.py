@@ -12,6 +12,7 @@ from pathlib import Path
 import msgspec
 
 from mlx_fleet.config import FleetConfig, parse_size
+from mlx_fleet.heap import freeze_startup_heap
 from mlx_fleet.runtime import Endpoints
 from supervisor.fleet import PythonWorkerLauncher, Supervisor
 from supervisor.memory import Remembered
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: asyncio.ensure_future(supervisor.shutdown()))
+        freeze_startup_heap()
         await supervisor.run()
 
     asyncio.run(run())

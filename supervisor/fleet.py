@@ -49,7 +49,7 @@ from mlx_fleet.protocol import (
     decode_end,
     encode,
 )
-from supervisor.memory import RUNTIME_OVERHEAD, Remembered, budget_bytes, footprint
+from supervisor.memory import RUNTIME_OVERHEAD, Remembered, budget_bytes, footprint, tree_rss
 from supervisor.policy import Resident, expired, make_room, over_budget
 from supervisor.process import WorkerProcess
 from supervisor.slot import ModelSlot, Pending
@@ -478,7 +478,7 @@ class Supervisor:
     def _on_spare_control(self, body: bytes) -> None:
         message = decode_control(body)
         if isinstance(message, Spare) and self.spare is not None:
-            self.spare.memory = footprint(message.pid, message.memory)
+            self.spare.memory = footprint(tree_rss(message.pid), message.memory)
             self.spare.ready.set()
             self._spare_failures = 0
 
@@ -543,7 +543,7 @@ class Supervisor:
         if isinstance(message, MemoryReport):
             slot.report = message.memory
             if slot.process is not None:
-                slot.measured = footprint(slot.process.pid, message.memory)
+                slot.measured = footprint(slot.tree_rss, message.memory)
         elif isinstance(message, Loading):
             if slot.state == S.STARTING:
                 slot.lifecycle.swap(S.STARTING, S.LOADING)
@@ -559,7 +559,8 @@ class Supervisor:
             slot.lifecycle.swap(S.STARTING, S.LOADING)
         slot.lifecycle.swap(S.LOADING, S.READY)
         slot.report, slot.context_length = message.memory, message.context_length
-        slot.measured = footprint(slot.process.pid, message.memory)
+        slot.tree_rss = tree_rss(slot.process.pid)
+        slot.measured = footprint(slot.tree_rss, message.memory)
         slot.load_seconds, slot.loaded_at, slot.last_error = message.load_seconds, time.time(), None
         slot.touch()
         error = (slot.estimate - slot.measured) / slot.measured if slot.measured else 0.0
@@ -633,7 +634,7 @@ class Supervisor:
         if slot.process is not process or slot.state == S.STOPPING:
             return  # replaced already, or ended on purpose: the stopper does the bookkeeping
         process.signal_group(signal.SIGKILL)  # anything it left in its process group
-        slot.process, slot.measured = None, 0
+        slot.process, slot.measured, slot.tree_rss = None, 0, 0
         if slot.state == S.FAILED:
             return  # it said why it failed before it exited
         tail = process.last_lines()
@@ -678,7 +679,7 @@ class Supervisor:
         if process is not None:
             await process.terminate(self.timeouts.stop_grace)
         if slot.process is process:
-            slot.process, slot.measured, slot.report = None, 0, None
+            slot.process, slot.measured, slot.tree_rss, slot.report = None, 0, 0, None
             if slot.state == S.STOPPING:
                 slot.lifecycle.swap(S.STOPPING, S.STOPPED)
                 slot.gone.set()  # only now, with every process of it reaped, is its memory free
@@ -717,7 +718,8 @@ class Supervisor:
         clock = time.monotonic()
         for slot in self.slots.values():
             if slot.state.serving and slot.process is not None:
-                slot.measured = footprint(slot.process.pid, slot.report)
+                slot.tree_rss = tree_rss(slot.process.pid)
+                slot.measured = footprint(slot.tree_rss, slot.report)
                 if slot.inflight and clock - slot.progress > self.timeouts.progress:
                     self._kill_hung(slot, clock - slot.progress)
         residents = self.residents()

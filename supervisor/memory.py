@@ -64,15 +64,20 @@ def weight_bytes(path: str) -> int:
     return sum(f.stat().st_size for f in directory.rglob("*") if f.suffix in _WEIGHT_SUFFIXES and f.is_file())
 
 
-def footprint(pid: int | None, report: Memory | None) -> int:
-    rss = 0
-    if pid is not None:
-        with contextlib.suppress(psutil.Error):
-            proc = psutil.Process(pid)
-            rss = sum(p.memory_info().rss for p in (proc, *proc.children(recursive=True)))
-    if report is not None:
-        rss = max(rss, report.rss, report.mlx_active + report.mlx_cache)
-    return rss
+def tree_rss(pid: int) -> int:
+    """RSS of a process and its descendants. Finding the descendants walks the whole process
+    table (about 1 ms here), so it runs on the housekeeping tick, not on every worker report."""
+    with contextlib.suppress(psutil.Error):
+        proc = psutil.Process(pid)
+        return sum(p.memory_info().rss for p in (proc, *proc.children(recursive=True)))
+    return 0
+
+
+def footprint(tree: int, report: Memory | None) -> int:
+    """What a worker costs: the largest of its tree's RSS, its own RSS and what MLX holds."""
+    if report is None:
+        return tree
+    return max(tree, report.rss, report.mlx_active + report.mlx_cache)
 
 
 class Remembered:

@@ -54,7 +54,12 @@ class WorkerProcess:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             env=env,
-            start_new_session=True,  # its own process group: a terminal's Ctrl-C is ours to relay
+            # Its own process group (a terminal's Ctrl-C is ours to relay, and a stop reaches the
+            # whole group) but not its own session: on Linux a session is a scheduler autogroup,
+            # and a worker decoding in a group of its own kept the router and the client waiting
+            # for a core for tens of ms on a 2-core machine (measured: 14 of 80 first tokens over
+            # 20 ms late, against 1 of 80 in one group).
+            process_group=0,
         )
         return cls(proc, label)
 

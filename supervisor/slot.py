@@ -37,6 +37,7 @@ class ModelSlot:
     pinned: bool = False
     report: Memory | None = None       # the worker's own last memory report
     measured: int = 0                  # footprint measured since it loaded (0: not loaded)
+    tree_rss: int = 0                  # its process tree's RSS at the last housekeeping tick
     estimate: int = 0                  # what the policy assumed before loading
     estimate_measured: bool = False    # whether that estimate was a remembered measurement
     drained: asyncio.Event | None = None  # set when a draining worker's last request ends

@@ -30,6 +30,7 @@ from mlx_fleet.protocol import (
     decode_control,
     decode_generate,
     encode,
+    stream_frame,
 )
 
 
@@ -68,7 +69,7 @@ def main() -> int:
         """As the real worker: frames to the router's sink, and a copy of each END to the supervisor."""
         if kind == Kind.END:
             sock.send_multipart((kind, rid, body))
-        sink.send_multipart((kind, rid, body))
+        sink.send(stream_frame(kind, rid, body))
 
     def control(message) -> None:
         sock.send_multipart((Kind.CONTROL, b"", encode(message)))

@@ -21,6 +21,7 @@ from worker.blas import preload_blas
 
 preload_blas()  # before anything imports mlx.core, or it is too late to matter
 
+from mlx_fleet.heap import freeze_startup_heap  # noqa: E402
 from mlx_fleet.protocol import (  # noqa: E402
     MAX_MESSAGE_BYTES,
     Assign,
@@ -36,6 +37,7 @@ from mlx_fleet.protocol import (  # noqa: E402
     decode_embed,
     decode_generate,
     encode,
+    stream_frame,
 )
 
 PARENT_CHECK_SECONDS = 0.5
@@ -81,8 +83,8 @@ class Worker:
         counts it (and so knows the request is over) without ever seeing the tokens. The
         supervisor's copy goes first, so its books are current by the time the client has its answer."""
         if kind == Kind.END:
-            self.sock.send_multipart((kind, rid, body), copy=False)
-        self.sink.send_multipart((kind, rid, body), copy=False)
+            self.sock.send_multipart((kind, rid, body))
+        self.sink.send(stream_frame(kind, rid, body))
 
     def control(self, message) -> None:
         self.sock.send_multipart((Kind.CONTROL, b"", encode(message)))
@@ -133,6 +135,7 @@ class Worker:
             self.control(LoadFailed(f"{type(e).__name__}: {e}", out_of_memory=oom))
             return False
         self.measure = measure
+        freeze_startup_heap()
         context = getattr(self.engine, "context_length", None) or self.engine.max_length
         self.control(Ready(os.getpid(), measure(), context, time.perf_counter() - started))
         return True

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import gc
 import hashlib
 import importlib.util
 import itertools
@@ -185,8 +186,12 @@ class InProc:
 
     def __init__(self, log_path: Path) -> None:
         self._log = open(log_path, "wb")
+        # Its own session, as every server here: on Linux a session is a scheduler autogroup, and
+        # sharing the client's made the client wait up to 0.1 s for a core after each in-process
+        # generation (its group had just used its share), which the next fleet request paid.
         self.proc = subprocess.Popen([PY, str(BENCH_DIR / "inproc.py"), "serve"], cwd=ROOT, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self._log, text=True, bufsize=1)
+                                     stdout=subprocess.PIPE, stderr=self._log, text=True, bufsize=1,
+                                     start_new_session=True)
         self.info = self.call("info")
 
     @property
@@ -418,43 +423,63 @@ def chat_body(model: str, messages: list[dict], max_tokens: int) -> dict:
             "stream": True, "stream_options": {"include_usage": True}}
 
 
-async def stream_chat(client: httpx.AsyncClient, base_url: str, body: dict) -> tuple[float, Stream]:
-    """POST a streamed chat completion; returns (the send time, what came back)."""
+async def stream_chat(base_url: str, body: dict) -> tuple[float, Stream]:
+    """POST a streamed chat completion on a new connection; returns (the send time, what came back).
+
+    A minimal HTTP/1.1 client on asyncio's streams rather than httpx: on a 2-core machine the
+    client shares the cores with the server it measures, and httpx's per-chunk Python cost
+    (h11, anyio, line splitting) delayed its own reading of the first chunk by up to 0.1 s while
+    the model decoded (the server's trace showed the chunk written ~15 ms after the send). Both
+    sides of every comparison use this client.
+    """
     s = Stream()
+    url = httpx.URL(base_url)
+    payload = msgspec.json.encode(body)
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {url.host}:{url.port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\nConnection: close\r\n\r\n")
     started = time.perf_counter()
     pieces: list[str] = []
+    writer = None
     try:
-        async with client.stream("POST", f"{base_url}/v1/chat/completions", json=body) as r:
-            s.status = r.status_code
-            if r.status_code != 200:
-                s.error = f"HTTP {r.status_code}: {(await r.aread())[:300].decode(errors='replace')}"
-                return started, s
-            async for line in r.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                now = time.perf_counter() - started
-                if data == "[DONE]":
-                    s.t_end = now
-                    break
-                chunk = _decode_chunk(data)
-                if chunk.get("error"):
-                    s.error = f"error event: {chunk['error']}"
-                usage = chunk.get("usage")
-                if usage:
-                    s.completion_tokens, s.prompt_tokens = usage.get("completion_tokens"), usage.get("prompt_tokens")
-                for choice in chunk.get("choices") or ():
-                    # The first chunk marks the first token (the fleet sends its opening chunk with
-                    # the first token, text or not; tokens that end mid-character carry no text).
-                    if s.ttft is None:
-                        s.ttft = now
-                    content = (choice.get("delta") or {}).get("content")
-                    if content:
-                        pieces.append(content)
-                    if choice.get("finish_reason") is not None:
-                        s.t_finish, s.finish_reason = now, choice["finish_reason"]
-    except (httpx.HTTPError, OSError) as e:
+        reader, writer = await asyncio.open_connection(url.host, url.port, limit=2**20)
+        writer.write(head.encode() + payload)
+        status_line = await reader.readline()
+        if not status_line:
+            raise ConnectionError("the server closed the connection before answering")
+        s.status = int(status_line.split()[1])
+        headers = {}
+        while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip().lower()
+        if s.status != 200:
+            s.error = f"HTTP {s.status}: {(await reader.read(300)).decode(errors='replace')}"
+            return started, s
+        async for line in _sse_lines(reader, headers.get("transfer-encoding") == "chunked"):
+            now = time.perf_counter() - started
+            if line == b"[DONE]":
+                s.t_end = now
+                break
+            chunk = _decode_chunk(line)
+            if chunk.get("error"):
+                s.error = f"error event: {chunk['error']}"
+            usage = chunk.get("usage")
+            if usage:
+                s.completion_tokens, s.prompt_tokens = usage.get("completion_tokens"), usage.get("prompt_tokens")
+            for choice in chunk.get("choices") or ():
+                # The first chunk marks the first token (the fleet sends its opening chunk with
+                # the first token, text or not; tokens that end mid-character carry no text).
+                if s.ttft is None:
+                    s.ttft = now
+                content = (choice.get("delta") or {}).get("content")
+                if content:
+                    pieces.append(content)
+                if choice.get("finish_reason") is not None:
+                    s.t_finish, s.finish_reason = now, choice["finish_reason"]
+    except (OSError, ValueError, asyncio.IncompleteReadError) as e:
         s.error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+    finally:
+        if writer is not None:
+            writer.close()
     s.text = "".join(pieces)
     s.t_stop = time.perf_counter() - started
     if s.error is None:
@@ -466,10 +491,24 @@ async def stream_chat(client: httpx.AsyncClient, base_url: str, body: dict) -> t
     return started, s
 
 
-def new_client() -> httpx.AsyncClient:
-    """No connection limit and no reuse across waves: a wave of N streams opens N connections at once."""
-    return httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=120.0),
-                             limits=httpx.Limits(max_connections=None, max_keepalive_connections=None))
+async def _sse_lines(reader: asyncio.StreamReader, chunked: bool):
+    """The payloads of a response body's `data:` lines, as they arrive."""
+    buffer = b""
+    while True:
+        if chunked:
+            size = int((await reader.readline()).split(b";")[0], 16)
+            if size == 0:
+                return
+            data = (await reader.readexactly(size + 2))[:-2]
+        else:
+            data = await reader.read(65536)
+            if not data:
+                return
+        buffer += data
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            if line.startswith(b"data:"):
+                yield line[5:].strip()
 
 
 @dataclass
@@ -495,16 +534,22 @@ class Wave:
 
 
 async def _wave(base_url: str, bodies: list[dict]) -> Wave:
-    async with new_client() as client:
-        results = await asyncio.gather(*(stream_chat(client, base_url, b) for b in bodies))
+    results = await asyncio.gather(*(stream_chat(base_url, b) for b in bodies))
     first = min(t for t, _ in results)
     last = max(t + (s.t_stop or 0.0) for t, s in results)
     return Wave([s for _, s in results], last - first)
 
 
 def wave(base_url: str, bodies: list[dict]) -> Wave:
-    """All `bodies` sent at once, each on its own new connection."""
-    return asyncio.run(_wave(base_url, bodies))
+    """All `bodies` sent at once, each on its own new connection. The client's own garbage
+    collector is held off while it times (a full pass over pytest's heap takes ~0.1 s here, and
+    would count against the server)."""
+    gc.collect()
+    gc.disable()
+    try:
+        return asyncio.run(_wave(base_url, bodies))
+    finally:
+        gc.enable()
 
 
 def one(base_url: str, body: dict) -> Stream:
@@ -543,6 +588,13 @@ def med(values: Iterable[float | None]) -> float | None:
 
 def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
+
+
+def paired_ratio(a: Sequence[float | None], b: Sequence[float | None]) -> float | None:
+    """The median over rounds of a[i] / b[i]. This machine's speed drifts by up to ~1.7x over
+    seconds (other tenants), so two sides compare best within a round, where they ran back to
+    back, and the median then drops the rounds a drift split."""
+    return med(ratio(x, y) for x, y in zip(a, b))
 
 
 def available() -> int:

@@ -23,7 +23,8 @@ alternating which server goes first.
 
 The burst (BENCH_BURST streams at once, default 64, 0 = none; also 256 with BENCH_BURST_256=1)
 is the same measurement at a width above the batch size (32): streams beyond it wait for a slot,
-and the server must accept all the connections at once. "ratio" is fleet ÷ peer (above 1: the fleet is faster).
+and the server must accept all the connections at once. "ratio" is fleet ÷ peer (above 1: the fleet
+is faster), taken per round (the two servers' waves of a round ran back to back), then the median.
 
 Settings: BENCH_MODEL (default tiny; smollm2 works but is slow on a CPU), BENCH_WIDTHS
 (default 1,4,8,16), BENCH_ROUNDS (default 5), BENCH_MAX_TOKENS (default 64 for tiny, else per
@@ -48,8 +49,8 @@ from benchlib import (
     max_tokens,
     med,
     models_setting,
+    paired_ratio,
     pct,
-    ratio,
     rounds,
     save,
     start_fleet,
@@ -57,6 +58,7 @@ from benchlib import (
     story_prompt,
     stream_row,
     table,
+    wait_settled,
     wave,
 )
 
@@ -88,6 +90,7 @@ def test_concurrent_streams_vs_mlx_lm_server(bench_dir, state_dir, models, info)
             for side, (srv, name) in servers.items():  # warm this width (and, first, load the model)
                 w = wave(srv.base_url, bodies(name, width))
                 per_side[side]["warm"] = {"tok_s": w.tok_s, "ok": len(w.ok), "failed": len(w.failed)}
+            wait_settled(fleet)  # after the first wave's load, a new spare imports: not while timing
             for r in range(n_rounds):
                 for side in (FLEET, PEER) if r % 2 == 0 else (PEER, FLEET):
                     srv, name = servers[side]
@@ -103,10 +106,11 @@ def test_concurrent_streams_vs_mlx_lm_server(bench_dir, state_dir, models, info)
             peer.stop()
 
     rows = []
+    ratios: dict[int, float | None] = {}
     for width, r in results.items():
         f, p = r[FLEET], r[PEER]
-        rows.append([("burst " if width in bursts else "") + str(width), f["tok_s"], p["tok_s"],
-                     ratio(f["tok_s"], p["tok_s"]),
+        ratios[width] = paired_ratio(f["tok_s_rounds"], p["tok_s_rounds"])
+        rows.append([("burst " if width in bursts else "") + str(width), f["tok_s"], p["tok_s"], ratios[width],
                      1000 * f["ttft_p50"], 1000 * p["ttft_p50"], 1000 * f["ttft_p95"], 1000 * p["ttft_p95"],
                      f"{f['ok']}/{f['failed']}", f"{p['ok']}/{p['failed']}"])
     table(f"Concurrent streams on {kind}, {n} tokens each, {n_rounds} timed waves per server "
@@ -142,7 +146,7 @@ def test_concurrent_streams_vs_mlx_lm_server(bench_dir, state_dir, models, info)
     save("concurrency", {
         "model": kind, "max_tokens": n, "rounds": n_rounds, "same_prompt": same, "widths": widths, "bursts": bursts,
         "listen_backlog": backlogs, "batch_settings": fleet_batch_settings(),
-        "results": {str(w): r for w, r in results.items()},
+        "results": {str(w): r for w, r in results.items()}, "ratios": {str(w): r for w, r in ratios.items()},
     }, chart, info=info)
 
 
