@@ -18,7 +18,7 @@ from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 
 from mlx_fleet.config import FleetConfig, ModelConfig, parse_size
-from mlx_fleet.protocol import Failure, Generate, Ping
+from mlx_fleet.protocol import Failure, Generate
 from mlx_fleet.runtime import Endpoints
 from router import admin
 from router import openai_types as oa
@@ -84,7 +84,7 @@ async def list_models(state: State) -> Response:
 @get("/health", opt={"public": True})
 async def health(state: State) -> Response:
     try:
-        await state.fleet.call(Ping(), timeout=2.0)
+        await state.fleet.ping(timeout=2.0)
     except SupervisorUnavailable as e:
         raise ApiError(503, f"The model server is not available: {e}", code="supervisor_unavailable") from None
     if state.admission.draining:

@@ -24,6 +24,7 @@ from mlx_fleet.protocol import (
     Call,
     Failure,
     Kind,
+    Ping,
     Reply,
     decode_reply,
     encode,
@@ -88,6 +89,7 @@ class FleetClient:
         self._ids = itertools.count(1)
         self._readers: list[asyncio.Task] = []
         self.down: Failure | None = None
+        self._ping: asyncio.Future[Reply] | None = None
 
     def start(self) -> None:
         self.sink.bind(self.sink_endpoint)
@@ -152,6 +154,15 @@ class FleetClient:
     def cancel(self, stream: RequestStream) -> None:
         if not stream.ended and self.streams.pop(stream.rid, None) is not None:
             self.sock.send_multipart((Kind.CANCEL, stream.rid))
+
+    async def ping(self, timeout: float) -> None:
+        """Raise SupervisorUnavailable unless the supervisor answers. Concurrent callers share one
+        round trip (a monitor polling /health from many connections costs the supervisor one
+        answer per round trip, not one per request); each still waits for an answer that arrives
+        after it asked."""
+        if self._ping is None or self._ping.done():
+            self._ping = asyncio.ensure_future(self.call(Ping(), timeout))
+        await asyncio.shield(self._ping)
 
     async def call(self, call: Call, timeout: float | None = None) -> Reply:
         if self.down is not None:

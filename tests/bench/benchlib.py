@@ -29,6 +29,7 @@ import hashlib
 import importlib.util
 import itertools
 import json
+import logging
 import os
 import platform
 import re
@@ -46,6 +47,8 @@ from typing import Any
 import httpx
 import msgspec
 import psutil
+
+logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per admin poll drowns the tables
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH_DIR = Path(__file__).resolve().parent

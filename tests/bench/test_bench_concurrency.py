@@ -27,7 +27,7 @@ and the server must accept all the connections at once. "ratio" is fleet ÷ peer
 is faster), taken per round (the two servers' waves of a round ran back to back), then the median.
 
 Settings: BENCH_MODEL (default tiny; smollm2 works but is slow on a CPU), BENCH_WIDTHS
-(default 1,4,8,16), BENCH_ROUNDS (default 5), BENCH_MAX_TOKENS (default 64 for tiny, else per
+(default 1,4,8,16), BENCH_ROUNDS (default 10), BENCH_MAX_TOKENS (default 64 for tiny, else per
 model), BENCH_BURST, BENCH_BURST_256, BENCH_SAME_PROMPT. Results: bench-results/concurrency.{json,png}.
 """
 
@@ -71,7 +71,7 @@ def test_concurrent_streams_vs_mlx_lm_server(bench_dir, state_dir, models, info)
     n = max_tokens(kind, 64 if kind == "tiny" else None)
     widths = [int(w) for w in os.environ.get("BENCH_WIDTHS", "1,4,8,16").split(",") if w.strip()]
     bursts = [b for b in (env_int("BENCH_BURST", 64), 256 if env_flag("BENCH_BURST_256") else 0) if b > 0]
-    n_rounds = rounds(5)
+    n_rounds = rounds(10)
     same = env_flag("BENCH_SAME_PROMPT")
     same_messages = story_prompt()
 

@@ -26,7 +26,7 @@ router → SSE) are a large share of its time. SmolLM2 at ~10 tok/s on a CPU sho
 a real model pays. Both sides generate the same tokens; "same text" says whether the outputs
 matched exactly.
 
-Settings: BENCH_MODEL (default "tiny,smollm2"), BENCH_ROUNDS (default 10 for tiny, 5 otherwise),
+Settings: BENCH_MODEL (default "tiny,smollm2"), BENCH_ROUNDS (default 20 for tiny, 8 otherwise),
 BENCH_MAX_TOKENS (default per model, see benchlib). Results: bench-results/overhead.{json,png}.
 """
 
@@ -63,7 +63,7 @@ def test_stack_overhead(bench_dir, state_dir, inproc, models, info):
     for kind in kinds:
         model = models.get(kind)
         n = max_tokens(kind)
-        n_rounds = env_int("BENCH_ROUNDS", 10 if kind == "tiny" else 5)
+        n_rounds = env_int("BENCH_ROUNDS", 20 if kind == "tiny" else 8)
         samples: dict[str, list[dict]] = {FLEET: [], INPROC: []}
         fleet = start_fleet(bench_dir / f"overhead-{kind}", {"bench": model.path}, state_dir=state_dir)
         try:
