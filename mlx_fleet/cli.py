@@ -101,6 +101,7 @@ def _serve(args: argparse.Namespace) -> int:
         server = DrainingServer(app, drain, uvicorn.Config(
             app, host=config.server.host, port=config.server.port, log_level=args.log_level,
             access_log=False, backlog=config.server.backlog, timeout_graceful_shutdown=drain + 5, lifespan="on",
+            timeout_keep_alive=parse_duration(config.server.keep_alive),
         ))
         names = ", ".join(m.id for m in config.models)
         log.info("mlx-fleet: serving %s on http://%s:%d", names, config.server.host, config.server.port)

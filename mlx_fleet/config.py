@@ -65,6 +65,10 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_body_size: str = "32MiB"
     # The listen backlog: a burst of connections beyond it is reset by the OS.
     backlog: int = 2048
+    # How long an idle keep-alive connection stays open. Longer than clients' own pool expiry
+    # (httpx, so the OpenAI SDK: 5 s): a server that closes first races a client reusing the
+    # connection, which then sees "disconnected without sending a response" on a fresh request.
+    keep_alive: str = "75s"
     # Extra Host names accepted when bound to loopback (DNS-rebinding protection).
     allowed_hosts: list[str] = []
     # Origins allowed by CORS; none by default (no CORS headers at all).
@@ -219,7 +223,7 @@ def _check(config: FleetConfig, source: str, base: Path) -> None:
         raise ConfigError(f"{source}: server.default_max_tokens: must be at least 1")
     if memory.max_models < 1:
         raise ConfigError(f"{source}: memory.max_models: must be at least 1")
-    for key in ("load_timeout", "progress_timeout", "restart_backoff", "drain_timeout"):
+    for key in ("load_timeout", "progress_timeout", "restart_backoff", "drain_timeout", "keep_alive"):
         _checked(source, f"server.{key}", parse_duration, getattr(server, key))
     _checked(source, "memory.idle_ttl", parse_duration, memory.idle_ttl)
     _checked(source, "server.max_body_size", parse_size, server.max_body_size)

@@ -45,6 +45,20 @@ _json = msgspec.json.encode
 _DECODERS = {t: msgspec.json.Decoder(t).decode for t in (oa.ChatCompletionRequest, oa.CompletionRequest)}
 _DONE = b"data: [DONE]\n\n"
 RequestT = TypeVar("RequestT", oa.ChatCompletionRequest, oa.CompletionRequest)
+# JSON leaves these unescaped, but clients that split a stream into lines the way Python's
+# str.splitlines does (httpx's aiter_lines, which many OpenAI-SDK users' own loops use) break a
+# line at each: a token holding one would cut its event in two.
+_LINE_BREAKS = ((b"\xc2\x85", b"\\u0085"), (b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"))
+
+
+def _line_json(value: object) -> bytes:
+    """JSON that stays on one line for every line splitter."""
+    out = _json(value)
+    if b"\xc2\x85" in out or b"\xe2\x80" in out:
+        for raw, escaped in _LINE_BREAKS:
+            out = out.replace(raw, escaped)
+    return out
+
 
 
 def decode_request(body: bytes, kind: type[RequestT]) -> RequestT:
@@ -210,7 +224,7 @@ class _Frames:
         head = {"id": ex.id, "object": "chat.completion.chunk" if chat else "text_completion",
                 "created": ex.created, "model": ex.model}
         self.chat = chat
-        self._head = _json(head)[:-1]  # without the closing brace
+        self._head = _line_json(head)[:-1]  # without the closing brace
         if chat:
             self._text_prefix = b"data: " + self._head + b',"choices":[{"index":0,"delta":{"content":'
             self._text_suffix = b'},"finish_reason":null,"logprobs":null}]}\n\n'
@@ -219,7 +233,7 @@ class _Frames:
             self._text_suffix = b',"finish_reason":null,"logprobs":null}]}\n\n'
 
     def text(self, text: str) -> bytes:
-        return self._text_prefix + _json(text) + self._text_suffix
+        return self._text_prefix + _line_json(text) + self._text_suffix
 
     def role(self) -> bytes:
         return b"data: " + self._head + b',"choices":[{"index":0,"delta":{"role":"assistant","content":""},' \
@@ -228,14 +242,14 @@ class _Frames:
     def finish(self, reason: str) -> bytes:
         body = b'"delta":{}' if self.chat else b'"text":""'
         return (b"data: " + self._head + b',"choices":[{"index":0,' + body + b',"finish_reason":'
-                + _json(reason) + b',"logprobs":null}]}\n\n')
+                + _line_json(reason) + b',"logprobs":null}]}\n\n')
 
     def usage(self, done: Done) -> bytes:
-        return b"data: " + self._head + b',"choices":[],"usage":' + _json(_usage(done)) + b"}\n\n"
+        return b"data: " + self._head + b',"choices":[],"usage":' + _line_json(_usage(done)) + b"}\n\n"
 
     @staticmethod
     def error(failure: Failure) -> bytes:
-        return b"data: " + _json(ApiError.from_failure(failure).envelope()) + b"\n\n"
+        return b"data: " + _line_json(ApiError.from_failure(failure).envelope()) + b"\n\n"
 
 
 async def respond(ex: Exchange, request: Generate, chat: bool, stream: bool, include_usage: bool) -> Response:

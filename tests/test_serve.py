@@ -84,3 +84,35 @@ def test_default_model_answers_paris(tmp_path: Path) -> None:
     finally:
         assert server.stop() == 0
     assert alive(server.tree()) == []
+
+
+def _get_on(sock, port: int) -> bytes:
+    """One whole response (status line, headers, Content-Length body) read off a kept-alive socket."""
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % port)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def test_idle_keep_alive_connections_live_as_configured(tmp_path: Path, tiny_lm: Path) -> None:
+    """Clients' pools (httpx: 5 s) must expire idle connections before the server closes them;
+    the server's own limit is `server.keep_alive`, here shortened to 2 s to watch it act."""
+    import socket
+
+    config = write_config(tmp_path / "fleet.toml", {"tiny": tiny_lm}, extra='[server]\nkeep_alive = "2s"\n')
+    server = FleetServer(config, tmp_path / "state").wait_ready()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            assert _get_on(sock, server.port).startswith(b"HTTP/1.1 200")
+            time.sleep(1.0)  # idle, but within the limit: the connection is still there
+            assert _get_on(sock, server.port).startswith(b"HTTP/1.1 200")
+            time.sleep(3.0)  # past it: the server has closed its end
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert sock.recv(65536) == b""
+    finally:
+        server.stop()
