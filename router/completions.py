@@ -60,7 +60,6 @@ def _line_json(value: object) -> bytes:
     return out
 
 
-
 def decode_request(body: bytes, kind: type[RequestT]) -> RequestT:
     decoder = _DECODERS[kind]
     if not body.strip():

@@ -113,3 +113,14 @@ def write_config(path: Path, models: dict[str, Path | str], extra: str = "") -> 
         lines += ["[[models]]", f'id = "{model_id}"', f'path = "{model_path}"', 'type = "text"', ""]
     path.write_text("\n".join(lines))
     return path
+
+
+def admin(server: FleetServer, verb: str, model: str = "", **params) -> httpx.Response:
+    """`verb` "status", or "load"/"unload" of `model` (params: e.g. force=true), on the admin API."""
+    if verb == "status":
+        return httpx.get(f"{server.base_url}/admin/models/status", timeout=60)
+    return httpx.post(f"{server.base_url}/admin/models/{verb}/{model}", params=params, timeout=120)
+
+
+def by_id(status: dict) -> dict[str, dict]:
+    return {m["id"]: m for m in status["models"]}

@@ -12,7 +12,7 @@ import httpx
 import psutil
 import pytest
 
-from fleet_server import FleetServer, strict_client, write_config
+from fleet_server import FleetServer, admin, by_id, strict_client, write_config
 from tiny_models import build_tiny_lm
 
 MiB = 2**20
@@ -22,16 +22,6 @@ MiB = 2**20
 def three_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("three")
     return {name: build_tiny_lm(root / name, seed=i) for i, name in enumerate(("a", "b", "c"))}
-
-
-def admin(server: FleetServer, verb: str, model: str = "", **params) -> httpx.Response:
-    if verb == "status":
-        return httpx.get(f"{server.base_url}/admin/models/status", timeout=60)
-    return httpx.post(f"{server.base_url}/admin/models/{verb}/{model}", params=params, timeout=120)
-
-
-def by_id(status: dict) -> dict[str, dict]:
-    return {m["id"]: m for m in status["models"]}
 
 
 def ask(server: FleetServer, model: str) -> None:

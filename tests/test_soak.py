@@ -43,7 +43,7 @@ import httpx
 import psutil
 import pytest
 
-from fleet_server import FleetServer, alive, wait_gone, write_config
+from fleet_server import FleetServer, admin, alive, by_id, wait_gone, write_config
 from tiny_models import build_tiny_lm
 
 MiB = 2**20
@@ -163,16 +163,6 @@ def is_worker(p: psutil.Process) -> bool:
         return p.status() != psutil.STATUS_ZOMBIE and "-m" in cmd and "worker" in cmd
     except psutil.Error:
         return False
-
-
-def admin_sync(server: FleetServer, verb: str, model: str = "", **params) -> httpx.Response:
-    if verb == "status":
-        return httpx.get(f"{server.base_url}/admin/models/status", timeout=60)
-    return httpx.post(f"{server.base_url}/admin/models/{verb}/{model}", params=params, timeout=120)
-
-
-def by_id(status: dict) -> dict[str, dict]:
-    return {m["id"]: m for m in status["models"]}
 
 
 def error_code(response: httpx.Response) -> tuple[str | None, str]:
@@ -575,7 +565,7 @@ def test_soak_more_models_than_memory(tmp_path: Path) -> None:
             r = httpx.post(f"{probe.base_url}/v1/chat/completions", timeout=120, json={
                 "model": model, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 3})
             assert r.status_code == 200, r.text
-        at_ready = {k: v["memory"]["measured"] for k, v in by_id(admin_sync(probe, "status").json()).items()}
+        at_ready = {k: v["memory"]["measured"] for k, v in by_id(admin(probe, "status").json()).items()}
         peak, spare = asyncio.run(in_service_peak(probe, MODELS[:2], PROBE_SECONDS))
     finally:
         probe.stop()
@@ -598,7 +588,7 @@ def test_soak_more_models_than_memory(tmp_path: Path) -> None:
         # The baseline: the server idle, its warm spare (if it makes one) started and ready.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            spare_now = admin_sync(server, "status").json()["pool"].get("spare")
+            spare_now = admin(server, "status").json()["pool"].get("spare")
             if spare_now is None or spare_now.get("state") == "ready":
                 break
             time.sleep(0.2)
@@ -612,11 +602,11 @@ def test_soak_more_models_than_memory(tmp_path: Path) -> None:
 
         # Back to baseline: unload whatever is still loaded, then everything must be stopped.
         leftover_unloads = []
-        for m in admin_sync(server, "status").json()["models"]:
+        for m in admin(server, "status").json()["models"]:
             if m["pid"] is not None:
-                r = admin_sync(server, "unload", m["id"])
+                r = admin(server, "unload", m["id"])
                 leftover_unloads.append((m["id"], r.status_code))
-        final = admin_sync(server, "status").json()
+        final = admin(server, "status").json()
         final_states = {k: m["state"] for k, m in by_id(final).items()}
         final_in_use = final["pool"]["in_use"]
         # The warm spare (a worker with MLX imported and no model) stays by design, and counts.
@@ -643,10 +633,10 @@ def test_soak_more_models_than_memory(tmp_path: Path) -> None:
             server.stop()
 
     # ---- the summary (figures for the project's closing note) --------------------------------
-    outcomes, admin = soak.outcomes, soak.admin
+    outcomes, admin_calls = soak.outcomes, soak.admin
     by_key = collections.Counter(o.key() for o in outcomes)
     problems = [f"{o.mode} {o.route} stream={o.stream} {o.model}: {p}" for o in outcomes if (p := o.problem())]
-    admin_problems = [p for a in admin if (p := a.problem())]
+    admin_problems = [p for a in admin_calls if (p := a.problem())]
     max_in_use, max_budget = (max((s[1] for s in soak.samples.pool), default=0),
                               max((s[2] for s in soak.samples.pool), default=budget))
     over = [(round(t - started, 1), u) for t, u, b in soak.samples.pool if u > b]
@@ -687,10 +677,10 @@ def test_soak_more_models_than_memory(tmp_path: Path) -> None:
           f"{by_key['client_timeout']}; truncated streams: {truncated}")
     print(f"latency of successful requests: p50 {statistics.median(ok_seconds) if ok_seconds else 0:.2f} s, "
           f"p95 {percentile(ok_seconds, 0.95):.2f} s, max {max(ok_seconds, default=0):.2f} s")
-    print(f"admin calls: {len(admin)}: " + ", ".join(
+    print(f"admin calls: {len(admin_calls)}: " + ", ".join(
         f"{k} {v}" for k, v in sorted(collections.Counter(
             f"{a.verb}{'(force)' if a.force else ''} {a.status}{' ' + a.code if a.code else ''}"
-            for a in admin).items())))
+            for a in admin_calls).items())))
     print(f"memory: budget {max_budget / MiB:.1f} MiB; max pool in_use {max_in_use / MiB:.1f} MiB "
           f"({max_in_use / max_budget:.3f} x budget); samples over budget: {len(over)}; max measured incl. "
           f"stopping workers {max(soak.samples.measured_all, default=0) / MiB:.1f} MiB; "
