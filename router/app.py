@@ -20,7 +20,7 @@ from litestar.exceptions import HTTPException
 from mlx_fleet.config import FleetConfig, ModelConfig, parse_size
 from mlx_fleet.protocol import Failure, Generate
 from mlx_fleet.runtime import Endpoints
-from router import admin
+from router import admin, dashboard
 from router import openai_types as oa
 from router.admission import Admission
 from router.completions import (
@@ -98,7 +98,7 @@ def _models_body(config: FleetConfig, started: float) -> bytes:
     return msgspec.json.encode(oa.ModelList(data=cards))
 
 
-ROUTES = [chat_completions, completions, embeddings, list_models, health, *admin.ROUTES]
+ROUTES = [chat_completions, completions, embeddings, list_models, health, *admin.ROUTES, *dashboard.ROUTES]
 
 
 def create_app(
@@ -131,14 +131,16 @@ def create_app(
             await client.close()
 
     host_check = host_check_factory(server)
+    guard = Guard(server)
     return Litestar(
         route_handlers=ROUTES,
         lifespan=[fleet_connection],
         state=State({"config": config, "started": started, "models_body": _models_body(config, started),
                      "admission": Admission(server.max_requests_per_model, server.max_requests),
                      "images": ImagePolicy(max_dimension=server.image_max_dimension, allow_urls=server.image_urls,
-                                           allowed_hosts=tuple(server.image_allowed_hosts))}),
-        guards=[Guard(server)],
+                                           allowed_hosts=tuple(server.image_allowed_hosts)),
+                     "sessions": guard.sessions}),
+        guards=[guard],
         middleware=[host_check] if host_check else [],
         cors_config=CORSConfig(allow_origins=server.cors_origins) if server.cors_origins else None,
         exception_handlers={

@@ -18,6 +18,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from mlx_fleet.config import ServerConfig, is_loopback
 from router.errors import ApiError
+from router.sessions import Sessions
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
@@ -52,11 +53,13 @@ def _bearer(connection: ASGIConnection) -> str | None:
 
 
 class Guard:
-    """`/admin/*` takes the admin key (or, with no admin key set, an API key); everything else an API key."""
+    """`/admin/*` takes the admin key (or, with no admin key set, an API key), or a dashboard session
+    made with it; everything else an API key."""
 
     def __init__(self, server: ServerConfig) -> None:
         self.api = KeyRing(server.api_keys)
         self.admin = KeyRing([server.admin_key]) if server.admin_key else self.api
+        self.sessions = Sessions(self.admin)
 
     async def __call__(self, connection: ASGIConnection, handler: BaseRouteHandler) -> None:
         # async on purpose: Litestar runs a sync guard in a thread pool, a hop on every request
@@ -64,6 +67,8 @@ class Guard:
             return
         admin = connection.url.path.startswith("/admin")
         ring = self.admin if admin else self.api
+        if admin and _bearer(connection) is None and self.sessions.admit(connection):
+            return
         if not ring:
             return  # no keys configured: allowed only because the config refuses that off loopback
         token = _bearer(connection)

@@ -18,7 +18,8 @@ from mlx_fleet.runtime import Endpoints
 from router.app import ROUTES, create_app
 
 API_KEY, ADMIN_KEY = "sk-user-0123456789", "sk-admin-0123456789"
-PUBLIC = {"/health"}
+# The dashboard's page, files and sign-in are public; what the page reads is the admin API, guarded.
+PUBLIC = {"/health", "/", "/dashboard", "/dashboard/static/{name:str}", "/dashboard/session"}
 
 
 def keyed_app(**server) -> TestClient:
