@@ -40,3 +40,16 @@ def check_request(request: Generate, sampling: Sampling, prompt_tokens: int, voc
             param,
         )
     return None
+
+
+def unsupported_by_vision(request: Generate) -> Failure | None:
+    """What the vision engine cannot honour yet is refused, never silently ignored."""
+    fmt = request.response_format
+    if fmt is not None and fmt.type != "text":
+        return Failure("unsupported_parameter", "response_format is not supported for vision models yet.", 400,
+                       "response_format")
+    if isinstance(request.input, ChatInput) and request.input.tools:
+        return Failure("unsupported_parameter", "Tool calling is not supported for vision models yet.", 400, "tools")
+    if request.logprobs is not None:
+        return Failure("unsupported_parameter", "logprobs are not supported for vision models yet.", 400, "logprobs")
+    return None

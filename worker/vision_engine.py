@@ -38,7 +38,7 @@ from mlx_fleet.protocol import (
     Usage,
     encode,
 )
-from worker.request_checks import check_request, fit_to_context
+from worker.request_checks import check_request, fit_to_context, unsupported_by_vision
 from worker.stops import StopMatcher
 
 Emit = Callable[[bytes, bytes, bytes], None]
@@ -111,6 +111,9 @@ class VisionEngine:
 
     def submit(self, rid: bytes, request: Generate) -> Failure | None:
         """Prepare a request (template, tokens, pixels) and queue it, or say why it cannot run."""
+        refused = unsupported_by_vision(request)
+        if refused is not None:
+            return refused
         prepared = self._prepare(request)
         if isinstance(prepared, Failure):
             return prepared
