@@ -8,6 +8,7 @@ import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import openai
 import pytest
@@ -256,3 +257,31 @@ def test_documented_fields_without_effect_are_accepted(client: openai.OpenAI) ->
                                        metadata={"k": "v"}, service_tier="auto", parallel_tool_calls=True,
                                        prediction={"type": "content", "content": "x"})
     assert r.usage.completion_tokens == 2
+
+
+# -- one real framework, end to end --------------------------------------------------------------
+
+
+def test_langchain_bind_tools_and_structured_output(server: FleetServer) -> None:
+    from langchain_core.tools import tool
+    from langchain_openai import ChatOpenAI
+    from pydantic import BaseModel, Field
+
+    @tool
+    def get_time(zone: Literal["utc", "cet"]) -> str:
+        """The time now in a zone."""
+        return "12:00"
+
+    class Verdict(BaseModel):
+        """A short verdict."""
+
+        answer: str = Field(max_length=10)
+        sure: bool
+        score: int = Field(ge=0, le=9)
+
+    llm = ChatOpenAI(model="tools", base_url=f"{server.base_url}/v1", api_key="none", temperature=0, max_tokens=100)
+    message = llm.bind_tools([get_time], tool_choice="get_time").invoke("What time is it?")
+    (call,) = message.tool_calls
+    assert call["name"] == "get_time" and call["args"]["zone"] in ("utc", "cet")
+    verdict = llm.with_structured_output(Verdict).invoke("Is the sky blue?")
+    assert isinstance(verdict, Verdict) and 0 <= verdict.score <= 9
