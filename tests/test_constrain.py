@@ -25,7 +25,8 @@ def test_grammar_waits_for_the_end_of_thinking(tokenizer) -> None:
     from worker.constrain import Grammars, response_format_grammar
 
     think_end = tokenizer.convert_tokens_to_ids("</think>")
-    processor = Grammars(tokenizer).processor(response_format_grammar(ResponseFormat("json_object")), "x", think_end)
+    grammars = Grammars(tokenizer._tokenizer, tokenizer.eos_token_ids)
+    processor = grammars.processor(response_format_grammar(ResponseFormat("json_object")), "x", think_end)
     logits = mx.zeros((1, tokenizer.vocab_size))
     prompt = mx.array(tokenizer.encode("hello"))
     processor.base = prompt.shape[0]

@@ -11,6 +11,7 @@ grammar waits until its thinking block has closed.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import llguidance
@@ -60,18 +61,19 @@ def tool_call_grammar(tools: tuple[Tool, ...], start: str, end: str, as_tokens: 
 
 
 class Grammars:
-    """Compiles grammars against one tokenizer. Building llguidance's view of a vocabulary walks
-    all of it (~1 s for 150k tokens), so it is built on the first constrained request, once."""
+    """Compiles grammars against one (Hugging Face fast) tokenizer. Building llguidance's view of
+    a vocabulary walks all of it (~1 s for 150k tokens): it is built on the first constrained
+    request, once."""
 
-    def __init__(self, tokenizer: Any) -> None:
-        self._tokenizer = tokenizer
+    def __init__(self, hf_tokenizer: Any, eos_ids: Iterable[int]) -> None:
+        self._tokenizer = hf_tokenizer
+        self._eos = sorted(eos_ids)
         self._llg: llguidance.LLTokenizer | None = None
 
     @property
     def llg(self) -> llguidance.LLTokenizer:
         if self._llg is None:
-            self._llg = llguidance.hf.from_tokenizer(self._tokenizer._tokenizer,
-                                                    eos_token=sorted(self._tokenizer.eos_token_ids))
+            self._llg = llguidance.hf.from_tokenizer(self._tokenizer, eos_token=self._eos)
         return self._llg
 
     def processor(self, grammar: str, param: str, think_end: int | None) -> GrammarProcessor:
@@ -85,9 +87,10 @@ class Grammars:
 class GrammarProcessor:
     """mlx-lm logits processor: `(history, logits) -> logits` with the disallowed tokens at -inf.
 
-    `base` is where the generated tokens start in the history the generator passes: the engine
-    sets it whenever it hands the request to a generator (the part of the prompt that generator
-    was given), so the matcher reads exactly the sampled tokens it has not seen yet.
+    `base` is where the generated tokens start in the history the generator passes: a fresh
+    generator's first call passes only prompt (whatever part of it that generator was given), and
+    an engine that hands a running request to another generator sets it (the whole prompt, for
+    mlx-lm's batch). So the matcher reads exactly the sampled tokens it has not seen yet.
     """
 
     __slots__ = ("_matcher", "_mask", "_think_end", "_seen", "base")
@@ -97,10 +100,12 @@ class GrammarProcessor:
         self._mask = llguidance.numpy.allocate_token_bitmask(1, vocab_size)
         self._think_end = think_end  # None: the grammar applies from the first token
         self._seen = 0               # generated tokens read so far
-        self.base = 0
+        self.base: int | None = None
 
     def __call__(self, history: mx.array, logits: mx.array) -> mx.array:
-        if history.shape[-1] - self.base > self._seen:
+        if self.base is None:
+            self.base = history.shape[-1]
+        elif history.shape[-1] - self.base > self._seen:
             fresh = history[self.base + self._seen:].tolist()
             self._seen += len(fresh)
             self._advance(fresh)

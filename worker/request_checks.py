@@ -43,13 +43,8 @@ def check_request(request: Generate, sampling: Sampling, prompt_tokens: int, voc
 
 
 def unsupported_by_vision(request: Generate) -> Failure | None:
-    """What the vision engine cannot honour yet is refused, never silently ignored."""
-    fmt = request.response_format
-    if fmt is not None and fmt.type != "text":
-        return Failure("unsupported_parameter", "response_format is not supported for vision models yet.", 400,
-                       "response_format")
+    """What the vision engine cannot honour is refused, never silently ignored: mlx-vlm's
+    tokenizers carry no tool-call format for mlx-lm's parsers to read."""
     if isinstance(request.input, ChatInput) and request.input.tools:
         return Failure("unsupported_parameter", "Tool calling is not supported for vision models yet.", 400, "tools")
-    if request.logprobs is not None:
-        return Failure("unsupported_parameter", "logprobs are not supported for vision models yet.", 400, "logprobs")
     return None

@@ -22,9 +22,9 @@ from mlx_lm.generate import BatchGenerator, generate_step
 from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
 from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
-from mlx_fleet.protocol import Delta, Done, Failure, Generate, Kind, Sampling, TokenLogprob, Usage, encode
+from mlx_fleet.protocol import Delta, Done, Failure, Generate, Kind, Sampling, Usage, encode
 from worker.constrain import GrammarProcessor, Grammars
-from worker.reply import ReplyParser
+from worker.reply import ReplyParser, token_logprob
 from worker.request_checks import check_request, fit_to_context
 from worker.request_plan import Refused, plan, prompt_text
 from worker.stops import StopMatcher
@@ -85,7 +85,7 @@ class TextEngine:
         self._live: dict[bytes, _Live] = {}   # every running request, by request id
         self._by_uid: dict[int, _Live] = {}   # those in the batch, by batch id
         self._solo: _Live | None = None       # the one running alone, if any
-        self._grammars = Grammars(tokenizer)
+        self._grammars = Grammars(tokenizer._tokenizer, tokenizer.eos_token_ids)
 
     @property
     def active(self) -> bool:
@@ -138,8 +138,6 @@ class TextEngine:
 
     def _run_alone(self, live: _Live, cache: list | None, rest: list[int]) -> None:
         live.cache = cache if cache is not None else make_prompt_cache(self.model)
-        if live.grammar is not None:
-            live.grammar.base = len(rest)  # generate_step's history starts with what it was given
         live.solo = generate_step(mx.array(rest), self.model, max_tokens=live.max_tokens, sampler=live.sampler,
                                   logits_processors=live.processors, prompt_cache=live.cache)
         self._solo = live
@@ -274,19 +272,9 @@ class TextEngine:
             text, reasoning, calls = live.reply.feed(text, final)
         scored = ()
         if live.logprobs is not None and token is not None and logprobs is not None:
-            scored = (self._score(token, logprobs, live.logprobs),)
+            scored = (token_logprob(self.tokenizer.decode, token, logprobs, live.logprobs),)
         if text or reasoning or calls or scored or len(live.generated) == 1:
             emit(Kind.DELTA, live.rid, encode(Delta(text, 1, reasoning, calls, scored)))
-
-    def _score(self, token: int, logprobs: mx.array, top: int) -> TokenLogprob:
-        decode = self.tokenizer.decode
-        alternatives = ()
-        if top:
-            ids = mx.argpartition(-logprobs, kth=top - 1)[:top]
-            values = logprobs[ids].tolist()
-            alternatives = tuple(sorted(((decode([i]), v) for i, v in zip(ids.tolist(), values)),
-                                        key=lambda pair: -pair[1]))
-        return TokenLogprob(decode([token]), logprobs[token].item(), alternatives)
 
     def _finish(self, live: _Live, reason: str, emit: Emit) -> None:
         if live.solo is not None:
