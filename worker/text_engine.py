@@ -13,7 +13,7 @@ or a new request ever waits.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,13 +24,12 @@ from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
 from mlx_fleet.protocol import Delta, Done, Failure, Generate, Kind, Sampling, Usage, encode
 from worker.constrain import GrammarProcessor, Grammars
+from worker.engine import Emit, Engine
 from worker.reply import ReplyParser, token_logprob
 from worker.request_checks import check_request, fit_to_context
 from worker.request_plan import Refused, plan, prompt_text
 from worker.stops import StopMatcher
 
-Emit = Callable[[bytes, bytes, bytes], None]
-"""emit(kind, request_id, body): hands one message to the socket."""
 _MODEL_KEY = "model"  # one model per worker: the prompt cache needs no other key
 MIN_REUSED_TOKENS = 64  # a shorter shared prefix is recomputed rather than copied out of the cache
 
@@ -55,7 +54,7 @@ class _Live:
     grammar: GrammarProcessor | None = None  # constrains what it may generate
     logprobs: int | None = None             # alternatives wanted with each token's logprob
 
-class TextEngine:
+class TextEngine(Engine):
     def __init__(
         self,
         model: object,
