@@ -67,8 +67,19 @@ def _tool_choice(req: oa.ChatCompletionRequest, tools: tuple[Tool, ...]) -> Tool
     return ToolChoice(choice)
 
 
+# Arguments of `apply_chat_template` itself, which the server sets: a client's value would replace
+# the conversation, the tools or the template.
+_RESERVED_TEMPLATE_ARGS = frozenset({"conversation", "messages", "tools", "documents", "chat_template", "tokenize",
+                                     "add_generation_prompt", "continue_final_message", "return_dict",
+                                     "return_assistant_tokens_mask", "tokenizer_kwargs"})
+
+
 def _template_kwargs(req: oa.ChatCompletionRequest) -> dict:
     kwargs = dict(req.chat_template_kwargs or {})
+    reserved = sorted(_RESERVED_TEMPLATE_ARGS & kwargs.keys())
+    if reserved:
+        raise ApiError(400, f"Invalid value for 'chat_template_kwargs': '{reserved[0]}' is set by the server.",
+                       param="chat_template_kwargs", code="invalid_value")
     if req.reasoning_effort is not None:
         kwargs.setdefault("reasoning_effort", req.reasoning_effort)
         if req.reasoning_effort == "none":

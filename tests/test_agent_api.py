@@ -252,6 +252,13 @@ def test_a_template_that_refuses_the_conversation_is_a_400_and_the_worker_keeps_
     assert client.chat.completions.create(model="nosystem", messages=USER, max_tokens=3).usage.completion_tokens == 3
 
 
+def test_template_arguments_the_server_sets_are_refused(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="thinker", messages=USER, max_tokens=2,
+                                       extra_body={"chat_template_kwargs": {"chat_template": "{{ 'x' }}"}})
+    assert e.value.body["param"] == "chat_template_kwargs"
+
+
 def test_documented_fields_without_effect_are_accepted(client: openai.OpenAI) -> None:
     r = client.chat.completions.create(model="plain", messages=USER, max_tokens=2, store=False, user="u",
                                        metadata={"k": "v"}, service_tier="auto", parallel_tool_calls=True,
