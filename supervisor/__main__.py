@@ -14,7 +14,8 @@ import msgspec
 from mlx_fleet.config import FleetConfig, parse_size
 from mlx_fleet.heap import freeze_startup_heap
 from mlx_fleet.runtime import Endpoints
-from supervisor.fleet import PythonWorkerLauncher, Supervisor
+from supervisor.fleet import Supervisor
+from supervisor.launcher import PythonWorkerLauncher
 from supervisor.memory import Remembered
 
 

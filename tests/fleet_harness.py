@@ -54,7 +54,7 @@ class Fleet:
         self.supervisor, self.client, self.launcher = supervisor, client, launcher
 
     def slot(self, model: str):
-        return self.supervisor.slots[model]
+        return self.supervisor.registry.slots[model]
 
     def open(self, model: str, max_tokens: int = 64) -> RequestStream:
         request = Generate(ChatInput((Message("user", "hi"),)), Sampling(max_tokens=max_tokens))
@@ -74,11 +74,11 @@ class Fleet:
         """One request, answered, and counted by the supervisor (its END copy travels separately)."""
         stream = self.open(model, max_tokens)
         answer = await self.finish(stream, timeout)
-        await until(lambda: stream.rid not in self.supervisor.routes)
+        await until(lambda: stream.rid not in self.supervisor.registry.routes)
         return answer
 
     def states(self) -> dict[str, str]:
-        return {m: str(s.state) for m, s in self.supervisor.slots.items()}
+        return {m: str(s.state) for m, s in self.supervisor.registry.slots.items()}
 
 
 @asynccontextmanager

@@ -132,7 +132,7 @@ def test_memory_really_returns_to_the_os(tmp_path: Path) -> None:
     assert size > 900 * MiB
     os.sync()  # the model was just written: settle the page cache before measuring around it
     # No warm spare: a replacement spare starting after the unload would blur the measurement.
-    config = write_config(tmp_path / "fleet.toml", {"big": model}, "[memory]\nwarm_spare = false\n")
+    config = write_config(tmp_path / "fleet.toml", {"big": model}, "[memory]\nspares = 0\n")
     server = FleetServer(config, tmp_path / "state").wait_ready()
     cycles = []
     try:

@@ -33,9 +33,9 @@ def test_lru_evicts_the_least_recently_used_idle_model() -> None:
             await until(lambda: f.states()["b"] == "stopped")
             assert f.states() == {"a": "ready", "b": "stopped", "c": "ready"}
             assert not psutil.pid_exists(b_pid) or psutil.Process(b_pid).status() == psutil.STATUS_ZOMBIE
-            pool = f.supervisor.status()["pool"]
-            assert pool["in_use"] == f.slot("a").measured + f.slot("c").measured
-            assert pool["in_use"] <= pool["budget"]
+            pool = f.supervisor.status().pool
+            assert pool.in_use == f.slot("a").measured + f.slot("c").measured
+            assert pool.in_use <= pool.budget
     run(scenario())
 
 
@@ -77,14 +77,14 @@ def test_estimate_is_corrected_by_measurement_and_remembered(tmp_path) -> None:
     async def scenario() -> None:
         async with fleet({"a": mem(300)}, state_dir=tmp_path) as f:
             await f.ask("a")
-            status = f.supervisor.model_status(f.slot("a"), time.time())
-            assert status["memory"]["measured"] >= 300 * MiB
-            assert status["memory"]["estimated"] < 300 * MiB and not status["memory"]["estimate_was_measured"]
+            memory = f.slot("a").status(time.time(), 0).memory
+            assert memory.measured >= 300 * MiB
+            assert memory.estimated < 300 * MiB and not memory.estimate_was_measured
         async with fleet({"a": mem(300)}, state_dir=tmp_path) as f:
             await f.ask("a")
-            status = f.supervisor.model_status(f.slot("a"), time.time())
-            assert status["memory"]["estimate_was_measured"]
-            assert status["memory"]["estimated"] >= 300 * MiB
+            memory = f.slot("a").status(time.time(), 0).memory
+            assert memory.estimate_was_measured
+            assert memory.estimated >= 300 * MiB
     run(scenario())
 
 
@@ -134,7 +134,7 @@ def test_load_failure_reaches_every_waiter_and_shows_in_status() -> None:
                 assert isinstance(end, Failure) and end.code == "model_load_failed" and end.status == 503
                 assert "weights are corrupt" in end.message
             assert f.states()["bad"] == "failed"
-            assert "weights are corrupt" in f.supervisor.status()["models"][0]["last_error"]
+            assert "weights are corrupt" in f.supervisor.status().models[0].last_error
     run(scenario())
 
 
@@ -160,7 +160,7 @@ def test_admin_unload_drains_or_forces(force: bool) -> None:
             reply = await f.client.call(UnloadModel("a", force))
             text, end = await f.finish(stream)
             if force:
-                assert reply.result["action"] == "forced"
+                assert reply.result["action"] == "forced" and reply.result["status"] == "unloaded"
                 assert isinstance(end, Failure) and end.code == "model_unloaded"
             else:
                 assert reply.result["action"] == "drained"
@@ -179,7 +179,7 @@ def test_stop_escalates_to_sigkill_and_reaps_grandchildren() -> None:
             tree = [psutil.Process(process.pid), *process.descendants()]
             assert len(tree) == 2
             started = time.monotonic()
-            await f.supervisor._stop_worker(f.slot("a"), "test")
+            await f.supervisor.stopper.stop_worker(f.slot("a"), "test")
             assert time.monotonic() - started < 3
             for p in tree:
                 assert not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
@@ -222,8 +222,8 @@ def test_pinned_model_that_keeps_failing_shows_failed_with_reason() -> None:
     async def scenario() -> None:
         async with fleet({"p": ["--fail-load", "no such weights"]}, preload=("p",)) as f:
             await until(lambda: len(f.launcher.spawned) >= 3 and f.states()["p"] == "failed")  # retried by itself
-            status = {m["id"]: m for m in f.supervisor.status()["models"]}["p"]
-            assert status["state"] == "failed" and "no such weights" in status["last_error"]
+            status = {m.id: m for m in f.supervisor.status().models}["p"]
+            assert status.state == "failed" and "no such weights" in status.last_error
             assert f.slot("p").failures >= 3
     run(scenario())
 
