@@ -264,3 +264,65 @@ def test_client_cancel_mid_stream_frees_the_slot() -> None:
             await until(lambda: not f.slot("a").inflight and f.states()["a"] == "ready")
             assert f.slot("a").served == 1  # ended as "cancelled", not as a failure
     run(scenario())
+
+
+def test_spare_pool_fills_a_load_takes_a_ready_spare_and_the_pool_refills() -> None:
+    async def scenario() -> None:
+        async with fleet({"a": mem(10)}, spares=2) as f:
+            pool = f.supervisor.spares
+            await until(lambda: len(pool.spares) == 2 and all(s.ready.is_set() for s in pool.spares))
+            pids = {s.process.pid for s in pool.spares}
+            _, end = await f.ask("a")
+            assert isinstance(end, Done)
+            assert f.slot("a").process.pid in pids and f.launcher.spawned == []  # a spare became a's worker
+            await until(lambda: len(pool.spares) == 2 and all(s.ready.is_set() for s in pool.spares))
+            assert len(f.launcher.spares) == 3
+            status = f.supervisor.status().pool
+            assert status.spares_wanted == 2 and len(status.spares) == 2 and status.spare == status.spares[0]
+    run(scenario())
+
+
+def test_a_slow_spare_delays_only_the_load_that_took_it() -> None:
+    async def scenario() -> None:
+        # The first spare takes 3 s to import; later ones are quick.
+        async with fleet({"a": mem(10), "b": mem(10)}, spares=1, spare_flags=[["--import-seconds", "3"], []]) as f:
+            await until(lambda: len(f.supervisor.spares.spares) == 1)
+            slow = f.open("a")  # a claims the slow spare and waits for it
+            await until(lambda: f.states()["a"] == "starting" and not f.supervisor.spares.spares)
+            _, end = await f.ask("b")  # b loads in a process of its own meanwhile
+            assert isinstance(end, Done)
+            assert f.states()["a"] == "starting", "b's load waited for a's spare"
+            _, end = await f.finish(slow)
+            assert isinstance(end, Done) and f.launcher.spawned == ["b"]
+    run(scenario())
+
+
+def test_a_drain_in_progress_does_not_block_another_models_load() -> None:
+    from mlx_fleet.protocol import UnloadModel
+
+    async def scenario() -> None:
+        long = [*mem(100), "--tokens", "60", "--token-interval", "0.05"]  # a 3 s stream
+        timeouts = Timeouts(load=10, stop_grace=0.5, drain=20, housekeeping=0.05, backoff=0.05)
+        async with fleet({"a": long, "b": mem(100)}, budget=250 * MiB, timeouts=timeouts) as f:
+            stream = f.open("a")
+            await until(lambda: f.states()["a"] == "busy")
+            unload = asyncio.create_task(f.client.call(UnloadModel("a"), timeout=30))
+            await until(lambda: f.states()["a"] == "draining")
+            _, end = await f.ask("b")  # a's 100 MiB still count, and b fits beside them: no wait
+            assert isinstance(end, Done)
+            assert f.states()["a"] == "draining", "b's load waited for a's drain"
+            _, end = await f.finish(stream)
+            assert isinstance(end, Done) and end.usage.completion_tokens == 60
+            assert (await unload).result["action"] == "drained"
+    run(scenario())
+
+
+def test_a_load_that_runs_out_of_memory_says_so() -> None:
+    async def scenario() -> None:
+        async with fleet({"big": ["--fail-load", "[metal::malloc] out of memory", "--oom"]}) as f:
+            _, end = await f.ask("big")
+            assert isinstance(end, Failure) and end.code == "insufficient_memory" and end.status == 503
+            assert "out of memory" in end.message
+            model = f.supervisor.status().models[0]
+            assert model.state == "failed" and model.last_error_out_of_memory
+    run(scenario())
