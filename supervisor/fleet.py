@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 
 from mlx_fleet.config import FleetConfig, parse_size
 from mlx_fleet.protocol import FleetStatus
@@ -20,8 +21,9 @@ from supervisor.dispatch import Dispatcher
 from supervisor.housekeeping import Housekeeper
 from supervisor.launcher import Launcher, PythonWorkerLauncher
 from supervisor.loading import Loader
-from supervisor.memory import Remembered, budget_bytes
+from supervisor.memory import Remembered, budget_bytes, tree_rss
 from supervisor.registry import Registry
+from supervisor.slot import WorkerSlot
 from supervisor.spares import SparePool
 from supervisor.stopping import Stopper
 from supervisor.timeouts import Timeouts
@@ -41,7 +43,9 @@ class Supervisor:
         parent_pid: int | None = None,
         remembered: Remembered | None = None,
         budget: int | None = None,
+        probe: Callable[[int], int] = tree_rss,
     ) -> None:
+        """`probe`: a worker's memory as seen from outside (its process tree's RSS); tests inject it."""
         self.config = config
         self.budget = budget_bytes(config.memory.budget) if budget is None else budget
         self.timeouts = timeouts or Timeouts.from_config(config.server)
@@ -49,15 +53,15 @@ class Supervisor:
         self.registry = registry = Registry(config)
         self.dispatch = dispatch = Dispatcher(registry, frontend, backend)
         self.spares = SparePool(config.memory.spares, launcher, backend, registry, self.budget,
-                                self.timeouts.stop_grace, self.held)
+                                self.timeouts.stop_grace, self.held, probe)
         self.stopper = Stopper(registry, dispatch, self.timeouts,
                                load_failed=lambda slot, reason: self.loader.load_failed(slot, reason),
                                failed=lambda slot, reason: self.loader.failed(slot, reason))
         self.loader = Loader(config, registry, dispatch, self.spares, self.stopper, launcher, backend,
                              remembered or Remembered(None), self.budget, self.timeouts,
-                             parse_size(config.memory.prompt_cache))
+                             parse_size(config.memory.prompt_cache), probe)
         self.housekeeper = Housekeeper(config, registry, self.stopper, self.spares, self.budget, self.timeouts,
-                                       self.held)
+                                       self.held, probe)
         self.admin = AdminRpc(config, registry, dispatch, self.loader, self.stopper, self.spares, self.budget,
                               self.timeouts, self.held)
         dispatch.refuse_cold, dispatch.load = self.loader.refuse, self.loader.request
@@ -111,7 +115,7 @@ class Supervisor:
                 await self.shutdown()
                 return
 
-    async def _preload(self, slots: list) -> None:
+    async def _preload(self, slots: list[WorkerSlot]) -> None:
         for slot in slots:
             error = await self.loader.ensure_ready(slot)
             if error is not None:

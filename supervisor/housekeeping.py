@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable
 
 from mlx_fleet.config import FleetConfig
-from supervisor.memory import tree_rss
 from supervisor.policy import expired, over_budget
 from supervisor.registry import Registry
 from supervisor.spares import SparePool
@@ -24,7 +23,7 @@ log = logging.getLogger("mlx_fleet.supervisor")
 
 class Housekeeper:
     def __init__(self, config: FleetConfig, registry: Registry, stopper: Stopper, spares: SparePool, budget: int,
-                 timeouts: Timeouts, held: Callable[[], int], probe: Callable[[int], int] = tree_rss) -> None:
+                 timeouts: Timeouts, held: Callable[[], int], probe: Callable[[int], int]) -> None:
         self.config, self.registry, self.stopper, self.spares = config, registry, stopper, spares
         self.budget, self.timeouts, self.held, self.probe = budget, timeouts, held, probe
 

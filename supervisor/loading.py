@@ -16,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from mlx_fleet.config import FleetConfig, fmt_bytes
 from mlx_fleet.protocol import Assign, Failure, LoadFailed, Loading, MemoryReport, Ready, decode_control
 from supervisor.dispatch import Dispatcher
 from supervisor.launcher import Launcher, launch
-from supervisor.memory import Remembered, footprint, tree_rss
+from supervisor.memory import Remembered
 from supervisor.policy import make_room
 from supervisor.registry import Registry
 from supervisor.slot import IDLE, STARTING, LoadError, WorkerSlot
@@ -37,11 +38,11 @@ S = WorkerState
 class Loader:
     def __init__(self, config: FleetConfig, registry: Registry, dispatch: Dispatcher, spares: SparePool,
                  stopper: Stopper, launcher: Launcher, endpoint: str, remembered: Remembered, budget: int,
-                 timeouts: Timeouts, prompt_cache_bytes: int) -> None:
+                 timeouts: Timeouts, prompt_cache_bytes: int, probe: Callable[[int], int]) -> None:
         self.config, self.registry, self.dispatch = config, registry, dispatch
         self.spares, self.stopper, self.launcher, self.endpoint = spares, stopper, launcher, endpoint
         self.remembered, self.budget, self.timeouts = remembered, budget, timeouts
-        self.prompt_cache_bytes = prompt_cache_bytes
+        self.prompt_cache_bytes, self.probe = prompt_cache_bytes, probe
         self._room_lock = asyncio.Lock()
 
     # -- who may load -------------------------------------------------------------------------
@@ -208,8 +209,7 @@ class Loader:
     def _on_ready(self, slot: WorkerSlot, message: Ready) -> None:
         if slot.process is None:
             return
-        rss = tree_rss(slot.process.pid)
-        if not slot.on_ready(message, rss, footprint(rss, message.memory)):
+        if not slot.on_ready(message, self.probe(slot.process.pid)):
             return  # a load that was given up on (timeout, unload) reporting late
         error = (slot.estimate - slot.measured) / slot.measured if slot.measured else 0.0
         log.info("model %s ready in %.2f s (pid %d): measured %s, estimated %s (%+.0f%%)", slot.id,

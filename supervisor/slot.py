@@ -128,14 +128,14 @@ class WorkerSlot:
         if self.state == S.STARTING:
             self.lifecycle.swap(S.STARTING, S.LOADING)
 
-    def on_ready(self, message: Ready, tree_rss: int, footprint: int) -> bool:
+    def on_ready(self, message: Ready, tree_rss: int) -> bool:
         """The worker loaded; False if this load was already given up on (it reports late)."""
         if self.state not in STARTING or self.process is None:
             return False
         self.on_loading()
         self.lifecycle.swap(S.LOADING, S.READY)
         self.report, self.context_length = message.memory, message.context_length
-        self.tree_rss, self.measured = tree_rss, footprint
+        self.tree_rss, self.measured = tree_rss, footprint(tree_rss, message.memory)
         self.load_seconds, self.loaded_at = message.load_seconds, time.time()
         self.last_error, self.out_of_memory = None, False
         self.touch()

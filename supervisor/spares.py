@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from mlx_fleet.protocol import Spare, SpareStatus, decode_control
 from supervisor.launcher import Launcher, launch
-from supervisor.memory import RUNTIME_OVERHEAD, footprint, tree_rss
+from supervisor.memory import RUNTIME_OVERHEAD, footprint
 from supervisor.process import WorkerProcess
 from supervisor.registry import Registry
 
@@ -56,10 +56,10 @@ class SpareWorker:
 
 class SparePool:
     def __init__(self, wanted: int, launcher: Launcher, endpoint: str, registry: Registry, budget: int,
-                 stop_grace: float, held: Callable[[], int]) -> None:
+                 stop_grace: float, held: Callable[[], int], probe: Callable[[int], int]) -> None:
         self.wanted = wanted
         self.launcher, self.endpoint, self.registry = launcher, endpoint, registry
-        self.budget, self.stop_grace, self.held = budget, stop_grace, held
+        self.budget, self.stop_grace, self.held, self.probe = budget, stop_grace, held, probe
         self.spares: list[SpareWorker] = []             # in the pool, oldest first
         self._unassigned: dict[bytes, SpareWorker] = {}  # pooled or claimed, not yet given a model
         self._count = 0
@@ -69,9 +69,12 @@ class SparePool:
         return sum(s.memory for s in self.spares)
 
     def refill(self) -> None:
-        """Start spares until the pool is full, as far as the budget has room for them."""
-        while (len(self.spares) < self.wanted and self.registry.accepting and self._failures < MAX_FAILURES
-               and self.held() + RUNTIME_OVERHEAD <= self.budget):
+        """Start a spare if the pool is short of one, the budget has room for it, and no other spare
+        is importing: one import at a time (two at once on a few cores make both, and the load
+        beside them, slower; the next one starts when this one is ready)."""
+        importing = any(not s.ready.is_set() for s in self._unassigned.values())
+        if (len(self.spares) < self.wanted and not importing and self.registry.accepting
+                and self._failures < MAX_FAILURES and self.held() + RUNTIME_OVERHEAD <= self.budget):
             self._count += 1
             spare = SpareWorker(f"spare#{self._count}".encode())
             self.spares.append(spare)
@@ -108,9 +111,10 @@ class SparePool:
             return False
         message = decode_control(body)
         if isinstance(message, Spare):
-            spare.memory = footprint(tree_rss(message.pid), message.memory)
+            spare.memory = footprint(self.probe(message.pid), message.memory)
             spare.ready.set()
             self._failures = 0
+            self.refill()
         return True
 
     def claim(self) -> SpareWorker | None:

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from mlx_fleet.protocol import ChatInput, Done, Failure, Generate, Kind, Message
 from mlx_fleet.runtime import Endpoints, make_runtime_dir, remove_runtime_dir
 from router.fleet_client import FleetClient, RequestStream
 from supervisor.fleet import Supervisor, Timeouts
-from supervisor.memory import Remembered
+from supervisor.memory import Remembered, tree_rss
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_WORKER = Path(__file__).resolve().parent / "fake_worker.py"
@@ -96,7 +96,8 @@ class Fleet:
 async def fleet(models: dict[str, list[str]], *, budget: int = 10 * 1024 * MiB, max_models: int = 8,
                 policy: str = "lru", idle_ttl: str = "0", preload: tuple[str, ...] = (),
                 timeouts: Timeouts = FAST, state_dir: Path | None = None,
-                spares: int = 0, spare_flags: list[list[str]] | None = None) -> AsyncIterator[Fleet]:
+                spares: int = 0, spare_flags: list[list[str]] | None = None,
+                probe: Callable[[int], int] = tree_rss) -> AsyncIterator[Fleet]:
     """`spares`: warm spares (fake ones) to keep; `spare_flags`: the switches of each in turn."""
     config = FleetConfig(
         memory=MemoryConfig(policy=policy, budget=str(budget), max_models=max_models, idle_ttl=idle_ttl,
@@ -108,7 +109,7 @@ async def fleet(models: dict[str, list[str]], *, budget: int = 10 * 1024 * MiB, 
     launcher = FakeLauncher(models, endpoints.sink, (spare_flags or [[]]) if spares else None)
     remembered = Remembered(state_dir / "measured.json" if state_dir else Path(tempfile.mkdtemp()) / "m.json")
     supervisor = Supervisor(config, endpoints.frontend, endpoints.backend, launcher, timeouts=timeouts,
-                            remembered=remembered, budget=budget)
+                            remembered=remembered, budget=budget, probe=probe)
     task = asyncio.create_task(supervisor.run())
     client = FleetClient(endpoints.frontend, endpoints.sink)
     client.start()

@@ -25,7 +25,7 @@ def loaded() -> WorkerSlot:
     s.begin_start(100, False)
     s.adopt(SimpleNamespace(pid=4242), b"m#1")  # type: ignore[arg-type]
     s.on_loading()
-    assert s.on_ready(Ready(4242, Memory(rss=300, mlx_active=250, mlx_cache=50), 512, 0.5), 280, 300)
+    assert s.on_ready(Ready(4242, Memory(rss=300, mlx_active=250, mlx_cache=50), 512, 0.5), 280)
     return s
 
 
@@ -35,11 +35,11 @@ def test_a_load_reserves_room_then_reports_what_it_measured() -> None:
     assert s.state == S.STARTING and s.footprint == 100 and s.estimate_measured
     with pytest.raises(StateMismatch):
         s.begin_start(100, True)  # one load at a time
-    assert not s.on_ready(Ready(1, Memory(rss=1), 8, 0.1), 1, 1)  # no process yet: a stale report
+    assert not s.on_ready(Ready(1, Memory(rss=1), 8, 0.1), 1)  # no process yet: a stale report
     s.adopt(SimpleNamespace(pid=7), b"m#1")  # type: ignore[arg-type]
-    assert s.on_ready(Ready(7, Memory(rss=300), 512, 0.5), 280, 300)  # straight from STARTING
+    assert s.on_ready(Ready(7, Memory(rss=300), 512, 0.5), 280)  # straight from STARTING
     assert s.state == S.READY and s.measured == 300 and s.context_length == 512 and s.loaded_at
-    assert not s.on_ready(Ready(7, Memory(rss=300), 512, 0.5), 280, 300)  # already ready
+    assert not s.on_ready(Ready(7, Memory(rss=300), 512, 0.5), 280)  # already ready
 
 
 def test_requests_flip_ready_and_busy_and_count() -> None:

@@ -326,3 +326,19 @@ def test_a_load_that_runs_out_of_memory_says_so() -> None:
             model = f.supervisor.status().models[0]
             assert model.state == "failed" and model.last_error_out_of_memory
     run(scenario())
+
+
+def test_the_injected_memory_probe_drives_trimming() -> None:
+    async def scenario() -> None:
+        grown: set[int] = set()  # pids whose process tree the probe says grew to 400 MiB
+
+        def probe(pid: int) -> int:
+            return 400 * MiB if pid in grown else 10 * MiB
+
+        async with fleet({"a": mem(100), "b": mem(10)}, budget=450 * MiB, probe=probe) as f:
+            await f.ask("a")
+            await f.ask("b")
+            grown.add(f.slot("b").process.pid)
+            await until(lambda: f.states()["a"] == "stopped")  # b's growth pushed a (LRU) out
+            assert f.states()["b"] == "ready" and f.slot("b").measured == 400 * MiB
+    run(scenario())
