@@ -12,8 +12,8 @@ import time
 import httpx
 import msgspec
 
-from mlx_fleet.config import fmt_bytes
 from mlx_fleet.protocol import FleetStatus, LoadResult, UnloadResult
+from mlx_fleet.units import fmt_bytes
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ import logging
 import os
 from collections.abc import Callable
 
-from mlx_fleet.config import FleetConfig, parse_size
+from mlx_fleet.config import FleetConfig
 from mlx_fleet.protocol import FleetStatus
 from supervisor.admin import AdminRpc
 from supervisor.dispatch import Dispatcher
@@ -59,7 +59,7 @@ class Supervisor:
                                failed=lambda slot, reason: self.loader.failed(slot, reason))
         self.loader = Loader(config, registry, dispatch, self.spares, self.stopper, launcher, backend,
                              remembered or Remembered(None), self.budget, self.timeouts,
-                             parse_size(config.memory.prompt_cache), probe)
+                             int(config.memory.prompt_cache), probe)
         self.housekeeper = Housekeeper(config, registry, self.stopper, self.spares, self.budget, self.timeouts,
                                        self.held, probe)
         self.admin = AdminRpc(config, registry, dispatch, self.loader, self.stopper, self.spares, self.budget,

@@ -18,7 +18,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from mlx_fleet.config import FleetConfig, fmt_bytes
+from mlx_fleet.config import FleetConfig
+from mlx_fleet.units import fmt_bytes
 from mlx_fleet.protocol import Assign, Failure, LoadFailed, Loading, MemoryReport, Ready, decode_control
 from supervisor.dispatch import Dispatcher
 from supervisor.launcher import Launcher, launch

@@ -9,7 +9,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
-from mlx_fleet.config import FleetConfig, parse_duration
+from mlx_fleet.config import FleetConfig
 from supervisor.policy import Resident
 from supervisor.slot import WorkerSlot
 from supervisor.state import WorkerState
@@ -25,8 +25,8 @@ class Registry:
         self.by_identity: dict[bytes, WorkerSlot] = {}
         # Request id -> (router identity, slot): the whole routing table of the data path.
         self.routes: dict[bytes, tuple[bytes, WorkerSlot]] = {}
-        default_ttl = parse_duration(config.memory.idle_ttl)
-        self.ttls = {m.id: parse_duration(m.idle_ttl) if m.idle_ttl is not None else default_ttl
+        default_ttl = config.memory.idle_ttl
+        self.ttls: dict[str, float] = {m.id: m.idle_ttl if m.idle_ttl is not None else default_ttl
                      for m in config.models}
         self.accepting = True  # False once shutdown began: nothing new is loaded or admitted
         self._tasks: set[asyncio.Task] = set()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlx_fleet.config import ServerConfig, parse_duration
+from mlx_fleet.config import ServerConfig
 
 
 @dataclass(frozen=True)
@@ -20,5 +20,4 @@ class Timeouts:
 
     @classmethod
     def from_config(cls, server: ServerConfig) -> Timeouts:
-        return cls(load=parse_duration(server.load_timeout), progress=parse_duration(server.progress_timeout),
-                   backoff=parse_duration(server.restart_backoff))
+        return cls(load=server.load_timeout, progress=server.progress_timeout, backoff=server.restart_backoff)

@@ -19,6 +19,7 @@ from pathlib import Path
 from mlx_fleet.config import FleetConfig, MemoryConfig, ModelConfig
 from mlx_fleet.protocol import ChatInput, Done, Failure, Generate, Kind, Message, Sampling, decode_delta, decode_end, encode
 from mlx_fleet.runtime import Endpoints, make_runtime_dir, remove_runtime_dir
+from mlx_fleet.units import Duration, MemoryBudget
 from router.fleet_client import FleetClient, RequestStream
 from supervisor.fleet import Supervisor, Timeouts
 from supervisor.memory import Remembered, tree_rss
@@ -100,8 +101,8 @@ async def fleet(models: dict[str, list[str]], *, budget: int = 10 * 1024 * MiB, 
                 probe: Callable[[int], int] = tree_rss) -> AsyncIterator[Fleet]:
     """`spares`: warm spares (fake ones) to keep; `spare_flags`: the switches of each in turn."""
     config = FleetConfig(
-        memory=MemoryConfig(policy=policy, budget=str(budget), max_models=max_models, idle_ttl=idle_ttl,
-                            spares=spares),
+        memory=MemoryConfig(policy=policy, budget=MemoryBudget(str(budget)), max_models=max_models,
+                            idle_ttl=Duration(idle_ttl), spares=spares),
         models=[ModelConfig(id=m, path=f"/nonexistent/{m}", type="text", preload=m in preload) for m in models],
     )
     runtime = make_runtime_dir()
