@@ -17,15 +17,15 @@ from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 
-from mlx_fleet.config import FleetConfig, ModelConfig, parse_size
+from mlx_fleet.config import FleetConfig, ModelConfig
 from mlx_fleet.protocol import Failure, Generate
 from mlx_fleet.runtime import Endpoints
 from router import admin, dashboard
 from router import openai_types as oa
 from router.admission import Admission
+from router.chat_request import chat_input, chat_logprobs, response_format
 from router.completions import (
     Exchange,
-    chat_input,
     completion_input,
     decode_request,
     resolve_model,
@@ -57,8 +57,9 @@ async def chat_completions(request: Request, state: State) -> Response:
     sampling = sampling_from(req, req.max_completion_tokens or req.max_tokens, config.server.default_max_tokens,
                              _temperature(config, model))
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    logprobs = chat_logprobs(req)
     messages = await chat_input(req, model, state.images, config.server.max_images_per_request)
-    generate = Generate(messages, sampling)
+    generate = Generate(messages, sampling, response_format(req), logprobs)
     return await respond(_exchange(state, req.model, "chatcmpl"), generate, True, req.stream, include_usage)
 
 
@@ -72,7 +73,7 @@ async def completions(request: Request, state: State) -> Response:
                        code="model_not_supported")
     sampling = sampling_from(req, req.max_tokens, config.server.default_max_tokens, _temperature(config, model))
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    generate = Generate(completion_input(req), sampling)
+    generate = Generate(completion_input(req), sampling, None, req.logprobs)
     return await respond(_exchange(state, req.model, "cmpl"), generate, False, req.stream, include_usage)
 
 
@@ -148,7 +149,7 @@ def create_app(
             HTTPException: http_error_handler,
             Exception: internal_error_handler,
         },
-        request_max_body_size=parse_size(server.max_body_size),
+        request_max_body_size=int(server.max_body_size),
         openapi_config=None,
     )
 
