@@ -55,7 +55,8 @@ export class Traffic {
   }
 
   drawCharts(now) {
-    const window = [now - HOUR, now];
+    // The last hour, or since sampling began (at least five minutes), whichever is shorter.
+    const window = [Math.max(now - HOUR, Math.min(this.since, now - 300)), now];
     const rps = [], tps = [];
     const first = Math.floor(Math.max(this.since, now - HOUR) / BUCKET) * BUCKET;
     for (let t = first; t <= now; t += BUCKET) {
