@@ -3,6 +3,7 @@ Playwright through `executable_path`: Playwright's own browser download is not r
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -30,10 +31,19 @@ def chromium_path() -> str | None:
                 None)
 
 
+def broken_copy(model: Path, target: Path) -> Path:
+    """The model with an architecture no library knows: its load fails."""
+    shutil.copytree(model, target)
+    config = json.loads((target / "config.json").read_text())
+    (target / "config.json").write_text(json.dumps({**config, "model_type": "no_such_architecture"}))
+    return target
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, tiny_lm: Path) -> Iterator[FleetServer]:
     root = tmp_path_factory.mktemp("dashboard")
-    config = write_config(root / "fleet.toml", {"tiny": tiny_lm}, f'[server]\nadmin_key = "{ADMIN_KEY}"\n')
+    models = {"tiny": tiny_lm, "broken": broken_copy(tiny_lm, root / "broken")}
+    config = write_config(root / "fleet.toml", models, f'[server]\nadmin_key = "{ADMIN_KEY}"\n')
     fleet = FleetServer(config, root / "state").wait_ready()
     yield fleet
     fleet.stop()
@@ -73,8 +83,8 @@ def status(server: FleetServer) -> dict:
     return {m["id"]: m for m in r.json()["models"]}
 
 
-def chat(server: FleetServer) -> None:
-    r = strict_client(server.base_url).chat.completions.create(
+def chat(server: FleetServer, api_key: str = "none") -> None:
+    r = strict_client(server.base_url, api_key).chat.completions.create(
         model="tiny", messages=[{"role": "user", "content": "hello"}], max_tokens=3)
     assert r.choices[0].finish_reason == "length"
 
@@ -171,3 +181,4 @@ def test_state_changing_calls_need_the_session_its_token_and_this_origin(server:
         assert browser_like.delete("/dashboard/session").status_code == 200
         assert browser_like.get("/admin/models/status").status_code == 401
     assert httpx.post(unload, headers=BEARER).status_code == 404  # the Bearer path is as it was
+

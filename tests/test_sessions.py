@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -58,9 +59,14 @@ def test_the_page_is_served_with_a_strict_policy_and_its_files_exist() -> None:
             r = client.get(path)
             assert r.status_code == 200 and "<title>mlx-fleet</title>" in r.text
             assert "script-src 'self'" in r.headers["content-security-policy"]
-        for name in ("app.js", "api.js", "fleet.js", "traffic.js", "chart.js", "format.js", "dashboard.css"):
+        page = client.get("/").text
+        wanted = set(re.findall(r'/dashboard/static/([\w.-]+)', page))
+        for name in sorted(wanted):  # and every module those import
             r = client.get(f"/dashboard/static/{name}")
             assert r.status_code == 200 and r.content, name
+            wanted |= set(re.findall(r'from "\./([\w.-]+)"', r.text))
+        assert {"app.js", "dashboard.css", "fleet.js", "traffic.js", "usage.js", "logs.js", "keys.js"} <= wanted
+        assert all(client.get(f"/dashboard/static/{name}").status_code == 200 for name in wanted)
         assert client.get("/dashboard/static/..%2Fapp.py").status_code == 404
         assert client.get("/dashboard/session").json() == {"auth_required": True, "signed_in": False,
                                                            "csrf": None, "expires_at": None}

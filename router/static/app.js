@@ -1,16 +1,28 @@
-// The dashboard's entry point: sign in (or not, on an open loopback server), then poll the admin
-// API every POLL_MS while the tab is visible and hand each answer to the panels.
+// The dashboard's entry point: sign in (or not, on an open loopback server), find which admin
+// APIs this server offers, then poll every POLL_MS while the tab is visible and hand each answer
+// to the panels. A hidden tab polls nothing.
 
-import { api, ApiError, setCsrf } from "./api.js";
+import { api, ApiError, offered, setCsrf } from "./api.js";
 import { Fleet } from "./fleet.js";
 import { setText } from "./format.js";
-import { Traffic } from "./traffic.js";
+import { Keys } from "./keys.js";
+import { Logs } from "./logs.js";
+import { CounterSource, drawTraffic } from "./traffic.js";
+import { UsageSource } from "./usage.js";
 
 const POLL_MS = 1500;
+const USAGE_EVERY = 2;     // polls between usage reads (each one makes the server write what is queued)
+const KEYS_EVERY = 10;     // polls between key list reads (their last use and request counts)
 
 const $ = (id) => document.getElementById(id);
+const fleet = new Fleet(() => poll());
+const logs = new Logs();
+const keys = new Keys();
+let traffic = null;        // CounterSource or UsageSource, chosen at sign-in
+let features = null;       // {logs, keys}, found at the first poll
 let timer = null;
 let polling = false;
+let polls = 0;
 
 function showSignIn(message = "") {
   clearTimeout(timer);
@@ -27,7 +39,7 @@ async function signIn(event) {
   try {
     const info = await api("POST", "/dashboard/session", { key: $("admin-key").value });
     $("admin-key").value = "";
-    start(info);
+    await start(info);
   } catch (e) {
     showSignIn(e.status === 401 ? "That is not the admin key." : e.message);
   }
@@ -39,18 +51,36 @@ async function signOut() {
   showSignIn();
 }
 
-const fleet = new Fleet(() => poll());
-const traffic = new Traffic();
+// An optional panel that fails keeps what it last showed and stops nothing else; 401 ends the session.
+async function panel(work) {
+  try {
+    await work();
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) throw e;
+  }
+}
+
+async function update(status, now) {
+  fleet.update(status);
+  if (!features) {
+    features = { logs: await logs.detect(status.models), keys: await keys.detect() };
+  }
+  if (traffic instanceof UsageSource) {
+    if (polls % USAGE_EVERY === 0) await panel(async () => drawTraffic(await traffic.update(now), now));
+  } else {
+    drawTraffic(traffic.update(status, now), now);
+  }
+  if (features.logs) await panel(() => logs.update(status));
+  if (features.keys && polls % KEYS_EVERY === 0) await panel(() => keys.refresh());
+}
 
 async function poll() {
   if (polling) return;
   polling = true;
   clearTimeout(timer);
   try {
-    const status = await api("GET", "/admin/models/status");
-    const now = Date.now() / 1000;
-    fleet.update(status);
-    traffic.fromCounters(status, now);
+    await update(await api("GET", "/admin/models/status"), Date.now() / 1000);
+    polls += 1;
     $("connection").classList.remove("offline");
     setText($("connection"), `updated ${new Date().toLocaleTimeString([], { hour12: false })}`);
   } catch (e) {
@@ -66,16 +96,18 @@ async function poll() {
   if (!document.hidden) timer = setTimeout(poll, POLL_MS);
 }
 
-function start(info) {
+async function start(info) {
   setCsrf(info.csrf);
   $("sign-in").hidden = true;
   $("panels").hidden = false;
   $("sign-out").hidden = !info.auth_required;
-  poll();
+  features = null;
+  polls = 0;
+  traffic = (await offered("/admin/usage?limit=1")) === undefined ? new CounterSource() : new UsageSource();
+  await poll();
 }
 
 document.addEventListener("visibilitychange", () => {
-  // A hidden tab costs the server nothing; it catches up when shown again.
   if (!document.hidden && !$("panels").hidden) poll();
 });
 $("sign-in-form").addEventListener("submit", signIn);

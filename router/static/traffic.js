@@ -1,26 +1,42 @@
-// The traffic panel: requests/s, tokens/s (and TTFT when per-request records exist) over the last
-// hour, and the last requests. Until the server keeps usage records, the supervisor's counters
-// (served, tokens generated per model) are sampled at each poll and their changes are the traffic.
+// The traffic panel: requests/s, tokens/s and TTFT p50/p95 over the last hour as charts, and the
+// last 50 requests. Its figures come from a source: the usage records when the server keeps them
+// (usage.js), otherwise the supervisor's counters sampled at each poll (CounterSource below).
 
 import { drawChart } from "./chart.js";
 import { clock, dash, el, ms, setText } from "./format.js";
 
-const HOUR = 3600;
+export const HOUR = 3600;
+export const RECENT = 50;
 const BUCKET = 10;      // seconds per chart point when sampling counters
-const RECENT = 50;
 
-export class Traffic {
+// What a source hands the panel: chart points ({t, v}) and recent rows, newest first.
+export function drawTraffic(view, now) {
+  setText(document.getElementById("traffic-source"), view.source);
+  drawChart(document.getElementById("chart-rps"), [view.rps], view.window, "Requests per second");
+  drawChart(document.getElementById("chart-tps"), [view.tps], view.window, "Tokens per second");
+  document.getElementById("ttft-figure").hidden = !view.ttft;
+  if (view.ttft) drawChart(document.getElementById("chart-ttft"), view.ttft, view.window, "TTFT p50 and p95 (ms)");
+  document.querySelector("#recent-table tbody").replaceChildren(...view.recent.map((r) => el("tr", {},
+    el("td", { "data-label": "Time" }, clock(r.ts)),
+    el("td", { "data-label": "Model" }, r.model ?? dash),
+    el("td", { "data-label": "Endpoint" }, r.endpoint),
+    el("td", { "data-label": "Status" }, String(r.status)),
+    el("td", { "data-label": "Tokens", class: "num" }, r.tokens),
+    el("td", { "data-label": "TTFT", class: "num" }, ms(r.ttft)),
+    el("td", { "data-label": "Latency", class: "num" }, ms(r.latency)))));
+}
+
+// Traffic from the supervisor's counters (served and tokens generated per model): what changed
+// since the last poll. Its history starts when the page opens.
+export class CounterSource {
   constructor() {
-    this.body = document.querySelector("#recent-table tbody");
-    this.source = document.getElementById("traffic-source");
-    this.ttftFigure = document.getElementById("ttft-figure");
     this.previous = null;       // model id -> {served, tokens} at the last poll
     this.buckets = new Map();   // bucket start (s) -> {requests, tokens}
-    this.since = null;          // when sampling began
+    this.since = null;
     this.recent = [];
   }
 
-  fromCounters(status, now) {
+  update(status, now) {
     const counts = new Map(status.models.map((m) => [m.id, { served: m.served, tokens: m.tokens_generated }]));
     if (this.previous) {
       for (const [id, count] of counts) {
@@ -31,7 +47,7 @@ export class Traffic {
         this.add(now, requests, tokens);
         if (requests) {
           this.recent.unshift({ ts: now, model: id, endpoint: dash, status: `served ×${requests}`,
-                                tokens, ttft: null, latency: null });
+                                tokens: String(tokens), ttft: null, latency: null });
         }
       }
       this.recent.length = Math.min(this.recent.length, RECENT);
@@ -39,10 +55,7 @@ export class Traffic {
       this.since = now;
     }
     this.previous = counts;
-    setText(this.source, "from the supervisor's counters since this page opened");
-    this.ttftFigure.hidden = true;
-    this.drawCharts(now);
-    this.drawRecent();
+    return this.view(now);
   }
 
   add(now, requests, tokens) {
@@ -54,9 +67,7 @@ export class Traffic {
     for (const key of this.buckets.keys()) if (key < now - HOUR) this.buckets.delete(key);
   }
 
-  drawCharts(now) {
-    // The last hour, or since sampling began (at least five minutes), whichever is shorter.
-    const window = [Math.max(now - HOUR, Math.min(this.since, now - 300)), now];
+  view(now) {
     const rps = [], tps = [];
     const first = Math.floor(Math.max(this.since, now - HOUR) / BUCKET) * BUCKET;
     for (let t = first; t <= now; t += BUCKET) {
@@ -64,18 +75,8 @@ export class Traffic {
       rps.push({ t, v: bucket.requests / BUCKET });
       tps.push({ t, v: bucket.tokens / BUCKET });
     }
-    drawChart(document.getElementById("chart-rps"), [rps], window, "Requests per second");
-    drawChart(document.getElementById("chart-tps"), [tps], window, "Tokens per second");
-  }
-
-  drawRecent() {
-    this.body.replaceChildren(...this.recent.map((r) => el("tr", {},
-      el("td", { "data-label": "Time" }, clock(r.ts)),
-      el("td", { "data-label": "Model" }, r.model ?? dash),
-      el("td", { "data-label": "Endpoint" }, r.endpoint),
-      el("td", { "data-label": "Status" }, String(r.status)),
-      el("td", { "data-label": "Tokens", class: "num" }, String(r.tokens)),
-      el("td", { "data-label": "TTFT", class: "num" }, ms(r.ttft)),
-      el("td", { "data-label": "Latency", class: "num" }, ms(r.latency)))));
+    // The last hour, or since sampling began (at least five minutes), whichever is shorter.
+    return { source: "from the supervisor's counters since this page opened", rps, tps, ttft: null,
+             recent: this.recent, window: [Math.max(now - HOUR, Math.min(this.since, now - 300)), now] };
   }
 }
