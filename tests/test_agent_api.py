@@ -136,16 +136,22 @@ def test_forced_call_is_valid_against_its_schema(client: openai.OpenAI, choice) 
     assert "<tool_call>" not in (r.choices[0].message.content or "")
 
 
-def test_streamed_call_arrives_as_tool_call_deltas(client: openai.OpenAI) -> None:
-    chunks = list(client.chat.completions.create(model="tools", messages=USER, tools=TOOLS, tool_choice="required",
-                                                 max_tokens=120, temperature=0, stream=True))
+@pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "get_weather"}}])
+def test_streamed_call_arguments_arrive_as_deltas_equal_to_the_whole_call(client: openai.OpenAI, choice) -> None:
+    kwargs = dict(model="tools", messages=USER, tools=TOOLS, tool_choice=choice, max_tokens=120, temperature=0)
+    chunks = list(client.chat.completions.create(stream=True, **kwargs))
     deltas = [d for c in chunks if c.choices for d in c.choices[0].delta.tool_calls or ()]
     content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert deltas and deltas[0].index == 0 and deltas[0].id.startswith("call_") and deltas[0].function.name
+    first, *rest = deltas
+    assert first.index == 0 and first.id.startswith("call_") and first.type == "function" and first.function.name
+    assert rest and all(d.index == 0 and d.id is None and d.function.name is None for d in rest)
+    assert len([d for d in deltas if d.function.arguments]) >= 2  # streamed, not sent whole
     arguments = "".join(d.function.arguments or "" for d in deltas)
-    assert _valid(json.loads(arguments), {"get_weather": WEATHER, "get_time": CLOCK}[deltas[0].function.name])
+    assert _valid(json.loads(arguments), {"get_weather": WEATHER, "get_time": CLOCK}[first.function.name])
     assert "<tool_call>" not in content and "tool_call" not in content
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
+    (whole,) = client.chat.completions.create(**kwargs).choices[0].message.tool_calls
+    assert (whole.function.name, whole.function.arguments) == (first.function.name, arguments)
 
 
 def test_a_conversation_with_calls_and_results_renders_through_the_template(client: openai.OpenAI) -> None:
@@ -292,3 +298,7 @@ def test_langchain_bind_tools_and_structured_output(server: FleetServer) -> None
     assert call["name"] == "get_time" and call["args"]["zone"] in ("utc", "cet")
     verdict = llm.with_structured_output(Verdict).invoke("Is the sky blue?")
     assert isinstance(verdict, Verdict) and 0 <= verdict.score <= 9
+    chunks = list(llm.bind_tools([get_time], tool_choice="get_time").stream("What time is it?"))
+    assert sum(bool(c.tool_call_chunks) for c in chunks) >= 2  # the arguments arrived in pieces
+    (streamed,) = sum(chunks[1:], chunks[0]).tool_calls  # LangChain's own accumulation of the pieces
+    assert streamed["name"] == "get_time" and streamed["args"] == call["args"]
