@@ -14,7 +14,14 @@ import openai
 import pytest
 
 from fleet_server import FleetServer, chat_text, strict_client, write_config
-from tiny_models import NO_SYSTEM_TEMPLATE, QWEN_THINKING_TEMPLATE, QWEN_TOOL_TEMPLATE, TOOL_SPECIAL_TOKENS, build_tiny_lm
+from tiny_models import (
+    NO_SYSTEM_TEMPLATE,
+    QWEN_THINKING_TEMPLATE,
+    QWEN_TOOL_TEMPLATE,
+    TOOL_SPECIAL_TOKENS,
+    always_writes,
+    build_tiny_lm,
+)
 
 USER = [{"role": "user", "content": "What is the weather in Paris?"}]
 # Bounded values: a random model would otherwise write one string or number until max_tokens.
@@ -38,6 +45,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "thinker": build_tiny_lm(root / "thinker", arch="qwen2", seed=2, chat_template=QWEN_THINKING_TEMPLATE,
                                  extra_special_tokens=TOOL_SPECIAL_TOKENS),
         "nosystem": build_tiny_lm(root / "nosystem", seed=3, chat_template=NO_SYSTEM_TEMPLATE),
+        # opens a tool call at every step and never writes one that parses
+        "opener": always_writes(build_tiny_lm(root / "opener", arch="qwen2", seed=4, chat_template=QWEN_TOOL_TEMPLATE,
+                                              extra_special_tokens=TOOL_SPECIAL_TOKENS), "<tool_call>"),
     }
 
 
@@ -152,6 +162,22 @@ def test_streamed_call_arguments_arrive_as_deltas_equal_to_the_whole_call(client
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
     (whole,) = client.chat.completions.create(**kwargs).choices[0].message.tool_calls
     assert (whole.function.name, whole.function.arguments) == (first.function.name, arguments)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_under_auto_a_block_that_never_parses_is_plain_content(client: openai.OpenAI, stream: bool) -> None:
+    kwargs = dict(model="opener", messages=USER, tools=TOOLS, max_tokens=12, temperature=0)
+    if stream:
+        chunks = list(client.chat.completions.create(stream=True, **kwargs))
+        assert not any(c.choices[0].delta.tool_calls for c in chunks if c.choices)
+        content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    else:
+        choice = client.chat.completions.create(**kwargs).choices[0]
+        assert choice.message.tool_calls is None
+        content, finish = choice.message.content, [choice.finish_reason]
+    assert content == "<tool_call>" * 12  # the block, markers and all: an answer, not half a call
+    assert finish == ["length"]
 
 
 def test_a_conversation_with_calls_and_results_renders_through_the_template(client: openai.OpenAI) -> None:
