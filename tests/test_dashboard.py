@@ -22,6 +22,7 @@ BEARER = {"Authorization": f"Bearer {ADMIN_KEY}"}
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 WAIT_MS = 30_000
+playwright.expect.set_options(timeout=WAIT_MS)  # page changes wait on polls and loads (a busy 2-core box)
 
 
 def chromium_path() -> str | None:

@@ -13,13 +13,16 @@ import { UsageSource } from "./usage.js";
 const POLL_MS = 1500;
 const USAGE_EVERY = 2;     // polls between usage reads (each one makes the server write what is queued)
 const KEYS_EVERY = 10;     // polls between key list reads (their last use and request counts)
+const CATALOG_EVERY = 10;  // polls between catalog reads (it changes on a rescan or a setting)
 
 const $ = (id) => document.getElementById(id);
-const fleet = new Fleet(() => poll());
+// After an action, the next poll reads everything afresh.
+const fleet = new Fleet(() => { polls = 0; poll(); });
 const logs = new Logs();
 const keys = new Keys();
 let traffic = null;        // CounterSource or UsageSource, chosen at sign-in
 let features = null;       // {logs, keys}, found at the first poll
+let registry;              // the catalog, where the server has one
 let timer = null;
 let polling = false;
 let polls = 0;
@@ -61,10 +64,13 @@ async function panel(work) {
 }
 
 async function update(status, now) {
-  fleet.update(status);
   if (!features) {
-    features = { logs: await logs.detect(status.models), keys: await keys.detect() };
+    registry = await offered("/admin/models/registry");
+    features = { logs: await logs.detect(status.models), keys: await keys.detect(), catalog: registry !== undefined };
+  } else if (features.catalog && polls % CATALOG_EVERY === 0) {
+    await panel(async () => { registry = await api("GET", "/admin/models/registry"); });
   }
+  fleet.update(status, registry);
   if (traffic instanceof UsageSource) {
     if (polls % USAGE_EVERY === 0) await panel(async () => drawTraffic(await traffic.update(now), now));
   } else {

@@ -20,6 +20,28 @@ function memoryText(model) {
   return `${measured ? bytes(measured) : dash} / ${estimated ? bytes(estimated) : dash}`;
 }
 
+// The catalog's entries the supervisor holds no slot for yet (discovered, never used) join the
+// supervisor's models as stopped rows; a disabled entry shows as such.
+function withCatalog(models, registry) {
+  if (!registry) return models;
+  const entries = new Map(registry.models.map((e) => [e.id, e]));
+  const rows = models.map((m) => ({ ...m, entry: entries.get(m.id) }));
+  const known = new Set(models.map((m) => m.id));
+  for (const e of registry.models) {
+    if (known.has(e.id)) continue;
+    rows.push({ id: e.id, type: e.type, state: "stopped", memory: { measured: null, estimated: null }, pid: null,
+                in_flight: 0, queued: 0, served: 0, ttl_remaining: null, last_error: null, pinned: false, entry: e });
+  }
+  for (const row of rows) if (row.entry && !row.entry.enabled) row.state = "disabled";
+  return rows;
+}
+
+function kind(model) {
+  const e = model.entry;
+  const catalog = e ? ` · ${e.tier} · ${e.source}${e.size_bytes ? ` · ${bytes(e.size_bytes)} on disk` : ""}` : "";
+  return `${model.type}${catalog}${model.pinned ? " · pinned" : ""}`;
+}
+
 export class Fleet {
   constructor(refresh) {
     this.refresh = refresh;                 // asks the page to poll now (after an action)
@@ -37,8 +59,10 @@ export class Fleet {
     return this.colours.get(id);
   }
 
-  update(status) {
-    const { pool, models } = status;
+  // `registry`: the catalog (GET /admin/models/registry) where the server has one.
+  update(status, registry) {
+    const { pool } = status;
+    const models = withCatalog(status.models, registry);
     setText(this.summary, `${models.filter((m) => LIVE.has(m.state)).length} loaded (max ${pool.max_models}) · `
       + `${bytes(pool.in_use)} of ${bytes(pool.budget)} budget · machine ${bytes(pool.machine_available)} free `
       + `of ${bytes(pool.machine_total)} · policy ${pool.policy}`);
@@ -85,7 +109,7 @@ export class Fleet {
     }
     const { cells, buttons } = entry;
     entry.row.dataset.state = model.state;
-    setText(cells.type, `${model.type}${model.pinned ? " · pinned" : ""}`);
+    setText(cells.type, kind(model));
     const badge = cells.state.firstChild;
     badge.className = `state state-${model.state}`;
     setText(badge, model.state);
@@ -97,7 +121,7 @@ export class Fleet {
     setText(cells.ttl, model.pinned ? "pinned" : duration(model.ttl_remaining));
     setText(cells.error, model.last_error ?? "");
     const live = LIVE.has(model.state);
-    buttons.load.disabled = entry.busy;
+    buttons.load.disabled = entry.busy || model.state === "disabled";
     buttons.unload.disabled = entry.busy || !live;
     buttons.force.disabled = entry.busy || !live;
   }
