@@ -134,7 +134,7 @@ export class Fleet {
       ttl: td(COLUMNS[7], "num"), error: td(COLUMNS[8], "error-cell"), actions: td(COLUMNS[9], "actions"),
     };
     cells.type = el("div", { class: "pin" });
-    cells.model.append(el("div", { class: "model-id" }, id), cells.type);
+    cells.model.append(el("div", {}, el("div", { class: "model-id" }, id), cells.type));
     cells.state.append(el("span", { class: "state" }));
     const entry = { cells, busy: false };
     const button = (text, verb, cls) => el("button", { type: "button", class: cls, "data-action": verb,
