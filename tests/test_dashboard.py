@@ -159,6 +159,21 @@ def test_another_site_cannot_use_the_session(page, server: FleetServer) -> None:
     assert status(server)["tiny"]["state"] == "ready"
 
 
+def test_an_open_loopback_server_shows_the_page_without_signing_in(browser, tmp_path: Path, tiny_lm: Path) -> None:
+    server = FleetServer(write_config(tmp_path / "fleet.toml", {"tiny": tiny_lm}), tmp_path / "state").wait_ready()
+    context = browser.new_context(base_url=server.base_url)
+    try:
+        page = context.new_page()
+        page.goto("/dashboard")
+        playwright.expect(page.locator('#fleet-table tr[data-model="tiny"] .state')).to_have_text("stopped")
+        assert page.locator("#sign-in").is_hidden() and page.locator("#sign-out").is_hidden()
+        page.get_by_role("button", name="Load tiny", exact=True).click()
+        playwright.expect(page.locator("#action-result")).to_contain_text("tiny: loaded and pinned")
+    finally:
+        context.close()
+        server.stop()
+
+
 def test_state_changing_calls_need_the_session_its_token_and_this_origin(server: FleetServer) -> None:
     url = server.base_url
     unload = f"{url}/admin/models/unload/nope"
