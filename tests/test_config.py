@@ -420,7 +420,8 @@ def test_duplicate_alias_is_refused(tmp_path):
     assert "already used" in refused(tmp_path, text)
 
 
-@pytest.mark.parametrize("name", ["../etc", "a/b", "", "-lead", ".hidden", "sp ace", "a" * 129, "é"])
+@pytest.mark.parametrize("name", ["../etc", "a/b/c", "a/", "/a", "a/../b", "", "-lead", ".hidden", "sp ace", "a" * 129,
+                                  "é", "tier:fast"])
 def test_invalid_model_ids_are_refused(tmp_path, name):
     message = refused(tmp_path, f'[[models]]\nid = "{name}"\npath = "org/m"\n')
     assert "not a valid model name" in message
@@ -430,7 +431,7 @@ def test_invalid_alias_is_refused(tmp_path):
     assert "not a valid model name" in refused(tmp_path, MODEL + 'aliases = ["../x"]\n')
 
 
-@pytest.mark.parametrize("name", ["m", "Qwen2.5-0.5B", "llama3:8b", "a_b", "a" * 128])
+@pytest.mark.parametrize("name", ["m", "Qwen2.5-0.5B", "llama3:8b", "a_b", "a" * 128, "mlx-community/Qwen3-4B-4bit"])
 def test_valid_model_ids_are_accepted(tmp_path, name):
     assert load(tmp_path, f'[[models]]\nid = "{name}"\npath = "org/m"\n').models[0].id == name
 
