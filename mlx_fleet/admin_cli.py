@@ -60,12 +60,13 @@ def _age(t: float | None, now: float) -> str:
 
 def format_status(body: dict) -> str:
     now = time.time()
-    header = ("MODEL", "TYPE", "STATE", "PID", "MEASURED", "ESTIMATED", "PIN", "IN FLIGHT", "QUEUED",
-              "SERVED", "TOKENS", "IDLE", "TTL LEFT")
+    header = ("MODEL", "TYPE", "TIER", "SOURCE", "STATE", "PID", "MEASURED", "ESTIMATED", "PIN", "IN FLIGHT",
+              "QUEUED", "SERVED", "TOKENS", "IDLE", "TTL LEFT")
     rows = [header]
     for m in body["models"]:
         ttl = m["ttl_remaining"]
-        rows.append((m["id"], m["type"], m["state"], str(m["pid"] or "-"), _mem(m["memory"]["measured"]),
+        rows.append((m["id"], m["type"], m.get("tier") or "-", m.get("source") or "-", m["state"],
+                     str(m["pid"] or "-"), _mem(m["memory"]["measured"]),
                      _mem(m["memory"]["estimated"]), "yes" if m["pinned"] else "", str(m["in_flight"]),
                      str(m["queued"]), str(m["served"]), str(m["tokens_generated"]), _age(m["last_used"], now),
                      f"{ttl:.0f}s" if ttl is not None else "-"))

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TypeVar
+
 import msgspec
 from litestar import Response, get, post
 from litestar.datastructures import State
-from litestar.params import FromPath, FromQuery
+from litestar.params import FromQuery
 
 from mlx_fleet.protocol import GetStatus, LoadModel, Reply, UnloadModel
 from router.errors import ApiError
 from router.fleet_client import FleetClient, SupervisorUnavailable
 
+T = TypeVar("T")
+
 # A load waits for the model to be ready; that can take minutes for a big model.
 LOAD_CALL_TIMEOUT = 3600.0
 
 
-async def _call(state: State, call, timeout: float | None = None) -> Response:
+async def _call(state: State, call, result: type[T], timeout: float | None = None) -> T:
+    """One admin call; its result checked against the type the supervisor promised."""
     client: FleetClient = state.fleet
     try:
         reply: Reply = await client.call(call, timeout)
@@ -23,22 +29,27 @@ async def _call(state: State, call, timeout: float | None = None) -> Response:
         raise ApiError(503, f"The model server is not available: {e}", code="supervisor_unavailable") from None
     if reply.failure is not None:
         raise ApiError.from_failure(reply.failure)
-    return Response(msgspec.json.encode(reply.result), media_type="application/json")
+    return msgspec.convert(reply.result, result)
+
+
+def _json(body: object, status_code: int = 200) -> Response:
+    return Response(msgspec.json.encode(body), status_code=status_code, media_type="application/json")
 
 
 @get("/admin/models/status")
 async def models_status(state: State) -> Response:
-    return await _call(state, GetStatus())
+    return _json(await _call(state, GetStatus(), dict))
 
 
-@post("/admin/models/load/{model_id:str}", status_code=200)
-async def load_model(state: State, model_id: FromPath[str]) -> Response:
-    return await _call(state, LoadModel(model_id), LOAD_CALL_TIMEOUT)
+# Model ids may be Hugging Face repo ids: `POST /admin/models/load/mlx-community/Qwen3-4B-4bit`.
+@post("/admin/models/load/{model_id:path}", status_code=200)
+async def load_model(state: State, model_id: Path) -> Response:
+    return _json(await _call(state, LoadModel(str(model_id).strip("/")), dict, LOAD_CALL_TIMEOUT))
 
 
-@post("/admin/models/unload/{model_id:str}", status_code=200)
-async def unload_model(state: State, model_id: FromPath[str], force: FromQuery[bool] = False) -> Response:
-    return await _call(state, UnloadModel(model_id, force), LOAD_CALL_TIMEOUT)
+@post("/admin/models/unload/{model_id:path}", status_code=200)
+async def unload_model(state: State, model_id: Path, force: FromQuery[bool] = False) -> Response:
+    return _json(await _call(state, UnloadModel(str(model_id).strip("/"), force), dict, LOAD_CALL_TIMEOUT))
 
 
 @get("/admin/health")

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import msgspec
 
+from mlx_fleet.catalog.registry import Catalog
+from mlx_fleet.catalog.store import CatalogStore
 from mlx_fleet.config import FleetConfig, parse_size
 from mlx_fleet.heap import freeze_startup_heap
 from mlx_fleet.runtime import Endpoints
@@ -32,8 +34,11 @@ def main(argv: list[str] | None = None) -> int:
                                     endpoints.sink)
 
     async def run() -> None:
-        supervisor = Supervisor(config, endpoints.frontend, endpoints.backend, launcher,
-                                parent_pid=args.parent_pid, remembered=Remembered(state_dir / "measured.json"))
+        catalog = Catalog(config, CatalogStore(state_dir))
+        found = catalog.rescan()
+        logging.info("catalog: %d models (%d found on disk)", len(catalog.entries), found.models_found)
+        supervisor = Supervisor(config, endpoints.frontend, endpoints.backend, launcher, parent_pid=args.parent_pid,
+                                remembered=Remembered(state_dir / "measured.json"), catalog=catalog)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: asyncio.ensure_future(supervisor.shutdown()))

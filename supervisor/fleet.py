@@ -26,6 +26,7 @@ import psutil
 import zmq
 import zmq.asyncio
 
+from mlx_fleet.catalog.registry import Catalog, CatalogError
 from mlx_fleet.config import FleetConfig, ModelConfig, ServerConfig, fmt_bytes, parse_duration, parse_size
 from mlx_fleet.protocol import (
     MAX_MESSAGE_BYTES,
@@ -49,6 +50,7 @@ from mlx_fleet.protocol import (
     decode_end,
     encode,
 )
+from supervisor.catalog_service import CATALOG_CALLS, CatalogService
 from supervisor.memory import RUNTIME_OVERHEAD, Remembered, budget_bytes, footprint, tree_rss
 from supervisor.policy import Resident, expired, make_room, over_budget
 from supervisor.process import WorkerProcess
@@ -150,12 +152,13 @@ class Supervisor:
         parent_pid: int | None = None,
         remembered: Remembered | None = None,
         budget: int | None = None,
+        catalog: Catalog | None = None,
     ) -> None:
         self.config = config
         self.budget = budget_bytes(config.memory.budget) if budget is None else budget
         self.remembered = remembered or Remembered(None)
-        default_ttl = parse_duration(config.memory.idle_ttl)
-        self.ttls = {m.id: parse_duration(m.idle_ttl) if m.idle_ttl is not None else default_ttl
+        self.default_ttl = parse_duration(config.memory.idle_ttl)
+        self.ttls = {m.id: parse_duration(m.idle_ttl) if m.idle_ttl is not None else self.default_ttl
                      for m in config.models}
         self._room_lock = asyncio.Lock()
         self.spare: SpareWorker | None = None
@@ -167,9 +170,10 @@ class Supervisor:
         self.timeouts = timeouts or Timeouts.from_config(config.server)
         self.parent_pid = parent_pid
         self.slots: dict[str, ModelSlot] = {m.id: ModelSlot(m) for m in config.models}
-        self.by_name: dict[str, ModelSlot] = {
-            name: self.slots[m.id] for name, m in config.model_ids().items()
-        }
+        if catalog is None:
+            catalog = Catalog(config)
+            catalog.rescan()
+        self.catalog = CatalogService(self, catalog)
         self.by_identity: dict[bytes, ModelSlot] = {}
         # Request id -> (router identity, slot): the whole routing table of the data path.
         self.routes: dict[bytes, tuple[bytes, ModelSlot]] = {}
@@ -179,6 +183,12 @@ class Supervisor:
         self.accepting = True
         self.stopped = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
+
+    def add_slot(self, model: ModelConfig) -> ModelSlot:
+        """A slot for a catalog model asked for the first time: served like a configured one."""
+        slot = self.slots[model.id] = ModelSlot(model)
+        self.ttls[model.id] = self.default_ttl
+        return slot
 
     def _bind(self, kind: int, endpoint: str) -> zmq.asyncio.Socket:
         sock = self.ctx.socket(kind)
@@ -206,6 +216,8 @@ class Supervisor:
             self._spawn_task(self._preload(preload), "preload")
         else:
             self._want_spare()
+        if self.config.catalog.profile:
+            self._spawn_task(self.catalog.startup(), "profile")
         try:
             await self.stopped.wait()
         finally:
@@ -266,7 +278,7 @@ class Supervisor:
                 self._spawn_task(self._answer(router, rid, frames[3]), "admin-call")
 
     def _admit(self, router: bytes, kind: bytes, rid: bytes, model: str, body: bytes) -> None:
-        slot = self.by_name.get(model)
+        slot = self.catalog.slot(model)
         if slot is None:
             self._reply_end(router, rid, _failure(
                 "model_not_found", f"The model `{model}` does not exist or you do not have access to it.", 404))
@@ -750,22 +762,26 @@ class Supervisor:
         call = decode_call(body)
         try:
             if isinstance(call, Ping):
-                reply = Reply(result="pong")
+                reply = Reply(self.catalog.not_ready(), "pong")
             elif isinstance(call, GetStatus):
                 reply = Reply(result=self.status())
             elif isinstance(call, LoadModel):
                 reply = await self._load_call(call)
             elif isinstance(call, UnloadModel):
                 reply = await self._unload_call(call)
+            elif isinstance(call, CATALOG_CALLS):
+                reply = Reply(result=await self.catalog.answer(call))
             else:
                 reply = Reply(Failure("invalid_request", "unknown call", 400))
+        except CatalogError as e:
+            reply = Reply(Failure(e.code, e.message, e.status))
         except Exception as e:  # noqa: BLE001 - an admin call must always get an answer
             log.exception("admin call failed")
             reply = Reply(Failure("internal_error", f"{type(e).__name__}: {e}", 500))
         self.frontend.send_multipart((router, Kind.REPLY, call_id, encode(reply)))
 
     async def _load_call(self, call: LoadModel) -> Reply:
-        slot = self.by_name.get(call.model)
+        slot = self.catalog.slot(call.model)
         if slot is None:
             return Reply(Failure("model_not_found", f"The model `{call.model}` is not configured.", 404))
         failure = await self.ensure_ready(slot)
@@ -776,7 +792,7 @@ class Supervisor:
         return Reply(result=self.model_status(slot, time.time()))
 
     async def _unload_call(self, call: UnloadModel) -> Reply:
-        slot = self.by_name.get(call.model)
+        slot = self.catalog.existing_slot(call.model)
         if slot is None or not slot.state.has_process:
             return Reply(Failure("model_not_loaded", f"The model `{call.model}` is not loaded.", 404))
         started = time.monotonic()
@@ -791,9 +807,12 @@ class Supervisor:
     def model_status(self, slot: ModelSlot, now: float) -> dict:
         ttl = self.ttls.get(slot.id, 0)
         idle = slot.state == S.READY and not slot.pinned and ttl > 0
+        entry = self.catalog.catalog.get(slot.id)
         return {
             "id": slot.id,
             "type": slot.config.type,
+            "tier": entry.tier if entry else None,
+            "source": entry.source if entry else None,
             "state": str(slot.state),
             "pid": slot.process.pid if slot.process else None,
             "memory": {"measured": slot.measured or None, "estimated": slot.estimate or None,

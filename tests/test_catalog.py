@@ -18,7 +18,7 @@ import pytest
 from mlx.utils import tree_flatten
 
 from mlx_fleet.catalog.discover import discover, scan_folder
-from mlx_fleet.catalog.entry import ModelEntry
+from mlx_fleet.catalog.entry import Registry
 from mlx_fleet.catalog.inspect import describe_dir
 from mlx_fleet.catalog.registry import Catalog, CatalogError
 from mlx_fleet.catalog.store import CatalogStore
@@ -210,9 +210,9 @@ def test_profiles_persist_and_guard_the_active_one(shelf: Path, tmp_path: Path) 
     assert active.value.status == 409
     again = Catalog(config, CatalogStore(tmp_path))
     again.rescan()
-    assert {n: p["models"] for n, p in again.profiles().items()} == {
+    assert {n: p.models for n, p in again.profiles().items()} == {
         "chat": ["tiny-llama", "bert-small"], "work": ["smollm2"]}
-    assert again.delete_profile("chat")["name"] == "chat" and "chat" not in again.profiles()
+    assert again.delete_profile("chat").name == "chat" and "chat" not in again.profiles()
 
 
 def test_catalog_config_is_strict(tmp_path: Path) -> None:
@@ -238,5 +238,4 @@ def test_entries_round_trip_as_json(shelf: Path) -> None:
     catalog = Catalog(FleetConfig(catalog=CatalogConfig(scan=[str(shelf)])))
     catalog.rescan()
     body = msgspec.json.encode(catalog.registry())
-    models = msgspec.json.decode(body)["models"]
-    assert [msgspec.convert(m, ModelEntry) for m in models] == list(catalog.entries.values())
+    assert msgspec.json.decode(body, type=Registry).models == list(catalog.entries.values())

@@ -42,3 +42,49 @@ class ModelEntry(ModelFacts, kw_only=True):
     @classmethod
     def from_facts(cls, model_id: str, path: str, source: Source, facts: ModelFacts) -> ModelEntry:
         return cls(id=model_id, path=path, source=source, **msgspec.structs.asdict(facts))
+
+
+# The registry API's answers, typed once for the supervisor that builds them, the router that
+# serves them and the CLI that prints them.
+
+
+class Registry(msgspec.Struct, kw_only=True):
+    """`GET /admin/models/registry`."""
+
+    models: list[ModelEntry]
+    scan_paths: list[str]
+    hf_cache: bool
+    last_scan: float | None
+    active_profile: str | None
+
+
+class ScanResult(msgspec.Struct, kw_only=True):
+    """`POST /admin/models/rescan`."""
+
+    models_found: int
+    models_added: list[str]
+    models_removed: list[str]
+    timestamp: float
+
+
+class Profile(msgspec.Struct, kw_only=True):
+    name: str
+    models: list[str]
+    source: Literal["config", "api"]
+    active: bool = False
+
+
+class ProfileList(msgspec.Struct, kw_only=True):
+    """`GET /admin/profiles`."""
+
+    profiles: list[Profile]
+    active: str | None
+
+
+class Activation(msgspec.Struct, kw_only=True):
+    """`POST /admin/profiles/{name}/activate`: what was pinned, what was let go, how long it took."""
+
+    profile: str
+    pinned: list[str]
+    unpinned: list[str]
+    seconds: float

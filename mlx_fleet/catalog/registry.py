@@ -14,10 +14,8 @@ import re
 import time
 from pathlib import Path
 
-import msgspec
-
 from mlx_fleet.catalog.discover import GGUF_SUFFIX, discover, unique_ids
-from mlx_fleet.catalog.entry import TIERS, ModelEntry, ModelFacts
+from mlx_fleet.catalog.entry import TIERS, ModelEntry, ModelFacts, Profile, Registry, ScanResult
 from mlx_fleet.catalog.inspect import NotAModel, describe_dir, describe_gguf
 from mlx_fleet.catalog.store import CatalogStore
 from mlx_fleet.catalog.tiers import parse_count, tier_for
@@ -35,13 +33,6 @@ class CatalogError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
-
-
-class ScanResult(msgspec.Struct, kw_only=True):
-    models_found: int
-    models_added: list[str]
-    models_removed: list[str]
-    timestamp: float
 
 
 class Catalog:
@@ -112,22 +103,24 @@ class Catalog:
             return configured
         return ModelConfig(id=entry.id, path=entry.path, type=entry.type)  # type: ignore[arg-type]
 
-    def registry(self) -> dict:
-        return {"models": [msgspec.to_builtins(e) for e in self.entries.values()],
-                "scan_paths": [str(Path(p).expanduser()) for p in self.config.catalog.scan],
-                "hf_cache": self.config.catalog.hf_cache, "last_scan": self.last_scan}
+    def registry(self, tier: str | None = None) -> Registry:
+        """Every model, or with a tier, that tier's enabled models, smallest first."""
+        return Registry(models=list(self.entries.values()) if tier is None else self.tier(tier),
+                        scan_paths=[str(Path(p).expanduser()) for p in self.config.catalog.scan],
+                        hf_cache=self.config.catalog.hf_cache, last_scan=self.last_scan,
+                        active_profile=self.active_profile)
 
     # -- the user's choices ---------------------------------------------------------------------
 
     def set_enabled(self, model_id: str, enabled: bool) -> ModelEntry:
-        entry = self._require(model_id)
+        entry = self.require(model_id)
         entry.enabled = enabled
         if self.store:
             self.store.set_enabled(entry.id, enabled)
         return entry
 
     def set_tier(self, model_id: str, tier: str) -> ModelEntry:
-        entry = self._require(model_id)
+        entry = self.require(model_id)
         if tier not in TIERS:
             raise CatalogError(400, "invalid_tier", f"{tier!r} is not a tier; tiers are {', '.join(TIERS)}.")
         entry.tier = tier  # type: ignore[assignment]
@@ -135,7 +128,7 @@ class Catalog:
             self.store.set_tier(entry.id, tier)
         return entry
 
-    def _require(self, model_id: str) -> ModelEntry:
+    def require(self, model_id: str) -> ModelEntry:
         entry = self.get(model_id)
         if entry is None:
             raise CatalogError(404, "model_not_found", f"The model `{model_id}` is not in the catalog.")
@@ -143,21 +136,21 @@ class Catalog:
 
     # -- profiles -------------------------------------------------------------------------------
 
-    def profiles(self) -> dict[str, dict]:
+    def profiles(self) -> dict[str, Profile]:
         stored = self.store.profiles() if self.store else {}
-        out = {name: {"name": name, "models": models, "source": "api"} for name, models in stored.items()}
-        out |= {name: {"name": name, "models": p.models, "source": "config"} for name, p in self.config.profiles.items()}
+        out = {name: Profile(name=name, models=models, source="api") for name, models in stored.items()}
+        out |= {name: Profile(name=name, models=p.models, source="config") for name, p in self.config.profiles.items()}
         for name, profile in out.items():
-            profile["active"] = name == self.active_profile
+            profile.active = name == self.active_profile
         return out
 
-    def profile(self, name: str) -> dict:
+    def profile(self, name: str) -> Profile:
         profile = self.profiles().get(name)
         if profile is None:
             raise CatalogError(404, "profile_not_found", f"There is no profile {name!r}.")
         return profile
 
-    def save_profile(self, name: str, models: list[str]) -> dict:
+    def save_profile(self, name: str, models: list[str]) -> Profile:
         if not PROFILE_NAME.match(name):
             raise CatalogError(400, "invalid_profile", f"{name!r} is not a profile name (letters, digits, '.', "
                                "'_' and '-'; at most 64).")
@@ -171,11 +164,11 @@ class Catalog:
         self.store.save_profile(name, models)
         return self.profile(name)
 
-    def delete_profile(self, name: str) -> dict:
+    def delete_profile(self, name: str) -> Profile:
         profile = self.profile(name)
         if name == self.active_profile:
             raise CatalogError(409, "profile_active", f"Profile {name!r} is active; activate another one first.")
-        if profile["source"] == "config":
+        if profile.source == "config":
             raise CatalogError(409, "profile_in_config", f"Profile {name!r} is defined in the config file.")
         assert self.store is not None
         self.store.delete_profile(name)
