@@ -9,7 +9,7 @@ import sys
 import httpx
 
 from mlx_fleet.admin_cli import Spinner
-from mlx_fleet.config import fmt_bytes
+from mlx_fleet.units import fmt_bytes
 
 
 class CommandFailed(Exception):

@@ -22,9 +22,10 @@ from mlx_fleet.catalog.entry import Registry
 from mlx_fleet.catalog.inspect import describe_dir
 from mlx_fleet.catalog.registry import Catalog, CatalogError
 from mlx_fleet.catalog.store import CatalogStore
-from mlx_fleet.catalog.tiers import parse_count, tier_for
+from mlx_fleet.catalog.tiers import tier_for
 from mlx_fleet.config import CatalogConfig, ConfigError, FleetConfig, ModelConfig, ProfileConfig, load_config
 from mlx_fleet.gguf_header import read_header
+from mlx_fleet.units import ParameterCount
 from tiny_models import build_tiny_bert, build_tiny_lm
 
 THINKING_TEMPLATE = "{% if tools %}{{ tools }}{% endif %}{% for m in messages %}<think>{{ m.content }}{% endfor %}"
@@ -152,19 +153,19 @@ def test_config_wins_and_clashes_get_a_suffix(shelf: Path, tiny_lm: Path) -> Non
 
 
 def test_tiers_from_parameters_thinking_and_thresholds() -> None:
-    thresholds = (parse_count("7B"), parse_count("14B"))
+    thresholds = (ParameterCount("7B"), ParameterCount("14B"))
     assert tier_for(3 * 10**9, 0, None, False, thresholds) == "fast"
     assert tier_for(3 * 10**9, 0, None, True, thresholds) == "balanced"
     assert tier_for(8 * 10**9, 0, None, False, thresholds) == "balanced"
     assert tier_for(70 * 10**9, 0, None, False, thresholds) == "powerful"
     assert tier_for(None, 20 * 10**9, 4, False, thresholds) == "powerful"  # 20 GB of 4-bit: ~40B
-    assert parse_count("1.5b") == 1_500_000_000 and parse_count("500M") == 500_000_000
+    assert ParameterCount("1.5b") == 1_500_000_000 and ParameterCount("500M") == 500_000_000
     with pytest.raises(ValueError):
-        parse_count("seven")
+        ParameterCount("seven")
 
 
 def test_overrides_survive_rescan_and_restart(shelf: Path, tmp_path: Path) -> None:
-    config = FleetConfig(catalog=CatalogConfig(scan=[str(shelf)], tier_thresholds=["1K", "100M"]))
+    config = FleetConfig(catalog=CatalogConfig(scan=[str(shelf)], tier_thresholds=[ParameterCount("1K"), ParameterCount("100M")]))
     catalog = Catalog(config, CatalogStore(tmp_path))
     catalog.rescan()
     assert catalog.get("tiny-llama").tier == "balanced" and catalog.get("smollm2").tier == "powerful"
@@ -220,7 +221,7 @@ def test_catalog_config_is_strict(tmp_path: Path) -> None:
     path.write_text('[catalog]\nscan = ["~/models"]\nhf_cache = true\n\n[profiles.day]\nmodels = ["org/name"]\n'
                     '[[models]]\nid = "mlx-community/Qwen3-4B-4bit"\npath = "mlx-community/Qwen3-4B-4bit"\n')
     config = load_config(path, environ={"MLX_FLEET_CATALOG_TIER_THRESHOLDS": '["3B", "8B"]'})
-    assert config.catalog.hf_cache and config.catalog.tier_thresholds == ["3B", "8B"]
+    assert config.catalog.hf_cache and config.catalog.tier_thresholds == [3 * 10**9, 8 * 10**9]
     assert config.profiles["day"].models == ["org/name"]
     for text, key in (('[catalog]\nscan = ["x"]\ndepth = 2\n', "catalog.depth: unknown key"),
                       ('[catalog]\nscan = ["x"]\ntier_thresholds = ["14B", "7B"]\n', "catalog.tier_thresholds"),

@@ -47,7 +47,7 @@ def write_catalog_config(layout: dict[str, Path], extra: str = "") -> Path:
     assert small and bigger and small < bigger
     path = layout["root"] / f"fleet-{time.monotonic_ns()}.toml"
     path.write_text(
-        f'[catalog]\nscan = ["{layout["shelf"]}"]\nhf_cache = true\ntier_thresholds = [{small + 1}, {bigger + 1}]\n'
+        f'[catalog]\nscan = ["{layout["shelf"]}"]\nhf_cache = true\ntier_thresholds = ["{small + 1}", "{bigger + 1}"]\n'
         f'{extra}\n[profiles.day]\nmodels = ["tiny-a"]\n\n'
         f'[[models]]\nid = "configured"\npath = "{layout["tiny"]}"\naliases = ["conf"]\n')
     return path

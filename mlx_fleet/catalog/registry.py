@@ -18,7 +18,7 @@ from mlx_fleet.catalog.discover import GGUF_SUFFIX, discover, unique_ids
 from mlx_fleet.catalog.entry import TIERS, ModelEntry, ModelFacts, Profile, Registry, ScanResult
 from mlx_fleet.catalog.inspect import NotAModel, describe_dir, describe_gguf
 from mlx_fleet.catalog.store import CatalogStore
-from mlx_fleet.catalog.tiers import parse_count, tier_for
+from mlx_fleet.catalog.tiers import tier_for
 from mlx_fleet.config import FleetConfig, ModelConfig
 from mlx_fleet.model_types import hf_cache_snapshot
 
@@ -39,8 +39,8 @@ class Catalog:
     def __init__(self, config: FleetConfig, store: CatalogStore | None = None) -> None:
         self.config = config
         self.store = store
-        low, high = (parse_count(v) for v in config.catalog.tier_thresholds)
-        self.thresholds = (low, high)
+        low, high = config.catalog.tier_thresholds
+        self.thresholds = (int(low), int(high))
         self.configured: dict[str, ModelConfig] = {m.id: m for m in config.models}
         self.entries: dict[str, ModelEntry] = {}
         self.names: dict[str, str] = {}  # every id and alias -> the entry's id

@@ -7,27 +7,11 @@ A thinking model spends many tokens before it answers, so it is never `fast`.
 
 from __future__ import annotations
 
-import re
-
 from mlx_fleet.catalog.entry import Tier
 
 TIER_PREFIX = "tier:"
-DEFAULT_THRESHOLDS = ("7B", "14B")
-_COUNT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMBT]?)\s*$", re.IGNORECASE)
-_SCALE = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "t": 10**12}
 # Bytes per parameter assumed when a model's headers give no count (unquantized half precision).
 _BYTES_PER_PARAMETER = 2
-
-
-def parse_count(text: str | int) -> int:
-    """Parameters from `"7B"`, `"500M"`, `"1.5b"` or a plain number."""
-    if isinstance(text, int):
-        return text
-    match = _COUNT.match(text)
-    if not match:
-        raise ValueError(f"{text!r} is not a parameter count such as '7B' or '500M'")
-    number, unit = match.groups()
-    return int(float(number) * _SCALE[unit.lower()])
 
 
 def tier_for(parameters: int | None, size_bytes: int, bits: int | None, thinking: bool,
