@@ -1,9 +1,9 @@
 """The fleet's configuration: one TOML file, validated strictly, overridable from the environment.
 
 Unknown keys are errors (a typo in a memory budget must not silently become the default), and
-every error names the file, the key and the problem. Every `[server]` and `[memory]` key can also
-be set with `MLX_FLEET_<SECTION>_<KEY>` (the value is read as a TOML value, or as a plain string
-when it is not one), which is how a launchd plist or a container sets them.
+every error names the file, the key and the problem. Every `[server]`, `[memory]` and `[catalog]`
+key can also be set with `MLX_FLEET_<SECTION>_<KEY>` (the value is read as a TOML value, or as a
+plain string when it is not one), which is how a launchd plist or a container sets them.
 """
 
 from __future__ import annotations
