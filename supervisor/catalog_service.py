@@ -42,7 +42,10 @@ class CatalogService:
         self.fleet = fleet
         self.catalog = catalog
         # `[catalog] wait_for_profile`: /health answers 503 until the startup profile is ready.
-        self.waiting_for: str | None = catalog.config.catalog.profile if catalog.config.catalog.wait_for_profile else None
+        settings = catalog.config.catalog
+        self.waiting_for: str | None = settings.profile if settings.wait_for_profile else None
+        self.startup_error: str | None = None
+        self._rescanning = asyncio.Lock()  # one scan at a time: each compares with the one before
 
     # -- names to slots -------------------------------------------------------------------------
 
@@ -61,6 +64,9 @@ class CatalogService:
     def not_ready(self) -> Failure | None:
         if self.waiting_for is None:
             return None
+        if self.startup_error is not None:
+            return Failure("profile_failed", f"Profile {self.waiting_for!r} could not be activated: "
+                           f"{self.startup_error}", 503)
         return Failure("profile_loading", f"The models of profile {self.waiting_for!r} are still loading.", 503)
 
     # -- calls ----------------------------------------------------------------------------------
@@ -85,7 +91,8 @@ class CatalogService:
 
     async def rescan(self) -> ScanResult:
         """Look at the disk again; a loaded model that vanished ends after its requests finish."""
-        result = await asyncio.to_thread(self.catalog.rescan)
+        async with self._rescanning:
+            result = await asyncio.to_thread(self.catalog.rescan)
         for model_id in result.models_removed:
             slot = self.fleet.slots.get(model_id)
             if slot is not None:
@@ -168,4 +175,5 @@ class CatalogService:
             await self.activate(name)
         except CatalogError as e:
             log.error("startup profile %s: %s", name, e.message)
+            self.startup_error = e.message
 

@@ -211,7 +211,7 @@ class Supervisor:
         ]
         if self.parent_pid is not None:
             loops.append(self._spawn_task(self._watch_parent(), "parent-watch"))
-        preload = [s for s in self.slots.values() if s.config.preload]
+        preload = [s for s in self.slots.values() if s.config.preload and self.catalog.slot(s.id) is not None]
         if preload:
             self._spawn_task(self._preload(preload), "preload")
         else:

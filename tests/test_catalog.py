@@ -165,7 +165,8 @@ def test_tiers_from_parameters_thinking_and_thresholds() -> None:
 
 
 def test_overrides_survive_rescan_and_restart(shelf: Path, tmp_path: Path) -> None:
-    config = FleetConfig(catalog=CatalogConfig(scan=[str(shelf)], tier_thresholds=[ParameterCount("1K"), ParameterCount("100M")]))
+    thresholds = [ParameterCount("1K"), ParameterCount("100M")]
+    config = FleetConfig(catalog=CatalogConfig(scan=[str(shelf)], tier_thresholds=thresholds))
     catalog = Catalog(config, CatalogStore(tmp_path))
     catalog.rescan()
     assert catalog.get("tiny-llama").tier == "balanced" and catalog.get("smollm2").tier == "powerful"

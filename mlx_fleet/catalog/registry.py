@@ -84,7 +84,7 @@ class Catalog:
     def get(self, name: str) -> ModelEntry | None:
         """The entry a client's model name (id or alias) means, enabled or not."""
         model_id = self.names.get(name)
-        return None if model_id is None else self.entries[model_id]
+        return None if model_id is None else self.entries.get(model_id)
 
     def enabled(self) -> list[ModelEntry]:
         return [e for e in self.entries.values() if e.enabled]
