@@ -99,16 +99,49 @@ class ImageData(_Wire):
     rgb: bytes
 
 
+class ToolCall(_Wire, gc=False):
+    """A function call: one the assistant made earlier in a conversation, or one it makes now (in
+    a `Delta`). `arguments` is JSON text, as the model wrote it (after parsing and re-encoding)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
 class Message(_Wire):
-    """One chat message; images belong to the message they appeared in, in order."""
+    """One chat message; images belong to the message they appeared in, in order. An assistant
+    message may carry the calls it made; a tool message answers the call `tool_call_id`."""
 
     role: str
     content: str
     images: tuple[ImageData, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+
+
+class Tool(_Wire):
+    """A function the model may call; `parameters_json` is its JSON schema, as text."""
+
+    name: str
+    description: str = ""
+    parameters_json: str = ""
+
+
+class ToolChoice(_Wire):
+    """`auto`: the model decides; `none`: no tools offered; `required`: some call, and `function`:
+    a call of `name`, both guaranteed by constrained decoding."""
+
+    mode: Literal["auto", "none", "required", "function"] = "auto"
+    name: str = ""
 
 
 class ChatInput(_Wire, tag=1):
     messages: tuple[Message, ...]
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice | None = None
+    # Extra arguments for the model's chat template (`enable_thinking`, `reasoning_effort`, ...).
+    template_kwargs: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 class TextInput(_Wire, tag=2):
@@ -122,11 +155,23 @@ class TokensInput(_Wire, tag=3):
 Input = ChatInput | TextInput | TokensInput
 
 
+class ResponseFormat(_Wire):
+    """A constraint on the reply's text, enforced by constrained decoding (never ignored)."""
+
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    schema_json: str = ""  # json_schema: the schema, as text
+    name: str = ""
+    strict: bool = False
+
+
 class Generate(_Wire):
-    """Body of a GENERATE message."""
+    """Body of a GENERATE message. `logprobs`: None for none, else the sampled token's log
+    probability and that many alternatives (0-20) with each token."""
 
     input: Input
     sampling: Sampling
+    response_format: ResponseFormat | None = None
+    logprobs: int | None = None
 
 
 class Embed(_Wire):
@@ -140,11 +185,25 @@ class Embed(_Wire):
 # Stream events (worker -> supervisor -> router)
 
 
+class TokenLogprob(_Wire, gc=False):
+    """One generated token's log probability, and the most likely alternatives at its position."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
 class Delta(_Wire, gc=False):
-    """New text for one request; `tokens` counts the tokens it covers (one, or several coalesced)."""
+    """What one request produced since its last Delta, whatever API the client speaks: answer
+    text, thinking text, complete tool calls (numbered by the consumer in the order they arrive),
+    and per-token log probabilities when asked (a plain token leaves them empty: three bytes).
+    `tokens` counts the tokens it covers."""
 
     text: str
     tokens: int = 1
+    reasoning: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 class Usage(_Wire, gc=False):
@@ -153,7 +212,7 @@ class Usage(_Wire, gc=False):
     cached_tokens: int = 0
 
 
-FinishReason = Literal["stop", "length", "cancelled"]
+FinishReason = Literal["stop", "length", "cancelled", "tool_calls"]
 
 
 class Done(_Wire, tag=1, gc=False):
@@ -313,10 +372,133 @@ Call = (GetStatus | LoadModel | UnloadModel | Ping | GetCatalog | Rescan | SetMo
 
 
 class Reply(_Wire):
-    """One envelope for every admin call: a failure, or a JSON-ready result."""
+    """One envelope for every admin call: a failure, or a JSON-ready result (one of the structs
+    below, which arrives as a plain mapping and is converted back to its type by the reader)."""
 
     failure: Failure | None = None
     result: Any = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Admin replies: the JSON the admin API answers with, typed once for the supervisor that builds
+# it, the router that serves it and the CLI that reads it. Mappings, not arrays (they become JSON
+# objects). They are a superset of the design documents' shapes (`loaded_models`, `model_id`,
+# `size_gb`, `status: "loaded"`, ...), so a client written for those reads mlx-fleet unchanged.
+
+GB = 10**9
+ModelKind = Literal["text-gen", "vision", "embeddings"]
+MODEL_KINDS: dict[str, ModelKind] = {"auto": "text-gen", "text": "text-gen", "vision": "vision",
+                                     "embeddings": "embeddings"}
+
+
+def gigabytes(n: int | None) -> float | None:
+    return None if n is None else round(n / GB, 3)
+
+
+class _Json(msgspec.Struct, kw_only=True):
+    pass
+
+
+class ModelMemory(_Json, kw_only=True):
+    measured: int | None        # footprint measured since it loaded (None: not loaded)
+    estimated: int | None       # what the policy assumed before loading
+    estimate_was_measured: bool
+    mlx_active: int | None      # the worker's own last report
+    mlx_cache: int | None
+
+
+class ModelStatus(_Json, kw_only=True):
+    id: str
+    type: str
+    state: str
+    pid: int | None
+    memory: ModelMemory
+    preload: bool
+    pinned: bool
+    loaded_at: float | None
+    last_used: float | None
+    load_seconds: float | None
+    context_length: int | None
+    in_flight: int
+    queued: int
+    served: int
+    tokens_generated: int
+    ttl_remaining: float | None
+    last_error: str | None
+    last_error_out_of_memory: bool    # the last load failed for want of memory (LoadFailed.out_of_memory)
+    # The design documents' names.
+    model_id: str
+    model_type: ModelKind
+    size_gb: float | None             # measured, else estimated, while it has a process
+    preloaded: bool                   # pinned: preloaded or loaded by an administrator
+    # The catalog's view: the model's tier, and where it came from ("config", "scan", "hf_cache").
+    tier: str | None = None
+    source: str | None = None
+
+
+class LoadResult(ModelStatus, kw_only=True):
+    """`POST /admin/models/load/{id}`: the model's status once it is ready."""
+
+    status: Literal["loaded"] = "loaded"
+
+
+class UnloadResult(_Json, kw_only=True):
+    """`POST /admin/models/unload/{id}`: how the worker ended and what that gave back."""
+
+    status: Literal["unloaded"] = "unloaded"
+    model_id: str
+    model: str
+    action: Literal["drained", "forced"]
+    memory_released: int
+    seconds: float
+    state: str
+
+
+class SpareStatus(_Json, kw_only=True):
+    pid: int | None
+    state: Literal["starting", "ready"]
+    memory: int
+
+
+class PoolStatus(_Json, kw_only=True):
+    policy: str
+    budget: int
+    in_use: int
+    available: int
+    max_models: int
+    loaded: int
+    machine_total: int
+    machine_available: int
+    accepting: bool
+    spare: SpareStatus | None         # the first of `spares` (the one the next load takes)
+    spares: list[SpareStatus]
+    spares_wanted: int                # memory.spares
+
+
+class MemoryTotals(_Json, kw_only=True):
+    active_gb: float                  # the workers' MLX active memory, summed
+    cache_gb: float                   # the workers' MLX cache memory, summed
+
+
+class FleetStatus(_Json, kw_only=True):
+    """`GET /admin/models/status`."""
+
+    models: list[ModelStatus]         # every configured model, loaded or not
+    pool: PoolStatus
+    loaded_models: list[ModelStatus]  # those with a worker process
+    total_models: int                 # how many are loaded
+    memory: MemoryTotals
+    max_memory_gb: float              # the budget
+    max_models: int
+
+
+class HealthStatus(_Json, kw_only=True):
+    """`GET /admin/health`."""
+
+    status: Literal["healthy", "degraded", "unavailable"]
+    supervisor: Literal["ok", "unreachable"]
+    workers: dict[str, str]
+    reason: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,9 +8,18 @@ from typing import TypeVar
 import msgspec
 from litestar import Response, get, post
 from litestar.datastructures import State
-from litestar.params import FromQuery
+from litestar.params import FromPath, FromQuery
 
-from mlx_fleet.protocol import GetStatus, LoadModel, Reply, UnloadModel
+from mlx_fleet.protocol import (
+    FleetStatus,
+    GetStatus,
+    HealthStatus,
+    LoadModel,
+    LoadResult,
+    Reply,
+    UnloadModel,
+    UnloadResult,
+)
 from router.errors import ApiError
 from router.fleet_client import FleetClient, SupervisorUnavailable
 
@@ -32,38 +41,38 @@ async def _call(state: State, call, result: type[T], timeout: float | None = Non
     return msgspec.convert(reply.result, result)
 
 
-def _json(body: object, status_code: int = 200) -> Response:
+def _json(body: msgspec.Struct, status_code: int = 200) -> Response:
     return Response(msgspec.json.encode(body), status_code=status_code, media_type="application/json")
 
 
 @get("/admin/models/status")
 async def models_status(state: State) -> Response:
-    return _json(await _call(state, GetStatus(), dict))
+    return _json(await _call(state, GetStatus(), FleetStatus))
 
 
 # Model ids may be Hugging Face repo ids: `POST /admin/models/load/mlx-community/Qwen3-4B-4bit`.
 @post("/admin/models/load/{model_id:path}", status_code=200)
-async def load_model(state: State, model_id: Path) -> Response:
-    return _json(await _call(state, LoadModel(str(model_id).strip("/")), dict, LOAD_CALL_TIMEOUT))
+async def load_model(state: State, model_id: FromPath[Path]) -> Response:
+    return _json(await _call(state, LoadModel(str(model_id).strip("/")), LoadResult, LOAD_CALL_TIMEOUT))
 
 
 @post("/admin/models/unload/{model_id:path}", status_code=200)
-async def unload_model(state: State, model_id: Path, force: FromQuery[bool] = False) -> Response:
-    return _json(await _call(state, UnloadModel(str(model_id).strip("/"), force), dict, LOAD_CALL_TIMEOUT))
+async def unload_model(state: State, model_id: FromPath[Path], force: FromQuery[bool] = False) -> Response:
+    return _json(await _call(state, UnloadModel(str(model_id).strip("/"), force), UnloadResult, LOAD_CALL_TIMEOUT))
 
 
 @get("/admin/health")
 async def admin_health(state: State) -> Response:
+    """`healthy` (the design documents' word), `degraded` while a model shows `failed`."""
     client: FleetClient = state.fleet
     try:
         reply = await client.call(GetStatus(), timeout=2.0)
     except SupervisorUnavailable as e:
-        body = {"status": "unavailable", "supervisor": "unreachable", "reason": str(e), "workers": {}}
-        return Response(msgspec.json.encode(body), status_code=503, media_type="application/json")
-    workers = {m["id"]: m["state"] for m in reply.result["models"]}
-    failed = [k for k, v in workers.items() if v == "failed"]
-    body = {"status": "degraded" if failed else "ok", "supervisor": "ok", "workers": workers}
-    return Response(msgspec.json.encode(body), media_type="application/json")
+        return _json(HealthStatus(status="unavailable", supervisor="unreachable", workers={}, reason=str(e)), 503)
+    status = msgspec.convert(reply.result, FleetStatus)
+    workers = {m.id: m.state for m in status.models}
+    failed = any(v == "failed" for v in workers.values())
+    return _json(HealthStatus(status="degraded" if failed else "healthy", supervisor="ok", workers=workers))
 
 
 ROUTES = [models_status, load_model, unload_model, admin_health]

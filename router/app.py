@@ -23,9 +23,9 @@ from router import admin, catalog_admin
 from router import openai_types as oa
 from router.admission import Admission
 from router.catalog_view import CatalogView
+from router.chat_request import chat_input, chat_logprobs, response_format
 from router.completions import (
     Exchange,
-    chat_input,
     completion_input,
     decode_request,
     respond,
@@ -56,8 +56,9 @@ async def chat_completions(request: Request, state: State) -> Response:
     sampling = sampling_from(req, req.max_completion_tokens or req.max_tokens, config.server.default_max_tokens,
                              _temperature(config, model))
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    logprobs = chat_logprobs(req)
     messages = await chat_input(req, model, state.images, config.server.max_images_per_request)
-    generate = Generate(messages, sampling)
+    generate = Generate(messages, sampling, response_format(req), logprobs)
     return await respond(_exchange(state, name, "chatcmpl"), generate, True, req.stream, include_usage)
 
 
@@ -71,7 +72,7 @@ async def completions(request: Request, state: State) -> Response:
                        code="model_not_supported")
     sampling = sampling_from(req, req.max_tokens, config.server.default_max_tokens, _temperature(config, model))
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    generate = Generate(completion_input(req), sampling)
+    generate = Generate(completion_input(req), sampling, None, req.logprobs)
     return await respond(_exchange(state, name, "cmpl"), generate, False, req.stream, include_usage)
 
 

@@ -12,8 +12,9 @@ from typing import TypeVar
 import msgspec
 from litestar import Request, Response, delete, get, post, put
 from litestar.datastructures import State
+from litestar.params import FromPath
 
-from mlx_fleet.catalog.entry import Activation, ModelEntry, Profile, ProfileList, Registry, ScanResult
+from mlx_fleet.catalog.entry import Activation, ModelEntry, Profile, ProfileList, Registry, ScanResult, TierModels
 from mlx_fleet.protocol import (
     ActivateProfile,
     DeleteProfile,
@@ -62,7 +63,7 @@ async def rescan(state: State) -> Response:
 
 
 @put("/admin/models/{target:path}")
-async def set_model(state: State, request: Request, target: Path) -> Response:
+async def set_model(state: State, request: Request, target: FromPath[Path]) -> Response:
     """`PUT /admin/models/{model_id}/enabled` or `.../tier`; the id may hold a `/` (`org/name`)."""
     model, _, setting = str(target).strip("/").rpartition("/")
     raw = await request.body()
@@ -78,8 +79,8 @@ async def set_model(state: State, request: Request, target: Path) -> Response:
 
 
 @get("/admin/models/tiers/{tier:str}")
-async def tier_models(state: State, tier: str) -> Response:
-    return _json({"tier": tier, "models": (await _call(state, GetCatalog(tier), Registry)).models})
+async def tier_models(state: State, tier: FromPath[str]) -> Response:
+    return _json(TierModels(tier=tier, models=(await _call(state, GetCatalog(tier), Registry)).models))
 
 
 @get("/admin/profiles")
@@ -88,7 +89,7 @@ async def list_profiles(state: State) -> Response:
 
 
 @get("/admin/profiles/{name:str}")
-async def get_profile(state: State, name: str) -> Response:
+async def get_profile(state: State, name: FromPath[str]) -> Response:
     for profile in (await _call(state, GetProfiles(), ProfileList)).profiles:
         if profile.name == name:
             return _json(profile)
@@ -102,12 +103,12 @@ async def save_profile(state: State, request: Request) -> Response:
 
 
 @delete("/admin/profiles/{name:str}", status_code=200)
-async def delete_profile(state: State, name: str) -> Response:
+async def delete_profile(state: State, name: FromPath[str]) -> Response:
     return _json(await _call(state, DeleteProfile(name), Profile))
 
 
 @post("/admin/profiles/{name:str}/activate", status_code=200)
-async def activate_profile(state: State, name: str) -> Response:
+async def activate_profile(state: State, name: FromPath[str]) -> Response:
     return _json(await _call(state, ActivateProfile(name), Activation, LOAD_CALL_TIMEOUT))
 
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
 
 from mlx_fleet.catalog.entry import Activation, ModelEntry, ProfileList, ScanResult
-from mlx_fleet.catalog.registry import Catalog, CatalogError
+from mlx_fleet.catalog.registry import CatalogError
+from mlx_fleet.config import FleetConfig
 from mlx_fleet.protocol import (
     ActivateProfile,
     DeleteProfile,
@@ -22,14 +22,16 @@ from mlx_fleet.protocol import (
     GetCatalog,
     GetProfiles,
     Rescan,
+    Reply,
     ResolveTier,
     SaveProfile,
     SetModel,
 )
-from supervisor.slot import ModelSlot
-
-if TYPE_CHECKING:
-    from supervisor.fleet import Supervisor
+from supervisor.loading import Loader
+from supervisor.registry import Registry
+from supervisor.slot import WorkerSlot
+from supervisor.stopping import Stopper
+from supervisor.timeouts import Timeouts
 
 log = logging.getLogger("mlx_fleet.supervisor")
 
@@ -38,28 +40,17 @@ CATALOG_CALLS = (GetCatalog, Rescan, SetModel, ResolveTier, GetProfiles, SavePro
 
 
 class CatalogService:
-    def __init__(self, fleet: Supervisor, catalog: Catalog) -> None:
-        self.fleet = fleet
-        self.catalog = catalog
+    def __init__(self, config: FleetConfig, registry: Registry, loader: Loader, stopper: Stopper,
+                 timeouts: Timeouts) -> None:
+        self.config, self.registry, self.loader, self.stopper, self.timeouts = config, registry, loader, stopper, timeouts
+        self.catalog = registry.catalog
         # `[catalog] wait_for_profile`: /health answers 503 until the startup profile is ready.
-        settings = catalog.config.catalog
+        settings = config.catalog
         self.waiting_for: str | None = settings.profile if settings.wait_for_profile else None
         self.startup_error: str | None = None
         self._rescanning = asyncio.Lock()  # one scan at a time: each compares with the one before
 
-    # -- names to slots -------------------------------------------------------------------------
-
-    def slot(self, name: str) -> ModelSlot | None:
-        """The slot of an enabled model, made the first time the model is asked for."""
-        entry = self.catalog.get(name)
-        if entry is None or not entry.enabled:
-            return None
-        return self.fleet.slots.get(entry.id) or self.fleet.add_slot(self.catalog.model_config(entry))
-
-    def existing_slot(self, name: str) -> ModelSlot | None:
-        """The slot of a model that has one, enabled or not (an unload must find a disabled model)."""
-        model_id = self.catalog.names.get(name)
-        return None if model_id is None else self.fleet.slots.get(model_id)
+    # -- readiness ----------------------------------------------------------------------------
 
     def not_ready(self) -> Failure | None:
         if self.waiting_for is None:
@@ -71,8 +62,14 @@ class CatalogService:
 
     # -- calls ----------------------------------------------------------------------------------
 
-    async def answer(self, call: CatalogCall) -> object:
-        """The result of a registry call; a `CatalogError` becomes the caller's error."""
+    async def reply(self, call: CatalogCall) -> Reply:
+        """The admin RPC's handler for every registry call; a `CatalogError` is the caller's error."""
+        try:
+            return Reply(result=await self._answer(call))
+        except CatalogError as e:
+            return Reply(Failure(e.code, e.message, e.status))
+
+    async def _answer(self, call: CatalogCall) -> object:
         if isinstance(call, GetCatalog):
             return self.catalog.registry(call.tier)
         if isinstance(call, Rescan):
@@ -94,17 +91,17 @@ class CatalogService:
         async with self._rescanning:
             result = await asyncio.to_thread(self.catalog.rescan)
         for model_id in result.models_removed:
-            slot = self.fleet.slots.get(model_id)
+            slot = self.registry.slots.get(model_id)
             if slot is not None:
-                self.fleet._spawn_task(self._retire(slot, "its files are gone"), f"vanished:{model_id}")
+                self.registry.spawn(self._retire(slot, "its files are gone"), f"vanished:{model_id}")
         return result
 
-    async def _retire(self, slot: ModelSlot, reason: str) -> None:
+    async def _retire(self, slot: WorkerSlot, reason: str) -> None:
         log.info("model %s: %s; unloading it once its requests finish", slot.id, reason)
         if slot.state.has_process:
-            await self.fleet._drain_and_stop(slot, None)
+            await self.stopper.drain_and_stop(slot, None)
         if self.catalog.get(slot.id) is None and not slot.state.has_process:
-            self.fleet.slots.pop(slot.id, None)
+            self.registry.slots.pop(slot.id, None)
 
     async def set_model(self, call: SetModel) -> ModelEntry:
         """A disabled model is unloaded (its requests get the drain timeout to finish)."""
@@ -113,11 +110,11 @@ class CatalogService:
             self.catalog.set_tier(entry.id, call.tier)
         if call.enabled is not None:
             self.catalog.set_enabled(entry.id, call.enabled)
-            slot = self.fleet.slots.get(entry.id)
+            slot = self.registry.slots.get(entry.id)
             if not call.enabled and slot is not None:
                 slot.pinned = False
                 if slot.state.has_process:
-                    await self.fleet._drain_and_stop(slot, self.fleet.timeouts.drain)
+                    await self.stopper.drain_and_stop(slot, self.timeouts.drain)
         return entry
 
     def resolve_tier(self, tier: str, embeddings: bool) -> str:
@@ -126,7 +123,7 @@ class CatalogService:
         if not members:
             kind = "embedding" if embeddings else "generation"
             raise CatalogError(404, "model_not_found", f"No enabled {kind} model is in tier {tier!r}.")
-        ready = [s for e in members if (s := self.fleet.slots.get(e.id)) is not None and s.state.serving]
+        ready = [s for e in members if (s := self.registry.slots.get(e.id)) is not None and s.state.serving]
         if ready:
             return min(ready, key=lambda s: len(s.inflight)).id
         return members[0].id
@@ -134,13 +131,13 @@ class CatalogService:
     async def activate(self, name: str) -> Activation:
         """Load and pin the profile's models, in order; unpin the previous profile's others."""
         started = time.monotonic()
-        slots: list[ModelSlot] = []
+        slots: list[WorkerSlot] = []
         for entry in self.catalog.profile_models(self.catalog.profile(name).models):
-            slot = self.slot(entry.id)
+            slot = self.registry.lookup(entry.id)
             assert slot is not None  # profile_models gives enabled entries only
             slots.append(slot)
         for slot in slots:
-            failure = await self.fleet.ensure_ready(slot)
+            failure = await self.loader.ensure_ready(slot)
             if failure is not None:
                 raise CatalogError(failure.status, failure.code, f"Profile {name!r}: {failure.message}")
             slot.pinned = True  # at once, so that loading the next one cannot evict it
@@ -158,19 +155,19 @@ class CatalogService:
             return []
         unpinned = []
         for model in self.catalog.profile(previous).models:
-            slot = self.existing_slot(model)
+            slot = self.registry.existing(model)
             if slot is None or slot.id in keep:
                 continue
             slot.pinned = slot.config.preload
             unpinned.append(slot.id)
-            if self.fleet.config.memory.policy == "preload" and not slot.pinned and slot.state.has_process:
+            if self.config.memory.policy == "preload" and not slot.pinned and slot.state.has_process:
                 # With policy "preload" the active profile is the fleet: the rest goes.
-                self.fleet._spawn_task(self.fleet._drain_and_stop(slot, None), f"profile-off:{slot.id}")
+                self.registry.spawn(self.stopper.drain_and_stop(slot, None), f"profile-off:{slot.id}")
         return unpinned
 
     async def startup(self) -> None:
         """`[catalog] profile`: activate it once the supervisor runs."""
-        name = self.catalog.config.catalog.profile
+        name = self.config.catalog.profile
         try:
             await self.activate(name)
         except CatalogError as e:

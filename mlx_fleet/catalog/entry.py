@@ -58,6 +58,13 @@ class Registry(msgspec.Struct, kw_only=True):
     active_profile: str | None
 
 
+class TierModels(msgspec.Struct, kw_only=True):
+    """`GET /admin/models/tiers/{tier}`: its enabled models, smallest first."""
+
+    tier: str
+    models: list[ModelEntry]
+
+
 class ScanResult(msgspec.Struct, kw_only=True):
     """`POST /admin/models/rescan`."""
 
