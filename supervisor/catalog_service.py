@@ -137,10 +137,13 @@ class CatalogService:
             assert slot is not None  # profile_models gives enabled entries only
             slots.append(slot)
         for slot in slots:
+            # Pinned before it loads: the next load cannot evict it, and with policy "preload" a
+            # request that arrives meanwhile waits for it instead of being refused.
+            slot.pinned = True
             failure = await self.loader.ensure_ready(slot)
             if failure is not None:
+                slot.pinned = slot.config.preload
                 raise CatalogError(failure.status, failure.code, f"Profile {name!r}: {failure.message}")
-            slot.pinned = True  # at once, so that loading the next one cannot evict it
         unpinned = self._unpin_previous({s.id for s in slots})
         self.catalog.active_profile = name
         if self.waiting_for == name:

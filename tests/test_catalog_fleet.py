@@ -198,7 +198,9 @@ def test_a_disabled_model_is_404_and_stays_disabled_after_a_restart(layout: dict
 
 
 def test_wait_for_profile_holds_health_until_its_models_are_ready(layout: dict[str, Path], tmp_path: Path) -> None:
-    extra = 'profile = "both"\nwait_for_profile = true\n[profiles.both]\nmodels = ["tiny-a", "tiny-b"]\n'
+    """With policy "preload" too: the active profile is the fleet."""
+    extra = ('profile = "both"\nwait_for_profile = true\n[memory]\npolicy = "preload"\n'
+             '[profiles.both]\nmodels = ["tiny-a", "tiny-b"]\n')
     server = start(layout, tmp_path / "state", extra, wait=False)
     try:
         codes = []
@@ -216,6 +218,10 @@ def test_wait_for_profile_holds_health_until_its_models_are_ready(layout: dict[s
         assert codes[-1] == 200 and "profile_loading" in codes
         models = by_id(admin(server, "status").json())
         assert all(models[m]["state"] == "ready" and models[m]["pinned"] for m in ("tiny-a", "tiny-b"))
+        assert chat(server, "tiny-b").model == "tiny-b"
+        with pytest.raises(openai.InternalServerError) as refused:
+            chat(server, "org/tiny-chat")  # not in the profile: not served under "preload"
+        assert refused.value.status_code == 503 and refused.value.body["code"] == "model_not_loaded"
     finally:
         server.stop()
 
