@@ -126,14 +126,6 @@ class FleetConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     profiles: dict[str, ProfileConfig] = {}
     models: list[ModelConfig] = []
 
-    def model_ids(self) -> dict[str, ModelConfig]:
-        """Every name a client may send (ids and aliases) mapped to its model."""
-        names: dict[str, ModelConfig] = {}
-        for model in self.models:
-            for name in (model.id, *model.aliases):
-                names[name] = model
-        return names
-
 
 def load_config(path: Path | None, environ: dict[str, str] | None = None) -> FleetConfig:
     """Read, override from the environment, and validate. No file means the built-in defaults."""
