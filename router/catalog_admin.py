@@ -24,7 +24,7 @@ from mlx_fleet.protocol import (
     SaveProfile,
     SetModel,
 )
-from router.admin import LOAD_CALL_TIMEOUT, _call, _json
+from router.admin import LOAD_CALL_TIMEOUT, ask, as_json
 from router.errors import ApiError
 
 T = TypeVar("T")
@@ -52,14 +52,14 @@ def _body(raw: bytes, kind: type[T]) -> T:
 
 @get("/admin/models/registry")
 async def registry(state: State) -> Response:
-    return _json(await _call(state, GetCatalog(), Registry))
+    return as_json(await ask(state, GetCatalog(), Registry))
 
 
 @post("/admin/models/rescan", status_code=200)
 async def rescan(state: State) -> Response:
-    result = await _call(state, Rescan(), ScanResult, LOAD_CALL_TIMEOUT)
+    result = await ask(state, Rescan(), ScanResult, LOAD_CALL_TIMEOUT)
     await state.catalog.refresh(state.fleet)
-    return _json(result)
+    return as_json(result)
 
 
 @put("/admin/models/{target:path}")
@@ -73,43 +73,44 @@ async def set_model(state: State, request: Request, target: FromPath[Path]) -> R
         call = SetModel(model, tier=_body(raw, _Tier).tier)
     else:
         raise ApiError(404, f"No such admin route: PUT /admin/models/{str(target).strip('/')}", code="not_found")
-    entry = await _call(state, call, ModelEntry, LOAD_CALL_TIMEOUT)
+    entry = await ask(state, call, ModelEntry, LOAD_CALL_TIMEOUT)
     await state.catalog.refresh(state.fleet)
-    return _json(entry)
+    return as_json(entry)
 
 
 @get("/admin/models/tiers/{tier:str}")
 async def tier_models(state: State, tier: FromPath[str]) -> Response:
-    return _json(TierModels(tier=tier, models=(await _call(state, GetCatalog(tier), Registry)).models))
+    registry = await ask(state, GetCatalog(tier), Registry)
+    return as_json(TierModels(tier=tier, models=registry.models))
 
 
 @get("/admin/profiles")
 async def list_profiles(state: State) -> Response:
-    return _json(await _call(state, GetProfiles(), ProfileList))
+    return as_json(await ask(state, GetProfiles(), ProfileList))
 
 
 @get("/admin/profiles/{name:str}")
 async def get_profile(state: State, name: FromPath[str]) -> Response:
-    for profile in (await _call(state, GetProfiles(), ProfileList)).profiles:
+    for profile in (await ask(state, GetProfiles(), ProfileList)).profiles:
         if profile.name == name:
-            return _json(profile)
+            return as_json(profile)
     raise ApiError(404, f"There is no profile {name!r}.", code="profile_not_found")
 
 
 @post("/admin/profiles", status_code=201)
 async def save_profile(state: State, request: Request) -> Response:
     new = _body(await request.body(), _NewProfile)
-    return _json(await _call(state, SaveProfile(new.name, tuple(new.models)), Profile), 201)
+    return as_json(await ask(state, SaveProfile(new.name, tuple(new.models)), Profile), 201)
 
 
 @delete("/admin/profiles/{name:str}", status_code=200)
 async def delete_profile(state: State, name: FromPath[str]) -> Response:
-    return _json(await _call(state, DeleteProfile(name), Profile))
+    return as_json(await ask(state, DeleteProfile(name), Profile))
 
 
 @post("/admin/profiles/{name:str}/activate", status_code=200)
 async def activate_profile(state: State, name: FromPath[str]) -> Response:
-    return _json(await _call(state, ActivateProfile(name), Activation, LOAD_CALL_TIMEOUT))
+    return as_json(await ask(state, ActivateProfile(name), Activation, LOAD_CALL_TIMEOUT))
 
 
 ROUTES = [registry, rescan, set_model, tier_models, list_profiles, get_profile, save_profile, delete_profile,
