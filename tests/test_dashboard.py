@@ -198,3 +198,30 @@ def test_state_changing_calls_need_the_session_its_token_and_this_origin(server:
         assert browser_like.get("/admin/models/status").status_code == 401
     assert httpx.post(unload, headers=BEARER).status_code == 404  # the Bearer path is as it was
 
+
+
+@pytest.fixture(scope="module")
+def catalog_server(tmp_path_factory: pytest.TempPathFactory, tiny_lm: Path) -> Iterator[FleetServer]:
+    """A server with one configured model and one found by scanning a folder."""
+    root = tmp_path_factory.mktemp("dashboard-catalog")
+    shutil.copytree(tiny_lm, root / "scan" / "found-model")
+    extra = f'[server]\nadmin_key = "{ADMIN_KEY}"\n[catalog]\nscan = ["{root / "scan"}"]\nhf_cache = false\n'
+    fleet = FleetServer(write_config(root / "fleet.toml", {"tiny": tiny_lm}, extra), root / "state").wait_ready()
+    yield fleet
+    fleet.stop()
+
+
+def test_a_discovered_model_has_its_row_and_loads_from_it(browser, catalog_server: FleetServer) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=catalog_server.base_url)
+    context.set_default_timeout(WAIT_MS)
+    try:
+        page = context.new_page()
+        sign_in(page)
+        row = page.locator('#fleet-table tr[data-model="found-model"]')
+        playwright.expect(row.locator(".state")).to_have_text("stopped")
+        playwright.expect(row.locator(".pin")).to_contain_text("scan")
+        page.get_by_role("button", name="Load found-model", exact=True).click()
+        playwright.expect(page.locator("#action-result")).to_contain_text("found-model: loaded and pinned")
+        playwright.expect(row.locator(".state")).to_have_text("ready")
+    finally:
+        context.close()
