@@ -119,7 +119,8 @@ export class Fleet {
     setText(cells.queued, model.queued);
     setText(cells.served, model.served);
     setText(cells.ttl, model.pinned ? "pinned" : duration(model.ttl_remaining));
-    setText(cells.error, model.last_error ?? "");
+    const oom = model.last_error_out_of_memory ? " (out of memory)" : "";
+    setText(cells.error, model.last_error ? `${model.last_error}${oom}` : "");
     const live = LIVE.has(model.state);
     buttons.load.disabled = entry.busy || model.state === "disabled";
     buttons.unload.disabled = entry.busy || !live;
