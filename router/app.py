@@ -17,17 +17,20 @@ from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 
-from mlx_fleet.config import FleetConfig, ModelConfig, parse_size
+from mlx_fleet.config import FleetConfig, parse_size
 from mlx_fleet.protocol import Failure, Generate
 from mlx_fleet.runtime import Endpoints
-from router import admin
+from router import admin, messages, responses
 from router import openai_types as oa
 from router.admission import Admission
 from router.completions import (
+    CompletionFrames,
     Exchange,
     chat_input,
+    completion_body,
     completion_input,
     decode_request,
+    default_temperature,
     resolve_model,
     respond,
     sampling_from,
@@ -41,10 +44,6 @@ from router.security import Guard, host_check_factory
 log = logging.getLogger("mlx_fleet.router")
 
 
-def _temperature(config: FleetConfig, model: ModelConfig) -> float:
-    return config.server.default_temperature if model.temperature is None else model.temperature
-
-
 def _exchange(state: State, model: str, prefix: str) -> Exchange:
     return Exchange.new(state.fleet, state.admission, model, prefix)
 
@@ -55,11 +54,12 @@ async def chat_completions(request: Request, state: State) -> Response:
     req = decode_request(await request.body(), oa.ChatCompletionRequest)
     model = resolve_model(config, req.model)
     sampling = sampling_from(req, req.max_completion_tokens or req.max_tokens, config.server.default_max_tokens,
-                             _temperature(config, model))
+                             default_temperature(config, model))
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     messages = await chat_input(req, model, state.images, config.server.max_images_per_request)
-    generate = Generate(messages, sampling)
-    return await respond(_exchange(state, req.model, "chatcmpl"), generate, True, req.stream, include_usage)
+    ex = _exchange(state, req.model, "chatcmpl")
+    framer = CompletionFrames(ex, True, include_usage) if req.stream else None
+    return await respond(ex, Generate(messages, sampling), framer, completion_body(ex, True))
 
 
 @post("/v1/completions", status_code=200)
@@ -70,10 +70,11 @@ async def completions(request: Request, state: State) -> Response:
     if model.type == "embeddings":
         raise ApiError(400, f"Model '{req.model}' does not support text completions.", param="model",
                        code="model_not_supported")
-    sampling = sampling_from(req, req.max_tokens, config.server.default_max_tokens, _temperature(config, model))
+    sampling = sampling_from(req, req.max_tokens, config.server.default_max_tokens, default_temperature(config, model))
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    generate = Generate(completion_input(req), sampling)
-    return await respond(_exchange(state, req.model, "cmpl"), generate, False, req.stream, include_usage)
+    ex = _exchange(state, req.model, "cmpl")
+    framer = CompletionFrames(ex, False, include_usage) if req.stream else None
+    return await respond(ex, Generate(completion_input(req), sampling), framer, completion_body(ex, False))
 
 
 @get("/v1/models")
@@ -98,7 +99,8 @@ def _models_body(config: FleetConfig, started: float) -> bytes:
     return msgspec.json.encode(oa.ModelList(data=cards))
 
 
-ROUTES = [chat_completions, completions, embeddings, list_models, health, *admin.ROUTES]
+ROUTES = [chat_completions, completions, responses.responses, *messages.ROUTES, embeddings, list_models, health,
+          *admin.ROUTES]
 
 
 def create_app(

@@ -4,16 +4,19 @@ A streamed response waits for the first frame before it sends any header, so a r
 fails before producing anything (model cannot load, worker crashed) gets a plain JSON error with
 the right status instead of a 200 stream. After that, every frame is encoded once: the JSON
 around the text is precomputed per request and only the text itself is encoded per frame.
+
+The loop that reads a request's stream is the same for every API (chat and text completions
+here, Responses and Anthropic Messages in their own modules): each API only says how its events
+are framed, through a `Framer`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import msgspec
 from litestar import Response
@@ -22,12 +25,11 @@ from litestar.response import Stream
 from mlx_fleet.config import FleetConfig, ModelConfig
 from mlx_fleet.protocol import (
     ChatInput,
-    ImageData,
     Done,
+    End,
     Failure,
     Generate,
     Kind,
-    Message,
     Sampling,
     TextInput,
     TokensInput,
@@ -37,21 +39,22 @@ from mlx_fleet.protocol import (
 )
 from router import openai_types as oa
 from router.admission import Admission
+from router.conversation import Turn, chat_messages
 from router.errors import ApiError, validation_error
 from router.fleet_client import FleetClient, RequestStream, SupervisorUnavailable
-from router.images import ImagePolicy, load_image
+from router.images import ImagePolicy
 
 _json = msgspec.json.encode
-_DECODERS = {t: msgspec.json.Decoder(t).decode for t in (oa.ChatCompletionRequest, oa.CompletionRequest)}
+_DECODERS: dict[type, Callable[[bytes], object]] = {}
 _DONE = b"data: [DONE]\n\n"
-RequestT = TypeVar("RequestT", oa.ChatCompletionRequest, oa.CompletionRequest)
+RequestT = TypeVar("RequestT")
 # JSON leaves these unescaped, but clients that split a stream into lines the way Python's
 # str.splitlines does (httpx's aiter_lines, which many OpenAI-SDK users' own loops use) break a
 # line at each: a token holding one would cut its event in two.
 _LINE_BREAKS = ((b"\xc2\x85", b"\\u0085"), (b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"))
 
 
-def _line_json(value: object) -> bytes:
+def line_json(value: object) -> bytes:
     """JSON that stays on one line for every line splitter."""
     out = _json(value)
     if b"\xc2\x85" in out or b"\xe2\x80" in out:
@@ -61,7 +64,8 @@ def _line_json(value: object) -> bytes:
 
 
 def decode_request(body: bytes, kind: type[RequestT]) -> RequestT:
-    decoder = _DECODERS[kind]
+    """A request body as `kind` (a msgspec struct), or a 400 worded like OpenAI's."""
+    decoder = _DECODERS.get(kind) or _DECODERS.setdefault(kind, msgspec.json.Decoder(kind).decode)
     if not body.strip():
         raise ApiError(400, "We could not parse the JSON body of your request. The body is empty.")
     try:
@@ -84,6 +88,10 @@ def resolve_model(config: FleetConfig, name: str) -> ModelConfig:
         raise ApiError(404, f"The model `{name}` does not exist or you do not have access to it.",
                        code="model_not_found")
     return model
+
+
+def default_temperature(config: FleetConfig, model: ModelConfig) -> float:
+    return config.server.default_temperature if model.temperature is None else model.temperature
 
 
 def sampling_from(req: oa._Sampling, max_tokens: int | None, default_max_tokens: int,
@@ -112,36 +120,21 @@ def sampling_from(req: oa._Sampling, max_tokens: int | None, default_max_tokens:
 async def chat_input(req: oa.ChatCompletionRequest, model: ModelConfig, images: ImagePolicy,
                      max_images: int) -> ChatInput:
     """Messages for the worker; image parts are fetched and decoded here, never in a worker."""
-    if model.type == "embeddings":
-        raise ApiError(400, f"Model '{model.id}' does not support chat completions.", param="model",
-                       code="model_not_supported")
     if req.tools:
         raise ApiError(400, "Tool calling is not supported.", param="tools", code="unsupported_parameter")
     if req.logprobs:
         raise ApiError(400, "logprobs are not supported.", param="logprobs", code="unsupported_parameter")
-    parts = [(i, j, part) for i, m in enumerate(req.messages) if isinstance(m.content, list)
-             for j, part in enumerate(m.content) if isinstance(part, oa.ImagePart)]
-    if parts and model.type != "vision":
-        i, j, _ = parts[0]
-        raise ApiError(400, f"Model '{model.id}' does not accept image input.",
-                       param=f"messages[{i}].content[{j}]", code="model_not_supported")
-    if len(parts) > max_images:
-        raise ApiError(400, f"Too many images: {len(parts)}; the limit is {max_images} per request.",
-                       param="messages", code="too_many_images")
-    loaded = await asyncio.gather(*(load_image(p.image_url.url, f"messages[{i}].content[{j}].image_url.url", images)
-                                    for i, j, p in parts))
-    by_message: dict[int, list[ImageData]] = {}
-    for (i, _, _), image in zip(parts, loaded):
-        by_message.setdefault(i, []).append(image)
-    messages = []
+    turns = []
     for i, m in enumerate(req.messages):
+        turn = Turn("system" if m.role == "developer" else m.role)
         if isinstance(m.content, list):
-            content = "\n".join(p.text for p in m.content if isinstance(p, oa.TextPart))
+            turn.text = "\n".join(p.text for p in m.content if isinstance(p, oa.TextPart))
+            turn.images = [(p.image_url.url, f"messages[{i}].content[{j}].image_url.url")
+                           for j, p in enumerate(m.content) if isinstance(p, oa.ImagePart)]
         else:
-            content = m.content or ""
-        role = "system" if m.role == "developer" else m.role
-        messages.append(Message(role, content, tuple(by_message.get(i, ()))))
-    return ChatInput(tuple(messages))
+            turn.text = m.content or ""
+        turns.append(turn)
+    return await chat_messages(turns, model, images, max_images, "messages", "chat completions")
 
 
 def completion_input(req: oa.CompletionRequest) -> TextInput | TokensInput:
@@ -192,6 +185,18 @@ class Exchange:
             self.admitted = False
             self.admission.leave(self.model)
 
+    async def one_answer(self, kind: bytes, body: bytes) -> End:
+        """The END of a request that streams nothing (embeddings, token counts)."""
+        stream = self.open(kind, body)
+        try:
+            frames = await stream.take()
+        finally:
+            self.close()
+        end = decode_end(frames[-1][1])
+        if isinstance(end, Failure):
+            raise ApiError.from_failure(end)
+        return end
+
     async def collect(self, stream: RequestStream) -> tuple[str, Done]:
         """Everything the request produced, for a non-streamed response."""
         texts: list[str] = []
@@ -216,14 +221,26 @@ def _usage(done: Done) -> oa.Usage:
                     prompt_tokens_details=oa.PromptTokensDetails(cached_tokens=u.cached_tokens))
 
 
-class _Frames:
-    """Precomputed JSON around the per-frame text, for one streamed response."""
+class Framer(Protocol):
+    """How one API frames a streamed answer. `_sse` calls it, in this order: `opening` once, with
+    the first batch (so the client's first byte marks the model's first token); `text` for each
+    batch of new text; then `finish` (everything after the last text, end of stream included) or
+    `error`. Each returns the bytes to write; per-token work belongs in `text` alone."""
 
-    def __init__(self, ex: Exchange, chat: bool) -> None:
+    def opening(self) -> bytes: ...
+    def text(self, text: str) -> bytes: ...
+    def finish(self, done: Done) -> bytes: ...
+    def error(self, failure: Failure) -> bytes: ...
+
+
+class CompletionFrames:
+    """Chat and text completion chunks: precomputed JSON around the per-frame text."""
+
+    def __init__(self, ex: Exchange, chat: bool, include_usage: bool = False) -> None:
         head = {"id": ex.id, "object": "chat.completion.chunk" if chat else "text_completion",
                 "created": ex.created, "model": ex.model}
-        self.chat = chat
-        self._head = _line_json(head)[:-1]  # without the closing brace
+        self.chat, self.include_usage = chat, include_usage
+        self._head = line_json(head)[:-1]  # without the closing brace
         if chat:
             self._text_prefix = b"data: " + self._head + b',"choices":[{"index":0,"delta":{"content":'
             self._text_suffix = b'},"finish_reason":null,"logprobs":null}]}\n\n'
@@ -232,36 +249,45 @@ class _Frames:
             self._text_suffix = b',"finish_reason":null,"logprobs":null}]}\n\n'
 
     def text(self, text: str) -> bytes:
-        return self._text_prefix + _line_json(text) + self._text_suffix
+        return self._text_prefix + line_json(text) + self._text_suffix
 
-    def role(self) -> bytes:
+    def opening(self) -> bytes:
+        if not self.chat:
+            return b""
         return b"data: " + self._head + b',"choices":[{"index":0,"delta":{"role":"assistant","content":""},' \
                                         b'"finish_reason":null,"logprobs":null}]}\n\n'
 
-    def finish(self, reason: str) -> bytes:
+    def finish(self, done: Done) -> bytes:
         body = b'"delta":{}' if self.chat else b'"text":""'
-        return (b"data: " + self._head + b',"choices":[{"index":0,' + body + b',"finish_reason":'
-                + _line_json(reason) + b',"logprobs":null}]}\n\n')
-
-    def usage(self, done: Done) -> bytes:
-        return b"data: " + self._head + b',"choices":[],"usage":' + _line_json(_usage(done)) + b"}\n\n"
+        out = (b"data: " + self._head + b',"choices":[{"index":0,' + body + b',"finish_reason":'
+               + line_json(done.finish_reason) + b',"logprobs":null}]}\n\n')
+        if self.include_usage:
+            out += b"data: " + self._head + b',"choices":[],"usage":' + line_json(_usage(done)) + b"}\n\n"
+        return out + _DONE
 
     @staticmethod
     def error(failure: Failure) -> bytes:
-        return b"data: " + _line_json(ApiError.from_failure(failure).envelope()) + b"\n\n"
+        return b"data: " + line_json(ApiError.from_failure(failure).envelope()) + b"\n\n"
 
 
-async def respond(ex: Exchange, request: Generate, chat: bool, stream: bool, include_usage: bool) -> Response:
-    rs = ex.open(Kind.GENERATE, encode(request))
-    if not stream:
-        text, done = await ex.collect(rs)
+def completion_body(ex: Exchange, chat: bool) -> Callable[[str, Done], bytes]:
+    """The non-streamed answer of a chat or text completion."""
+    def body(text: str, done: Done) -> bytes:
         if chat:
-            body = oa.ChatCompletion(id=ex.id, created=ex.created, model=ex.model, usage=_usage(done), choices=[
-                oa.ChatChoice(message=oa.AssistantMessage(content=text), finish_reason=done.finish_reason)])
-        else:
-            body = oa.Completion(id=ex.id, created=ex.created, model=ex.model, usage=_usage(done), choices=[
-                oa.CompletionChoice(text=text, finish_reason=done.finish_reason)])
-        return Response(_json(body), media_type="application/json")
+            return _json(oa.ChatCompletion(id=ex.id, created=ex.created, model=ex.model, usage=_usage(done), choices=[
+                oa.ChatChoice(message=oa.AssistantMessage(content=text), finish_reason=done.finish_reason)]))
+        return _json(oa.Completion(id=ex.id, created=ex.created, model=ex.model, usage=_usage(done), choices=[
+            oa.CompletionChoice(text=text, finish_reason=done.finish_reason)]))
+    return body
+
+
+async def respond(ex: Exchange, request: Generate, framer: Framer | None,
+                  whole: Callable[[str, Done], bytes]) -> Response:
+    """Run `request`: streamed through `framer`, or (without one) answered whole by `whole(text, done)`."""
+    rs = ex.open(Kind.GENERATE, encode(request))
+    if framer is None:
+        text, done = await ex.collect(rs)
+        return Response(whole(text, done), media_type="application/json")
 
     try:
         first = await rs.take()
@@ -272,14 +298,14 @@ async def respond(ex: Exchange, request: Generate, chat: bool, stream: bool, inc
     except BaseException:
         ex.close()
         raise
-    return Stream(_sse(ex, rs, first, _Frames(ex, chat), include_usage), media_type="text/event-stream",
+    return Stream(_sse(ex, rs, first, framer), media_type="text/event-stream",
                   headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-async def _sse(ex: Exchange, rs: RequestStream, first: list[tuple[bytes, bytes]], frames: _Frames,
-               include_usage: bool) -> AsyncIterator[bytes]:
+async def _sse(ex: Exchange, rs: RequestStream, first: list[tuple[bytes, bytes]],
+               framer: Framer) -> AsyncIterator[bytes]:
     try:
-        opening = frames.role() if frames.chat else b""  # goes out with the first token: one write
+        opening = framer.opening()  # goes out with the first token: one write
         batch = first
         while True:
             texts: list[str] = []
@@ -289,7 +315,7 @@ async def _sse(ex: Exchange, rs: RequestStream, first: list[tuple[bytes, bytes]]
                     texts.append(decode_delta(body).text)
                 else:
                     end = decode_end(body)
-            out = frames.text("".join(texts)) if texts else b""
+            out = framer.text("".join(texts)) if texts else b""
             if opening:
                 out, opening = opening + out, b""
             if end is None:
@@ -298,13 +324,9 @@ async def _sse(ex: Exchange, rs: RequestStream, first: list[tuple[bytes, bytes]]
                 batch = await rs.take()
                 continue
             if isinstance(end, Failure):
-                yield out + frames.error(end)
-                return
-            tail = frames.finish(end.finish_reason)
-            if include_usage:
-                tail += frames.usage(end)
-            yield out + tail + _DONE
+                yield out + framer.error(end)
+            else:
+                yield out + framer.finish(end)
             return
     finally:
         ex.close()  # a client that went away stops its generation within one step
-

@@ -19,6 +19,7 @@ from router.app import ROUTES, create_app
 
 API_KEY, ADMIN_KEY = "sk-user-0123456789", "sk-admin-0123456789"
 PUBLIC = {"/health"}
+ANTHROPIC = {"/v1/messages", "/v1/messages/count_tokens"}  # errors in Anthropic's shape there
 
 
 def keyed_app(**server) -> TestClient:
@@ -41,7 +42,8 @@ def every_route() -> list[tuple[str, str]]:
 
 def test_route_table_is_what_we_think() -> None:
     paths = {p for _, p in every_route()}
-    assert {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/admin/models/status",
+    assert {"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages", "/v1/messages/count_tokens",
+            "/v1/models", "/health", "/admin/models/status",
             "/admin/models/load/m", "/admin/models/unload/m", "/admin/health"} <= paths
     assert len(ROUTES) == len({h.fn for h in ROUTES})
 
@@ -55,10 +57,17 @@ def test_every_non_public_route_refuses_a_request_without_a_key(method: str, pat
             return
         assert r.status_code == 401, (method, path, r.status_code)
         error = r.json()["error"]
-        assert error["type"] == "invalid_request_error" and "API key" in error["message"]
-        r = client.request(method, path, json={}, headers={"Authorization": "Bearer wrong-key-value"})
-        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
-        assert "wrong-key-value" not in r.text  # masked
+        kind = "authentication_error" if path in ANTHROPIC else "invalid_request_error"
+        assert error["type"] == kind and "API key" in error["message"]
+        for wrong in ({"Authorization": "Bearer wrong-key-value"}, {"x-api-key": "wrong-key-value"}):
+            r = client.request(method, path, json={}, headers=wrong)
+            assert r.status_code == 401
+            body = r.json()
+            if path in ANTHROPIC:
+                assert body["type"] == "error" and body["error"]["type"] == "authentication_error"
+            else:
+                assert body["error"]["code"] == "invalid_api_key"
+            assert "wrong-key-value" not in r.text  # masked
 
 
 def test_admin_and_user_keys_are_separate() -> None:
@@ -71,6 +80,8 @@ def test_admin_and_user_keys_are_separate() -> None:
         assert client.get("/v1/models", headers=admin).status_code == 401
         assert client.get("/v1/models", headers=user).status_code == 200
         assert client.get("/v1/models", headers={"Authorization": f"Basic {API_KEY}"}).status_code == 401
+        assert client.get("/v1/models", headers={"x-api-key": API_KEY}).status_code == 200  # Anthropic's header
+        assert client.get("/admin/models/status", headers={"x-api-key": API_KEY}).status_code == 403
 
 
 def test_dns_rebinding_host_is_refused_on_loopback() -> None:

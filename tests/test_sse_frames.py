@@ -1,4 +1,5 @@
-"""Streamed chunks stay one line for every line splitter, whatever text a model produces."""
+"""Streamed chunks and events stay one line for every line splitter, whatever text a model produces;
+each API's framer ends its stream its own way."""
 
 from __future__ import annotations
 
@@ -8,15 +9,18 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from mlx_fleet.protocol import Failure
-from router.completions import _Frames
+from mlx_fleet.protocol import Done, Failure, Sampling, Usage
+from router.completions import CompletionFrames
+from router.messages import MessageEvents
+from router.responses import ResponseEvents, ResponseShape
+from router.responses_types import ResponsesRequest
 
 # Line breaks for str.splitlines (and so for httpx's aiter_lines) that JSON does not escape.
 AWKWARD = ["\x85", "\u2028", "\u2029", "a\u2028b\u2029c\x85d", "“quoted…” — fine", "tab\tnew\nline\rcr"]
 
 
-def frames(chat: bool) -> _Frames:
-    return _Frames(SimpleNamespace(id="chatcmpl-x", created=1, model="m\u2028odel"), chat)  # type: ignore[arg-type]
+def frames(chat: bool) -> CompletionFrames:
+    return CompletionFrames(SimpleNamespace(id="chatcmpl-x", created=1, model="m\u2028odel"), chat)  # type: ignore[arg-type]
 
 
 def lines_as_httpx_reads_them(body: bytes) -> list[str]:
@@ -38,5 +42,53 @@ def test_a_text_chunk_is_one_line_and_decodes_to_the_text(chat: bool, text: str)
 
 def test_an_error_event_with_awkward_text_is_one_line() -> None:
     failure = Failure("worker_crashed", "boom\u2028and\x85more", 500)
-    (line,) = lines_as_httpx_reads_them(_Frames.error(failure))
+    (line,) = lines_as_httpx_reads_them(CompletionFrames.error(failure))
     assert json.loads(line[len("data: "):])["error"]["message"] == "boom\u2028and\x85more"
+
+
+def anthropic_frames() -> MessageEvents:
+    return MessageEvents(SimpleNamespace(id="msg-x", created=1, model="m\u2028odel"))  # type: ignore[arg-type]
+
+
+def responses_frames() -> ResponseEvents:
+    ex = SimpleNamespace(id="resp-x", created=1, model="m\u2028odel")
+    req = ResponsesRequest(model="m\u2028odel", input="hi", instructions="a\x85b")
+    return ResponseEvents(ResponseShape(ex, req, Sampling(max_tokens=4)))  # type: ignore[arg-type]
+
+
+def events(body: bytes) -> list[tuple[str, dict]]:
+    """(event name, data) of each SSE event, as a line-splitting client reads them."""
+    lines = lines_as_httpx_reads_them(body)
+    assert len(lines) % 2 == 0 and all(a.startswith("event: ") and b.startswith("data: ")
+                                       for a, b in zip(lines[::2], lines[1::2]))
+    return [(a[len("event: "):], json.loads(b[len("data: "):])) for a, b in zip(lines[::2], lines[1::2])]
+
+
+@pytest.mark.parametrize("text", AWKWARD)
+def test_anthropic_and_responses_deltas_are_one_line_each(text: str) -> None:
+    ((name, data),) = events(anthropic_frames().text(text))
+    assert name == data["type"] == "content_block_delta" and data["delta"] == {"type": "text_delta", "text": text}
+    f = responses_frames()
+    opening = events(f.opening())
+    ((name, data),) = events(f.text(text))
+    assert name == data["type"] == "response.output_text.delta" and data["delta"] == text
+    assert data["sequence_number"] == len(opening) and data["item_id"] == opening[2][1]["item"]["id"]
+
+
+def test_every_framer_ends_a_stream_in_its_own_way() -> None:
+    done = Done("stop", Usage(10, 2, 4), "\u2028")
+    failure = Failure("worker_crashed", "boom\u2028and\x85more", 500)
+    names = [n for n, _ in events(anthropic_frames().finish(done))]
+    assert names == ["content_block_stop", "message_delta", "message_stop"]
+    delta = events(anthropic_frames().finish(done))[1][1]
+    assert delta["delta"] == {"stop_reason": "stop_sequence", "stop_sequence": "\u2028"}
+    assert delta["usage"]["input_tokens"] == 6 and delta["usage"]["cache_read_input_tokens"] == 4
+    ((name, data),) = events(MessageEvents.error(failure))
+    assert name == "error" and data["error"] == {"type": "api_error", "message": "boom\u2028and\x85more"}
+    f = responses_frames()
+    seq = len(events(f.opening() + f.text("a") + f.text("b")))
+    tail = events(f.finish(done))
+    assert [n for n, _ in tail][-1] == "response.completed" and tail[0][1]["text"] == "ab"
+    assert [d["sequence_number"] for _, d in tail] == list(range(seq, seq + 4))
+    ((name, data),) = events(responses_frames().error(failure))
+    assert name == "response.failed" and data["response"]["error"]["code"] == "server_error"

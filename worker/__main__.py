@@ -149,6 +149,15 @@ class Worker:
             failure = engine.submit(rid, decode_generate(body))
             if failure is not None:
                 self.emit(Kind.END, rid, encode(failure))
+        elif kind == Kind.COUNT:
+            if not hasattr(engine, "count"):
+                return self._refuse(rid, "token counting")
+            try:
+                answer = engine.count(decode_generate(body))
+            except Exception as e:  # noqa: BLE001 - e.g. a chat template that refuses the messages
+                answer = Failure("invalid_value", f"The model's chat template could not render the messages: {e}",
+                                 400, "messages")
+            self.emit(Kind.END, rid, encode(answer))
         elif kind == Kind.EMBED:
             if not hasattr(engine, "embed"):
                 return self._refuse(rid, "embeddings")

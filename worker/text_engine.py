@@ -31,6 +31,7 @@ from mlx_fleet.protocol import (
     Kind,
     Sampling,
     TextInput,
+    TokenCount,
     TokensInput,
     Usage,
     encode,
@@ -114,6 +115,9 @@ class TextEngine:
             text = source.prompt
         bos = self.tokenizer.bos_token
         return self.tokenizer.encode(text, add_special_tokens=bos is None or not text.startswith(bos))
+
+    def count(self, request: Generate) -> TokenCount:
+        return TokenCount(len(self.prompt_tokens(request)))
 
     def submit(self, rid: bytes, request: Generate) -> Failure | None:
         """Add a request to the batch, or say why it cannot run."""
@@ -268,7 +272,7 @@ class TextEngine:
         if self._solo is live:
             self._solo = None
         usage = Usage(len(live.prompt), len(live.generated), live.cached_tokens)
-        emit(Kind.END, live.rid, encode(Done(reason, usage)))
+        emit(Kind.END, live.rid, encode(Done(reason, usage, live.stops.matched)))
 
 
 def _sampler(s: Sampling):

@@ -34,6 +34,7 @@ from mlx_fleet.protocol import (
     Kind,
     Sampling,
     TextInput,
+    TokenCount,
     TokensInput,
     Usage,
     encode,
@@ -108,6 +109,11 @@ class VisionEngine:
         self._queue.clear()
 
     # -- requests ---------------------------------------------------------------------------
+
+    def count(self, request: Generate) -> TokenCount | Failure:
+        """The prompt's tokens, image tokens included, as `submit` would prepare them."""
+        prepared = self._prepare(request)
+        return prepared if isinstance(prepared, Failure) else TokenCount(int(prepared[1]["input_ids"].size))
 
     def submit(self, rid: bytes, request: Generate) -> Failure | None:
         """Prepare a request (template, tokens, pixels) and queue it, or say why it cannot run."""
@@ -276,7 +282,7 @@ class VisionEngine:
     def _done(self, job: _Job, reason: str, emit: Emit) -> None:
         job.stream = None
         usage = Usage(job.prompt_tokens, job.completion_tokens)
-        emit(Kind.END, job.rid, encode(Done(reason, usage)))
+        emit(Kind.END, job.rid, encode(Done(reason, usage, job.stops.matched)))
 
 
 def load_vision(path: str, context_length: int | None = None) -> VisionEngine:
