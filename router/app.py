@@ -17,7 +17,7 @@ from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 
-from mlx_fleet.config import FleetConfig, parse_size
+from mlx_fleet.config import FleetConfig
 from mlx_fleet.protocol import Failure, Generate
 from mlx_fleet.runtime import Endpoints
 from router import admin, messages, responses
@@ -148,7 +148,7 @@ def create_app(
             HTTPException: http_error_handler,
             Exception: internal_error_handler,
         },
-        request_max_body_size=parse_size(server.max_body_size),
+        request_max_body_size=int(server.max_body_size),
         openapi_config=None,
     )
 
