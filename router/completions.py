@@ -315,7 +315,8 @@ async def _sse(ex: Exchange, rs: RequestStream, first: list[tuple[bytes, bytes]]
                     texts.append(decode_delta(body).text)
                 else:
                     end = decode_end(body)
-            out = framer.text("".join(texts)) if texts else b""
+            text = "".join(texts)
+            out = framer.text(text) if text else b""  # a token without text (yet) needs no event
             if opening:
                 out, opening = opening + out, b""
             if end is None:

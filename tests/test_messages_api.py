@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from fleet_server import FleetServer, strict_client
-from tiny_models import build_tiny_qwen2_vl
+from tiny_models import build_tiny_lm, build_tiny_qwen2_vl, end_answers_at
 
 QUESTION = "Tell me about the weather today."
 
@@ -25,8 +25,10 @@ QUESTION = "Tell me about the weather today."
 def fleet(tmp_path_factory: pytest.TempPathFactory, tiny_lm: Path) -> Iterator[FleetServer]:
     root = tmp_path_factory.mktemp("messages")
     vlm = build_tiny_qwen2_vl(root / "vlm")
+    stops = end_answers_at(build_tiny_lm(root / "stops", arch="llama"), "\n")  # ends its answers on its own
     config = root / "fleet.toml"
-    config.write_text("".join(f'[[models]]\nid = "{i}"\npath = "{p}"\n' for i, p in (("tiny", tiny_lm), ("vlm", vlm))))
+    config.write_text("".join(f'[[models]]\nid = "{i}"\npath = "{p}"\n'
+                              for i, p in (("tiny", tiny_lm), ("vlm", vlm), ("tiny-stops", stops))))
     server = FleetServer(config, root / "state").wait_ready()
     yield server
     server.stop()
@@ -131,6 +133,16 @@ def test_streamed_events_come_in_order(claude: anthropic.Anthropic) -> None:
     assert final.stop_reason == "max_tokens" and final.usage.output_tokens == 16
     assert final.usage.input_tokens + final.usage.cache_read_input_tokens == \
         whole.usage.input_tokens + whole.usage.cache_read_input_tokens
+
+
+def test_an_answer_that_ends_on_its_own_is_an_end_turn(claude: anthropic.Anthropic) -> None:
+    kwargs = {"model": "tiny-stops", "max_tokens": 16, "messages": [{"role": "user", "content": QUESTION}]}
+    m = claude.messages.create(**kwargs)
+    assert (m.stop_reason, m.stop_sequence) == ("end_turn", None) and m.usage.output_tokens < 16
+    with claude.messages.stream(**kwargs) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "end_turn" and final.usage.output_tokens == m.usage.output_tokens
+    assert final.content[0].text == m.content[0].text
 
 
 def test_stop_sequences_end_the_message_and_are_reported(claude: anthropic.Anthropic) -> None:

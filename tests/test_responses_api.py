@@ -6,13 +6,29 @@ same conversation must give the same greedy text and the same token counts.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
 import httpx
 import openai
 import pytest
 
-from fleet_server import FleetServer
+from fleet_server import FleetServer, write_config
+from tiny_models import build_tiny_lm, end_answers_at
 
 QUESTION = "Tell me about the weather today."
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory, tiny_lm: Path) -> Iterator[FleetServer]:
+    """The tiny model, and one that ends its answers on its own ("tiny-stops")."""
+    root = tmp_path_factory.mktemp("responses")
+    stops = end_answers_at(build_tiny_lm(root / "stops", arch="llama"), "\n")
+    server = FleetServer(write_config(root / "fleet.toml", {"tiny": tiny_lm, "tiny-stops": stops}),
+                         root / "state").wait_ready()
+    yield server
+    server.stop()
 
 
 def chat(client: openai.OpenAI, messages: list[dict], max_tokens: int) -> openai.types.chat.ChatCompletion:
@@ -97,3 +113,38 @@ def test_what_cannot_be_honoured_is_a_400(fleet: FleetServer, extra: dict, param
     error = r.json()["error"]
     assert error["type"] == "invalid_request_error" and error["message"]
     assert error["param"] == param
+
+
+def test_an_answer_that_ends_on_its_own_is_completed(client: openai.OpenAI) -> None:
+    whole = client.responses.create(model="tiny-stops", input=QUESTION, max_output_tokens=16)
+    assert whole.status == "completed" and whole.incomplete_details is None and whole.output[0].status == "completed"
+    assert whole.usage.output_tokens < 16
+    events = list(client.responses.create(model="tiny-stops", input=QUESTION, max_output_tokens=16, stream=True))
+    assert events[-1].type == "response.completed" and events[-1].response.status == "completed"
+    assert events[-2].item.status == "completed"
+    with client.responses.stream(model="tiny-stops", input=QUESTION, max_output_tokens=16) as stream:
+        final = stream.get_final_response()  # the SDK's helper accumulates the events into a Response
+    assert final.output_text == whole.output_text and final.usage.output_tokens == whole.usage.output_tokens
+
+
+def test_the_agents_sdk_runs_an_agent(fleet: FleetServer) -> None:
+    from agents import Agent, ModelSettings, OpenAIResponsesModel, Runner, set_tracing_disabled
+
+    set_tracing_disabled(True)  # nothing may leave the machine
+    client = openai.AsyncOpenAI(base_url=f"{fleet.base_url}/v1", api_key="none", max_retries=0,
+                                _strict_response_validation=True)
+    agent = Agent(name="reporter", instructions="You report the weather.",
+                  model=OpenAIResponsesModel(model="tiny-stops", openai_client=client),
+                  model_settings=ModelSettings(max_tokens=16, temperature=0))
+
+    async def run() -> tuple:
+        whole = await Runner.run(agent, QUESTION)
+        streamed = Runner.run_streamed(agent, QUESTION)
+        kinds = [event.data.type async for event in streamed.stream_events() if event.type == "raw_response_event"]
+        return whole, streamed, kinds
+
+    whole, streamed, kinds = asyncio.run(run())
+    (response,) = whole.raw_responses
+    assert response.output[0].type == "message" and response.usage.output_tokens < 16
+    assert whole.final_output == streamed.final_output == response.output[0].content[0].text
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
