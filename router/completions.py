@@ -315,8 +315,7 @@ async def _sse(ex: Exchange, rs: RequestStream, first: list[tuple[bytes, bytes]]
                     texts.append(decode_delta(body).text)
                 else:
                     end = decode_end(body)
-            text = "".join(texts)
-            out = framer.text(text) if text else b""  # a token without text (yet) needs no event
+            out = framer.text("".join(texts)) if texts else b""
             if opening:
                 out, opening = opening + out, b""
             if end is None:
