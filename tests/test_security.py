@@ -142,18 +142,21 @@ def test_public_bind_without_keys_is_refused(tmp_path: Path) -> None:
 
 
 def test_admission_limit_is_429_before_any_stream(tmp_path: Path, tiny_lm: Path) -> None:
+    """Chat, Responses and Anthropic Messages requests share the model's admission limit."""
     config = write_config(tmp_path / "fleet.toml", {"tiny": tiny_lm}, "[server]\nmax_requests_per_model = 2\n")
     server = FleetServer(config, tmp_path / "state").wait_ready()
+    hi = [{"role": "user", "content": "hi"}]
+    requests = [("/v1/chat/completions", {"messages": hi, "max_tokens": 200}),
+                ("/v1/responses", {"input": "hi", "max_output_tokens": 200}),
+                ("/v1/messages", {"messages": hi, "max_tokens": 200})] * 2
 
     async def burst() -> list[httpx.Response]:
-        body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 200,
-                "stream": True}
         async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
-            async def one() -> httpx.Response:
-                async with client.stream("POST", "/v1/chat/completions", json=body) as r:
+            async def one(path: str, body: dict) -> httpx.Response:
+                async with client.stream("POST", path, json={"model": "tiny", "stream": True, **body}) as r:
                     await r.aread()
                     return r
-            return await asyncio.gather(*(one() for _ in range(6)))
+            return await asyncio.gather(*(one(path, body) for path, body in requests))
     try:
         responses = asyncio.run(burst())
         codes = sorted(r.status_code for r in responses)
@@ -161,8 +164,11 @@ def test_admission_limit_is_429_before_any_stream(tmp_path: Path, tiny_lm: Path)
         refused = [r for r in responses if r.status_code == 429]
         assert refused, codes
         for r in refused:
-            assert r.headers["content-type"].startswith("application/json")
-            assert r.json()["error"]["code"] == "rate_limit_exceeded" and int(r.headers["retry-after"]) >= 1
+            assert r.headers["content-type"].startswith("application/json") and int(r.headers["retry-after"]) >= 1
+            if r.request.url.path == "/v1/messages":
+                assert r.json()["type"] == "error" and r.json()["error"]["type"] == "rate_limit_error"
+            else:
+                assert r.json()["error"]["code"] == "rate_limit_exceeded"
         with pytest.raises(openai.RateLimitError):
             raise openai.RateLimitError("check the SDK maps it", response=refused[0], body=refused[0].json())
         assert strict_client(server.base_url).chat.completions.create(
