@@ -89,7 +89,8 @@ class Sampling(_Wire, gc=False):
     repetition_penalty: float | None = None
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
-    # The client gave no limit: the worker may shorten it to what fits in the context.
+    # The worker may shorten max_tokens to what fits in the context: the client gave no limit,
+    # or gave it as a ceiling (Anthropic's API, whose clients ask for more than most contexts hold).
     max_tokens_is_default: bool = False
 
 

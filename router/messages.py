@@ -89,6 +89,9 @@ def _sampling(req: an.MessagesRequest, temperature: float) -> Sampling:
         top_p=1.0 if req.top_p is None else req.top_p,
         top_k=req.top_k or 0,
         stop=tuple(req.stop_sequences or ()),
+        # A ceiling, shortened to what fits in the context: Claude Code asks for 32k tokens or
+        # more whatever the model, and a local model's context is often smaller than that.
+        max_tokens_is_default=True,
     )
 
 

@@ -157,6 +157,16 @@ def test_stop_sequences_end_the_message_and_are_reported(claude: anthropic.Anthr
     assert (final.content[0].text, final.stop_reason, final.stop_sequence) == (cut, "stop_sequence", stop)
 
 
+def test_max_tokens_beyond_the_context_is_a_ceiling(claude: anthropic.Anthropic, oai: openai.OpenAI) -> None:
+    """Claude Code asks for 32k tokens or more whatever the model: that is shortened to fit."""
+    m = claude.messages.create(model="tiny", max_tokens=100_000, stop_sequences=["\n\n"],
+                               messages=[{"role": "user", "content": QUESTION}])
+    assert m.stop_reason == "stop_sequence" and m.usage.output_tokens == 2
+    with pytest.raises(openai.BadRequestError) as e:  # where the limit is a demand (chat), it is refused
+        chat(oai, [{"role": "user", "content": QUESTION}], 100_000)
+    assert e.value.body["code"] == "context_length_exceeded"
+
+
 def test_count_tokens_is_the_prompt_a_generation_sees(claude: anthropic.Anthropic, oai: openai.OpenAI) -> None:
     messages = [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello!"},
                 {"role": "user", "content": QUESTION}]
