@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import msgspec
 from litestar import Response, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery
 
-from mlx_fleet.protocol import GetStatus, LoadModel, Reply, UnloadModel
+from mlx_fleet.protocol import (
+    FleetStatus,
+    GetStatus,
+    HealthStatus,
+    LoadModel,
+    LoadResult,
+    Reply,
+    UnloadModel,
+    UnloadResult,
+)
 from router.errors import ApiError
 from router.fleet_client import FleetClient, SupervisorUnavailable
+
+T = TypeVar("T")
 
 # A load waits for the model to be ready; that can take minutes for a big model.
 LOAD_CALL_TIMEOUT = 3600.0
 
 
-async def _call(state: State, call, timeout: float | None = None) -> Response:
+async def _call(state: State, call, result: type[T], timeout: float | None = None) -> T:
+    """One admin call; its result checked against the type the supervisor promised."""
     client: FleetClient = state.fleet
     try:
         reply: Reply = await client.call(call, timeout)
@@ -23,36 +37,40 @@ async def _call(state: State, call, timeout: float | None = None) -> Response:
         raise ApiError(503, f"The model server is not available: {e}", code="supervisor_unavailable") from None
     if reply.failure is not None:
         raise ApiError.from_failure(reply.failure)
-    return Response(msgspec.json.encode(reply.result), media_type="application/json")
+    return msgspec.convert(reply.result, result)
+
+
+def _json(body: msgspec.Struct, status_code: int = 200) -> Response:
+    return Response(msgspec.json.encode(body), status_code=status_code, media_type="application/json")
 
 
 @get("/admin/models/status")
 async def models_status(state: State) -> Response:
-    return await _call(state, GetStatus())
+    return _json(await _call(state, GetStatus(), FleetStatus))
 
 
 @post("/admin/models/load/{model_id:str}", status_code=200)
 async def load_model(state: State, model_id: FromPath[str]) -> Response:
-    return await _call(state, LoadModel(model_id), LOAD_CALL_TIMEOUT)
+    return _json(await _call(state, LoadModel(model_id), LoadResult, LOAD_CALL_TIMEOUT))
 
 
 @post("/admin/models/unload/{model_id:str}", status_code=200)
 async def unload_model(state: State, model_id: FromPath[str], force: FromQuery[bool] = False) -> Response:
-    return await _call(state, UnloadModel(model_id, force), LOAD_CALL_TIMEOUT)
+    return _json(await _call(state, UnloadModel(model_id, force), UnloadResult, LOAD_CALL_TIMEOUT))
 
 
 @get("/admin/health")
 async def admin_health(state: State) -> Response:
+    """`healthy` (the design documents' word), `degraded` while a model shows `failed`."""
     client: FleetClient = state.fleet
     try:
         reply = await client.call(GetStatus(), timeout=2.0)
     except SupervisorUnavailable as e:
-        body = {"status": "unavailable", "supervisor": "unreachable", "reason": str(e), "workers": {}}
-        return Response(msgspec.json.encode(body), status_code=503, media_type="application/json")
-    workers = {m["id"]: m["state"] for m in reply.result["models"]}
-    failed = [k for k, v in workers.items() if v == "failed"]
-    body = {"status": "degraded" if failed else "ok", "supervisor": "ok", "workers": workers}
-    return Response(msgspec.json.encode(body), media_type="application/json")
+        return _json(HealthStatus(status="unavailable", supervisor="unreachable", workers={}, reason=str(e)), 503)
+    status = msgspec.convert(reply.result, FleetStatus)
+    workers = {m.id: m.state for m in status.models}
+    failed = any(v == "failed" for v in workers.values())
+    return _json(HealthStatus(status="degraded" if failed else "healthy", supervisor="ok", workers=workers))
 
 
 ROUTES = [models_status, load_model, unload_model, admin_health]
