@@ -66,6 +66,52 @@ class ToolResultBlock(_Block, kw_only=True, tag="tool_result"):
 Block = TextBlock | ImageBlock | ThinkingBlock | RedactedThinkingBlock | ToolUseBlock | ToolResultBlock
 
 
+class ToolParam(_Tolerant, kw_only=True):
+    """A client tool (Anthropic's server tools, `bash_...`, `web_search_...`, have another `type`)."""
+
+    name: str
+    input_schema: dict[str, Any]
+    description: str = ""
+    type: Literal["custom"] = "custom"
+
+
+class ToolChoiceAuto(_Block, kw_only=True, tag="auto"):
+    disable_parallel_tool_use: bool = False
+
+
+class ToolChoiceAny(_Block, kw_only=True, tag="any"):
+    disable_parallel_tool_use: bool = False
+
+
+class ToolChoiceTool(_Block, kw_only=True, tag="tool"):
+    name: str
+    disable_parallel_tool_use: bool = False
+
+
+class ToolChoiceNone(_Block, kw_only=True, tag="none"):
+    pass
+
+
+ToolChoice = ToolChoiceAuto | ToolChoiceAny | ToolChoiceTool | ToolChoiceNone
+
+
+class JsonOutputFormat(_Tolerant, kw_only=True):
+    type: Literal["json_schema"]
+    schema: dict[str, Any]
+
+
+class OutputConfig(_Tolerant, kw_only=True):
+    """`effort` is taken and ignored (it is a hint); `format` constrains the answer."""
+
+    format: JsonOutputFormat | None = None
+
+
+class ThinkingConfig(_Tolerant, kw_only=True):
+    """`enabled` / `adaptive` / `disabled`: passed to the chat template as `enable_thinking`."""
+
+    type: str = "enabled"
+
+
 class MessageParam(_Tolerant, kw_only=True):
     role: Literal["user", "assistant"]
     content: str | list[Block]
@@ -77,9 +123,10 @@ class CountTokensRequest(_Tolerant, kw_only=True):
     model: str
     messages: Annotated[list[MessageParam], Meta(min_length=1)]
     system: str | list[TextBlock] | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: dict[str, Any] | None = None
-    output_config: dict[str, Any] | None = None  # `effort` is ignored; a `format` is refused until supported
+    tools: list[dict[str, Any]] | None = None  # each checked, to name a server tool it cannot run
+    tool_choice: ToolChoice | None = None
+    output_config: OutputConfig | None = None
+    thinking: ThinkingConfig | None = None
 
 
 class MessagesRequest(CountTokensRequest, kw_only=True):

@@ -23,10 +23,10 @@ from mlx_fleet.runtime import Endpoints
 from router import admin, messages, responses
 from router import openai_types as oa
 from router.admission import Admission
+from router.chat_request import chat_input, chat_logprobs, response_format
 from router.completions import (
     CompletionFrames,
     Exchange,
-    chat_input,
     completion_body,
     completion_input,
     decode_request,
@@ -56,10 +56,12 @@ async def chat_completions(request: Request, state: State) -> Response:
     sampling = sampling_from(req, req.max_completion_tokens or req.max_tokens, config.server.default_max_tokens,
                              default_temperature(config, model))
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    logprobs = chat_logprobs(req)
     messages = await chat_input(req, model, state.images, config.server.max_images_per_request)
     ex = _exchange(state, req.model, "chatcmpl")
-    framer = CompletionFrames(ex, True, include_usage) if req.stream else None
-    return await respond(ex, Generate(messages, sampling), framer, completion_body(ex, True))
+    generate = Generate(messages, sampling, response_format(req), logprobs)
+    framer = CompletionFrames(ex, True, include_usage, bool(logprobs)) if req.stream else None
+    return await respond(ex, generate, framer, completion_body(ex, generate, True))
 
 
 @post("/v1/completions", status_code=200)
@@ -73,8 +75,9 @@ async def completions(request: Request, state: State) -> Response:
     sampling = sampling_from(req, req.max_tokens, config.server.default_max_tokens, default_temperature(config, model))
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     ex = _exchange(state, req.model, "cmpl")
-    framer = CompletionFrames(ex, False, include_usage) if req.stream else None
-    return await respond(ex, Generate(completion_input(req), sampling), framer, completion_body(ex, False))
+    generate = Generate(completion_input(req), sampling, None, req.logprobs)
+    framer = CompletionFrames(ex, False, include_usage, bool(req.logprobs)) if req.stream else None
+    return await respond(ex, generate, framer, completion_body(ex, generate, False))
 
 
 @get("/v1/models")

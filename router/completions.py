@@ -24,7 +24,7 @@ from litestar.response import Stream
 
 from mlx_fleet.config import FleetConfig, ModelConfig
 from mlx_fleet.protocol import (
-    ChatInput,
+    Delta,
     Done,
     End,
     Failure,
@@ -33,16 +33,16 @@ from mlx_fleet.protocol import (
     Sampling,
     TextInput,
     TokensInput,
+    ToolCall,
     decode_delta,
     decode_end,
     encode,
 )
 from router import openai_types as oa
 from router.admission import Admission
-from router.conversation import Turn, chat_messages
 from router.errors import ApiError, validation_error
 from router.fleet_client import FleetClient, RequestStream, SupervisorUnavailable
-from router.images import ImagePolicy
+from router.reply import Reply, chat_logprobs, chat_message, completion_logprobs, is_plain, stream_tool_calls
 
 _json = msgspec.json.encode
 _DECODERS: dict[type, Callable[[bytes], object]] = {}
@@ -117,29 +117,9 @@ def sampling_from(req: oa._Sampling, max_tokens: int | None, default_max_tokens:
     )
 
 
-async def chat_input(req: oa.ChatCompletionRequest, model: ModelConfig, images: ImagePolicy,
-                     max_images: int) -> ChatInput:
-    """Messages for the worker; image parts are fetched and decoded here, never in a worker."""
-    if req.tools:
-        raise ApiError(400, "Tool calling is not supported.", param="tools", code="unsupported_parameter")
-    if req.logprobs:
-        raise ApiError(400, "logprobs are not supported.", param="logprobs", code="unsupported_parameter")
-    turns = []
-    for i, m in enumerate(req.messages):
-        turn = Turn("system" if m.role == "developer" else m.role)
-        if isinstance(m.content, list):
-            turn.text = "\n".join(p.text for p in m.content if isinstance(p, oa.TextPart))
-            turn.images = [(p.image_url.url, f"messages[{i}].content[{j}].image_url.url")
-                           for j, p in enumerate(m.content) if isinstance(p, oa.ImagePart)]
-        else:
-            turn.text = m.content or ""
-        turns.append(turn)
-    return await chat_messages(turns, model, images, max_images, "messages", "chat completions")
-
-
 def completion_input(req: oa.CompletionRequest) -> TextInput | TokensInput:
-    if req.echo or req.suffix or req.logprobs:
-        raise ApiError(400, "echo, suffix and logprobs are not supported.", code="unsupported_parameter")
+    if req.echo or req.suffix:
+        raise ApiError(400, "echo and suffix are not supported.", code="unsupported_parameter")
     prompt = req.prompt
     if isinstance(prompt, str):
         return TextInput(prompt)
@@ -197,19 +177,20 @@ class Exchange:
             raise ApiError.from_failure(end)
         return end
 
-    async def collect(self, stream: RequestStream) -> tuple[str, Done]:
+    async def collect(self, stream: RequestStream) -> Reply:
         """Everything the request produced, for a non-streamed response."""
-        texts: list[str] = []
+        reply = Reply()
         try:
             while True:
                 for kind, body in await stream.take():
                     if kind == Kind.DELTA:
-                        texts.append(decode_delta(body).text)
+                        reply.add(decode_delta(body))
                     else:
                         end = decode_end(body)
                         if isinstance(end, Failure):
                             raise ApiError.from_failure(end)
-                        return "".join(texts), end
+                        reply.done = end
+                        return reply
         finally:
             self.close()
 
@@ -223,20 +204,56 @@ def _usage(done: Done) -> oa.Usage:
 
 class Framer(Protocol):
     """How one API frames a streamed answer. `_sse` calls it, in this order: `opening` once, with
-    the first batch (so the client's first byte marks the model's first token); `text` for each
-    batch of new text; then `finish` (everything after the last text, end of stream included) or
-    `error`. Each returns the bytes to write; per-token work belongs in `text` alone."""
+    the first batch (so the client's first byte marks the model's first token); for each batch
+    of deltas, `text` when they carry only answer text (the fast path: per-token work belongs
+    there alone) or `parts` when they carry thinking, tool calls or log probabilities; then
+    `finish` (everything after the last delta, end of stream included) or `error`. Each returns
+    the bytes to write."""
 
     def opening(self) -> bytes: ...
     def text(self, text: str) -> bytes: ...
+    def parts(self, deltas: list[Delta]) -> bytes: ...
     def finish(self, done: Done) -> bytes: ...
     def error(self, failure: Failure) -> bytes: ...
+
+
+class BlockFramer:
+    """What the Responses and Anthropic framers share: a reply streamed as a sequence of blocks
+    (their output items, content blocks) in the order the model produced them: thinking, answer
+    text, each tool call. A subclass names its two text kinds and says how a delta of either kind,
+    and a whole call, is framed."""
+
+    thinking_kind = "thinking"
+    answer_kind = "text"
+
+    def _delta(self, kind: str, text: str) -> bytes:
+        raise NotImplementedError
+
+    def _call(self, call: ToolCall) -> bytes:
+        raise NotImplementedError
+
+    def text(self, text: str) -> bytes:
+        # a token with no text (yet), or tool-call markup: nothing to say
+        return self._delta(self.answer_kind, text) if text else b""
+
+    def parts(self, deltas: list[Delta]) -> bytes:
+        out = b""
+        for d in deltas:
+            if d.reasoning:
+                out += self._delta(self.thinking_kind, d.reasoning)
+            out += self.text(d.text)
+            for call in d.tool_calls:
+                out += self._call(call)
+        return out
 
 
 class CompletionFrames:
     """Chat and text completion chunks: precomputed JSON around the per-frame text."""
 
-    def __init__(self, ex: Exchange, chat: bool, include_usage: bool = False) -> None:
+    def __init__(self, ex: Exchange, chat: bool, include_usage: bool = False, top_logprobs: bool = False) -> None:
+        self.calls = 0           # tool calls sent so far: the next one's index
+        self.offset = 0          # text sent so far, for text completions' logprobs offsets
+        self.top_logprobs = top_logprobs
         head = {"id": ex.id, "object": "chat.completion.chunk" if chat else "text_completion",
                 "created": ex.created, "model": ex.model}
         self.chat, self.include_usage = chat, include_usage
@@ -249,7 +266,31 @@ class CompletionFrames:
             self._text_suffix = b',"finish_reason":null,"logprobs":null}]}\n\n'
 
     def text(self, text: str) -> bytes:
+        self.offset += len(text)
         return self._text_prefix + line_json(text) + self._text_suffix
+
+    def parts(self, deltas: list[Delta]) -> bytes:
+        """A chunk with thinking, tool calls or log probabilities besides the text."""
+        text = "".join(d.text for d in deltas)
+        scored = [t for d in deltas for t in d.logprobs]
+        if not self.chat:
+            logprobs = completion_logprobs(scored, self.offset, self.top_logprobs) if scored else None
+            self.offset += len(text)
+            choice = {"index": 0, "text": text, "finish_reason": None, "logprobs": logprobs}
+        else:
+            delta: dict = {}
+            reasoning = "".join(d.reasoning for d in deltas)
+            calls = tuple(c for d in deltas for c in d.tool_calls)
+            if text or not (reasoning or calls):
+                delta["content"] = text
+            if reasoning:
+                delta["reasoning_content"] = reasoning
+            if calls:
+                delta["tool_calls"] = stream_tool_calls(calls, self.calls)
+                self.calls += len(calls)
+            choice = {"index": 0, "delta": delta, "finish_reason": None,
+                      "logprobs": chat_logprobs(scored) if scored else None}
+        return b"data: " + self._head + b',"choices":[' + line_json(choice) + b"]}\n\n"
 
     def opening(self) -> bytes:
         if not self.chat:
@@ -270,24 +311,28 @@ class CompletionFrames:
         return b"data: " + line_json(ApiError.from_failure(failure).envelope()) + b"\n\n"
 
 
-def completion_body(ex: Exchange, chat: bool) -> Callable[[str, Done], bytes]:
+def completion_body(ex: Exchange, request: Generate, chat: bool) -> Callable[[Reply], bytes]:
     """The non-streamed answer of a chat or text completion."""
-    def body(text: str, done: Done) -> bytes:
+    wants_logprobs = request.logprobs is not None
+
+    def body(reply: Reply) -> bytes:
+        done = reply.done
         if chat:
             return _json(oa.ChatCompletion(id=ex.id, created=ex.created, model=ex.model, usage=_usage(done), choices=[
-                oa.ChatChoice(message=oa.AssistantMessage(content=text), finish_reason=done.finish_reason)]))
+                oa.ChatChoice(message=chat_message(reply), finish_reason=done.finish_reason,
+                              logprobs=chat_logprobs(reply.logprobs) if wants_logprobs else None)]))
+        logprobs = completion_logprobs(reply.logprobs, 0, bool(request.logprobs)) if wants_logprobs else None
         return _json(oa.Completion(id=ex.id, created=ex.created, model=ex.model, usage=_usage(done), choices=[
-            oa.CompletionChoice(text=text, finish_reason=done.finish_reason)]))
+            oa.CompletionChoice(text=reply.text, finish_reason=done.finish_reason, logprobs=logprobs)]))
     return body
 
 
 async def respond(ex: Exchange, request: Generate, framer: Framer | None,
-                  whole: Callable[[str, Done], bytes]) -> Response:
-    """Run `request`: streamed through `framer`, or (without one) answered whole by `whole(text, done)`."""
+                  whole: Callable[[Reply], bytes]) -> Response:
+    """Run `request`: streamed through `framer`, or (without one) answered whole by `whole(reply)`."""
     rs = ex.open(Kind.GENERATE, encode(request))
     if framer is None:
-        text, done = await ex.collect(rs)
-        return Response(whole(text, done), media_type="application/json")
+        return Response(whole(await ex.collect(rs)), media_type="application/json")
 
     try:
         first = await rs.take()
@@ -308,14 +353,19 @@ async def _sse(ex: Exchange, rs: RequestStream, first: list[tuple[bytes, bytes]]
         opening = framer.opening()  # goes out with the first token: one write
         batch = first
         while True:
-            texts: list[str] = []
+            deltas: list[Delta] = []
             end = None
             for kind, body in batch:
                 if kind == Kind.DELTA:
-                    texts.append(decode_delta(body).text)
+                    deltas.append(decode_delta(body))
                 else:
                     end = decode_end(body)
-            out = framer.text("".join(texts)) if texts else b""
+            if not deltas:
+                out = b""
+            elif all(is_plain(d) for d in deltas):
+                out = framer.text("".join(d.text for d in deltas))
+            else:
+                out = framer.parts(deltas)
             if opening:
                 out, opening = opening + out, b""
             if end is None:

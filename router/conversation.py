@@ -11,7 +11,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from mlx_fleet.config import ModelConfig
-from mlx_fleet.protocol import ChatInput, ImageData, Message
+from mlx_fleet.protocol import ImageData, Message, ToolCall
 from router.errors import ApiError
 from router.images import ImagePolicy, load_image
 
@@ -19,15 +19,18 @@ from router.images import ImagePolicy, load_image
 @dataclass(slots=True)
 class Turn:
     """One message: a chat template role, its text, and its images as (url, the request param
-    that holds the url), in order."""
+    that holds the url), in order; an assistant's calls, or the call a tool message answers."""
 
     role: str
     text: str = ""
     images: list[tuple[str, str]] = field(default_factory=list)
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
 
 
 async def chat_messages(turns: list[Turn], model: ModelConfig, policy: ImagePolicy, max_images: int,
-                        param: str, what: str) -> ChatInput:
+                        param: str, what: str) -> tuple[Message, ...]:
     """`param` names the request's list of messages, for an error about all of them; `what` names
     the API, for a model that cannot answer it."""
     if model.type == "embeddings":
@@ -43,4 +46,5 @@ async def chat_messages(turns: list[Turn], model: ModelConfig, policy: ImagePoli
     by_turn: dict[int, list[ImageData]] = {}
     for (i, _, _), image in zip(refs, loaded):
         by_turn.setdefault(i, []).append(image)
-    return ChatInput(tuple(Message(t.role, t.text, tuple(by_turn.get(i, ()))) for i, t in enumerate(turns)))
+    return tuple(Message(t.role, t.text, tuple(by_turn.get(i, ())), t.tool_calls, t.tool_call_id, t.name)
+                 for i, t in enumerate(turns))

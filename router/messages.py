@@ -1,24 +1,29 @@
 """Anthropic's Messages API: `POST /v1/messages` and `POST /v1/messages/count_tokens`.
 
 A translator on the chat route's internals: the request becomes the same `Generate` a chat
-completion sends (the worker cannot tell which API a request came from), and the worker's
-stream becomes Anthropic's events (`message_start`, `content_block_start`, `ping`,
-`content_block_delta`..., `content_block_stop`, `message_delta`, `message_stop`). A text delta
-is the same bytes around the text for every request, so framing one costs one JSON string
-encode. Errors on these routes are in Anthropic's shape (`router.errors.ANTHROPIC_ERROR_HANDLERS`);
-`/v1/messages/count_tokens` asks the worker, which tokenizes with the model's own tokenizer and
-chat template exactly as a generation would.
+completion sends (`router.messages_input`; the worker cannot tell which API a request came
+from), and the worker's stream becomes Anthropic's events: `message_start` and `ping`, then one
+content block after another (`content_block_start`, its deltas, `content_block_stop`): a
+`thinking` block for the model's reasoning, a `text` block for its answer, a `tool_use` block per
+call (its input as one `input_json_delta`); then `message_delta` (stop reason, usage) and
+`message_stop`. The JSON around an answer's text delta is built once per block, so framing one
+costs one JSON string encode. Errors on these routes are in Anthropic's shape
+(`router.errors.ANTHROPIC_ERROR_HANDLERS`). `/v1/messages/count_tokens` asks the worker, which
+tokenizes with the model's own tokenizer and chat template exactly as a generation would.
 """
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from litestar import Request, Response, post
 from litestar.datastructures import State
 
-from mlx_fleet.config import ModelConfig
-from mlx_fleet.protocol import ChatInput, Done, Failure, Generate, Kind, Sampling, TokenCount, encode
+from mlx_fleet.protocol import Done, Failure, Generate, Kind, Sampling, TokenCount, ToolCall, encode
 from router import anthropic_types as an
 from router.completions import (
+    BlockFramer,
     Exchange,
     decode_request,
     default_temperature,
@@ -26,73 +31,14 @@ from router.completions import (
     resolve_model,
     respond,
 )
-from router.conversation import Turn, chat_messages
 from router.errors import ANTHROPIC_ERROR_HANDLERS, ApiError
+from router.messages_input import chat_input, response_format, sampling
+from router.reply import Reply
 
-_START_BLOCK = (b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
-                b'"content_block":{"type":"text","text":""}}\n\nevent: ping\ndata: {"type":"ping"}\n\n')
-_TEXT_PREFIX = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,' \
-               b'"delta":{"type":"text_delta","text":'
-_TEXT_SUFFIX = b"}}\n\n"
-_STOP_BLOCK = b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n'
+_PING = b'event: ping\ndata: {"type":"ping"}\n\n'
 _STOP_MESSAGE = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
-_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "cancelled": "end_turn"}
-
-
-def _image_url(source: an.Base64Source | an.URLSource) -> str:
-    if isinstance(source, an.URLSource):
-        return source.url
-    return f"data:{source.media_type};base64,{source.data}"
-
-
-def _turn(i: int, message: an.MessageParam) -> Turn:
-    if isinstance(message.content, str):
-        return Turn(message.role, message.content)
-    turn, texts = Turn(message.role), []
-    for j, block in enumerate(message.content):
-        where = f"messages[{i}].content[{j}]"
-        if isinstance(block, an.TextBlock):
-            texts.append(block.text)
-        elif isinstance(block, an.ImageBlock):
-            turn.images.append((_image_url(block.source), f"{where}.source"))
-        elif isinstance(block, (an.ToolUseBlock, an.ToolResultBlock)):
-            raise ApiError(400, f"{where}: {block.__struct_config__.tag} blocks need tool use, which this server "
-                                "does not support yet.", param=where, code="unsupported_parameter")
-        # thinking blocks: an earlier turn's reasoning, which chat templates leave out of the prompt
-    turn.text = "\n".join(texts)
-    return turn
-
-
-async def _conversation(req: an.CountTokensRequest, model: ModelConfig, state: State) -> ChatInput:
-    if req.tools:
-        raise ApiError(400, "Tool use is not supported by this server yet.", param="tools",
-                       code="unsupported_parameter")
-    if (req.output_config or {}).get("format") is not None:
-        raise ApiError(400, "Structured output formats are not supported by this server yet.",
-                       param="output_config.format", code="unsupported_parameter")
-    if req.messages[-1].role == "assistant":
-        raise ApiError(400, "A final assistant message (a prefilled reply) is not supported: the last message "
-                            "must be the user's.", param="messages", code="unsupported_value")
-    turns = []
-    if req.system:
-        system = req.system if isinstance(req.system, str) else "\n".join(b.text for b in req.system)
-        turns.append(Turn("system", system))
-    turns += [_turn(i, m) for i, m in enumerate(req.messages)]
-    return await chat_messages(turns, model, state.images, state.config.server.max_images_per_request, "messages",
-                               "messages")
-
-
-def _sampling(req: an.MessagesRequest, temperature: float) -> Sampling:
-    return Sampling(
-        max_tokens=req.max_tokens,
-        temperature=temperature if req.temperature is None else req.temperature,
-        top_p=1.0 if req.top_p is None else req.top_p,
-        top_k=req.top_k or 0,
-        stop=tuple(req.stop_sequences or ()),
-        # A ceiling, shortened to what fits in the context: Claude Code asks for 32k tokens or
-        # more whatever the model, and a local model's context is often smaller than that.
-        max_tokens_is_default=True,
-    )
+_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "cancelled": "end_turn", "tool_calls": "tool_use"}
+_DELTAS = {"text": ("text_delta", "text"), "thinking": ("thinking_delta", "thinking")}
 
 
 def _stop(done: Done) -> tuple[str, str | None]:
@@ -109,15 +55,28 @@ def _usage(done: Done) -> dict[str, int]:
             "cache_read_input_tokens": u.cached_tokens, "cache_creation_input_tokens": 0}
 
 
-def _message(ex: Exchange, text: str, done: Done) -> dict[str, object]:
-    reason, sequence = _stop(done)
-    return {"id": ex.id, "type": "message", "role": "assistant", "model": ex.model,
-            "content": [{"type": "text", "text": text}], "stop_reason": reason, "stop_sequence": sequence,
-            "usage": _usage(done)}
+def _block(kind: str, text: str) -> dict[str, str]:
+    return {"type": "text", "text": text} if kind == "text" else {"type": "thinking", "thinking": text, "signature": ""}
 
 
-class MessageEvents:
-    """Anthropic's stream: one text content block; the JSON around a delta is the same for every request.
+def _tool_use(call: ToolCall) -> dict[str, Any]:
+    arguments = json.loads(call.arguments or "{}")
+    return {"type": "tool_use", "id": call.id, "name": call.name,
+            "input": arguments if isinstance(arguments, dict) else {"value": arguments}}
+
+
+def _message(ex: Exchange, reply: Reply) -> dict[str, Any]:
+    content = [_block("thinking", "".join(reply.reasoning))] if reply.reasoning else []
+    if reply.text or not reply.tool_calls:
+        content.append(_block("text", reply.text))
+    content += [_tool_use(call) for call in reply.tool_calls]
+    reason, sequence = _stop(reply.done)
+    return {"id": ex.id, "type": "message", "role": "assistant", "model": ex.model, "content": content,
+            "stop_reason": reason, "stop_sequence": sequence, "usage": _usage(reply.done)}
+
+
+class MessageEvents(BlockFramer):
+    """Anthropic's stream for one request: content blocks opened as their first part arrives.
 
     `message_start` cannot know the prompt's length yet (it goes out with the first token), so its
     `input_tokens` is 0 and the real counts come in `message_delta`, which the SDK's accumulator
@@ -126,20 +85,60 @@ class MessageEvents:
     def __init__(self, ex: Exchange) -> None:
         message = {"id": ex.id, "type": "message", "role": "assistant", "model": ex.model, "content": [],
                    "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 0, "output_tokens": 0}}
-        self._opening = (b'event: message_start\ndata: {"type":"message_start","message":' + line_json(message)
-                         + b"}\n\n" + _START_BLOCK)
+        self._opening = b'event: message_start\ndata: {"type":"message_start","message":' + line_json(message) \
+            + b"}\n\n" + _PING
+        self.blocks: list[str] = []   # the type of each block opened so far
+        self.open: str | None = None  # the type of the text or thinking block being streamed
+        self._prefix = b""            # the JSON before a delta's text in that block
 
     def opening(self) -> bytes:
         return self._opening
 
-    def text(self, text: str) -> bytes:
-        return _TEXT_PREFIX + line_json(text) + _TEXT_SUFFIX
+    def _start(self, kind: str, block: dict[str, Any]) -> bytes:
+        out = self._stop_block()
+        index = len(self.blocks)
+        self.blocks.append(kind)
+        if kind in _DELTAS:
+            self.open = kind
+            delta_type, field = _DELTAS[kind]
+            self._prefix = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+                            + str(index).encode() + b',"delta":{"type":"' + delta_type.encode() + b'","'
+                            + field.encode() + b'":')
+        data = {"type": "content_block_start", "index": index, "content_block": block}
+        return out + b"event: content_block_start\ndata: " + line_json(data) + b"\n\n"
+
+    def _stop_block(self) -> bytes:
+        if self.open is None:
+            return b""
+        self.open = None
+        return self._block_stop(len(self.blocks) - 1)
+
+    @staticmethod
+    def _block_stop(index: int) -> bytes:
+        return (b'event: content_block_stop\ndata: {"type":"content_block_stop","index":' + str(index).encode()
+                + b"}\n\n")
+
+    def _delta(self, kind: str, text: str) -> bytes:
+        out = self._start(kind, _block(kind, "")) if self.open != kind else b""
+        return out + self._prefix + line_json(text) + b"}}\n\n"
+
+    def _call(self, call: ToolCall) -> bytes:
+        """A whole call as its block: started with an empty input, which one delta then gives."""
+        block, index = _tool_use(call), len(self.blocks)
+        delta = {"type": "content_block_delta", "index": index,
+                 "delta": {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}}
+        return (self._start("tool_use", {**block, "input": {}}) + b"event: content_block_delta\ndata: "
+                + line_json(delta) + b"\n\n" + self._block_stop(index))
 
     def finish(self, done: Done) -> bytes:
+        out = self._stop_block()
+        if "text" not in self.blocks and "tool_use" not in self.blocks:
+            # no answer and no call: still one (empty) text block, as a whole reply has
+            out += self._start("text", _block("text", "")) + self._stop_block()
         reason, sequence = _stop(done)
         delta = {"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": sequence},
                  "usage": _usage(done)}
-        return _STOP_BLOCK + b"event: message_delta\ndata: " + line_json(delta) + b"\n\n" + _STOP_MESSAGE
+        return out + b"event: message_delta\ndata: " + line_json(delta) + b"\n\n" + _STOP_MESSAGE
 
     @staticmethod
     def error(failure: Failure) -> bytes:
@@ -150,17 +149,18 @@ class MessageEvents:
 async def messages(request: Request, state: State) -> Response:
     req = decode_request(await request.body(), an.MessagesRequest)
     model = resolve_model(state.config, req.model)
-    generate = Generate(await _conversation(req, model, state), _sampling(req, default_temperature(state.config, model)))
+    generate = Generate(await chat_input(req, model, state), sampling(req, default_temperature(state.config, model)),
+                        response_format(req))
     ex = Exchange.new(state.fleet, state.admission, req.model, "msg")
     return await respond(ex, generate, MessageEvents(ex) if req.stream else None,
-                         lambda text, done: line_json(_message(ex, text, done)))
+                         lambda reply: line_json(_message(ex, reply)))
 
 
 @post("/v1/messages/count_tokens", status_code=200, exception_handlers=ANTHROPIC_ERROR_HANDLERS)
 async def count_tokens(request: Request, state: State) -> Response:
     req = decode_request(await request.body(), an.CountTokensRequest)
     model = resolve_model(state.config, req.model)
-    generate = Generate(await _conversation(req, model, state), Sampling(max_tokens=1))
+    generate = Generate(await chat_input(req, model, state), Sampling(max_tokens=1))
     end = await Exchange.new(state.fleet, state.admission, req.model, "count").one_answer(Kind.COUNT, encode(generate))
     assert isinstance(end, TokenCount)
     return Response(line_json({"input_tokens": end.input_tokens}), media_type="application/json")

@@ -1,114 +1,40 @@
 """OpenAI's Responses API: `POST /v1/responses`, stateless (nothing is stored; `store` is accepted).
 
-A translator on the chat route's internals: `instructions` and `input` become the same
-`Generate` a chat completion sends, and the worker's stream becomes Responses' typed events,
-numbered by `sequence_number`: `response.created`, `response.in_progress`,
-`response.output_item.added`, `response.content_part.added`, `response.output_text.delta`...,
-`response.output_text.done`, `response.content_part.done`, `response.output_item.done`, then
-`response.completed` (or `response.incomplete` at the length limit, `response.failed` on an
-error). The JSON around a text delta is built once per request; per delta only the text and the
-sequence number are encoded.
+A translator on the chat route's internals: the request becomes the same `Generate` a chat
+completion sends (`router.responses_input`), and the worker's stream becomes Responses' typed
+events, numbered by `sequence_number`: `response.created`, `response.in_progress`, then each
+output item in turn (`response.output_item.added`, its content or arguments as deltas,
+`response.output_item.done`): a `reasoning` item for the model's thinking, a `message` for its
+answer (`response.output_text.delta`...), a `function_call` per tool call
+(`response.function_call_arguments.delta` / `.done`); then `response.completed` (or
+`response.incomplete` at the length limit, `response.failed` on an error). The JSON around an
+answer's text delta is built once per item; per delta only the text and the sequence number are
+encoded.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
 from litestar import Request, Response, post
 from litestar.datastructures import State
 
-from mlx_fleet.config import FleetConfig, ModelConfig
-from mlx_fleet.protocol import ChatInput, Done, Failure, Generate, Sampling
+from mlx_fleet.config import FleetConfig
+from mlx_fleet.protocol import Done, Failure, ToolCall
 from router import responses_types as rt
-from router.completions import (
-    Exchange,
-    decode_request,
-    default_temperature,
-    line_json,
-    resolve_model,
-    respond,
-)
-from router.conversation import Turn, chat_messages
-from router.errors import ApiError, validation_error
+from router.completions import BlockFramer, Exchange, decode_request, line_json, resolve_model, respond
+from router.reply import Reply
+from router.responses_input import generate_request
 
-_ROLES = {"developer": "system"}
 _ERROR_CODES = {429: "rate_limit_exceeded"}  # ResponseError.code is a closed list: all else is server_error
+_KINDS = {"message": ("msg", "output_text", "response.output_text"),
+          "reasoning": ("rs", "reasoning_text", "response.reasoning_text")}
 
 
-def _refuse_what_cannot_be_honoured(req: rt.ResponsesRequest) -> None:
-    if req.previous_response_id is not None or req.conversation is not None:
-        param = "previous_response_id" if req.previous_response_id is not None else "conversation"
-        raise ApiError(400, "This server keeps no responses or conversations: send the whole conversation in "
-                            "'input' (and 'store': false).", param=param, code="unsupported_parameter")
-    if req.prompt is not None:
-        raise ApiError(400, "Stored prompt templates are not supported.", param="prompt", code="unsupported_parameter")
-    if req.background:
-        raise ApiError(400, "Background responses are not supported.", param="background",
-                       code="unsupported_parameter")
-    if req.tools:
-        raise ApiError(400, "Tools are not supported by this server yet.", param="tools", code="unsupported_parameter")
-    if req.top_logprobs:
-        raise ApiError(400, "logprobs are not supported.", param="top_logprobs", code="unsupported_parameter")
-    fmt = (req.text or {}).get("format")
-    if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") != "text"):
-        raise ApiError(400, "Only the 'text' format is supported.", param="text.format", code="unsupported_value")
-
-
-def _message_item(i: int, raw: Any) -> rt.MessageItem | None:
-    """One `input` item as a message, or None for an item that is not part of the prompt."""
-    kind = raw.get("type", "message") if isinstance(raw, dict) else None
-    if kind == "reasoning":
-        return None  # an earlier turn's reasoning, sent back by clients; templates leave it out
-    if kind != "message":
-        what = f"Input items of type '{kind}' are not supported." if isinstance(kind, str) else \
-            "An input item must be an object."
-        raise ApiError(400, what, param=f"input[{i}]", code="unsupported_value")
-    try:
-        return msgspec.convert(raw, rt.MessageItem)
-    except msgspec.ValidationError as e:
-        raise validation_error(msgspec.ValidationError(str(e).replace("`$", f"`$.input[{i}]", 1))) from None
-
-
-def _turn(i: int, item: rt.MessageItem) -> Turn:
-    turn = Turn(_ROLES.get(item.role, item.role))
-    if isinstance(item.content, str):
-        turn.text = item.content
-        return turn
-    texts = []
-    for j, part in enumerate(item.content):
-        if isinstance(part, rt.InputImage):
-            if part.image_url is None:
-                raise ApiError(400, "Images must be given by 'image_url' (uploaded files are not supported).",
-                               param=f"input[{i}].content[{j}]", code="unsupported_value")
-            turn.images.append((part.image_url, f"input[{i}].content[{j}].image_url"))
-        else:
-            texts.append(part.refusal if isinstance(part, rt.Refusal) else part.text)
-    turn.text = "\n".join(texts)
-    return turn
-
-
-async def _conversation(req: rt.ResponsesRequest, model: ModelConfig, state: State) -> ChatInput:
-    turns = [Turn("system", req.instructions)] if req.instructions else []
-    if isinstance(req.input, str):
-        turns.append(Turn("user", req.input))
-    else:
-        items = [(i, item) for i, raw in enumerate(req.input) if (item := _message_item(i, raw)) is not None]
-        turns += [_turn(i, item) for i, item in items]
-    if not turns:
-        raise ApiError(400, "'input' is empty.", param="input", code="empty_array")
-    return await chat_messages(turns, model, state.images, state.config.server.max_images_per_request, "input",
-                               "responses")
-
-
-def _sampling(req: rt.ResponsesRequest, config: FleetConfig, model: ModelConfig) -> Sampling:
-    return Sampling(
-        max_tokens=req.max_output_tokens or config.server.default_max_tokens,
-        temperature=default_temperature(config, model) if req.temperature is None else req.temperature,
-        top_p=1.0 if req.top_p is None else req.top_p,
-        max_tokens_is_default=req.max_output_tokens is None,
-    )
+def _new_id(prefix: str) -> str:
+    return f"{prefix}_{os.urandom(12).hex()}"
 
 
 def _usage(done: Done) -> dict[str, Any]:
@@ -119,50 +45,84 @@ def _usage(done: Done) -> dict[str, Any]:
             "total_tokens": u.prompt_tokens + u.completion_tokens}
 
 
+def _item(kind: str, item_id: str, text: str, status: str) -> dict[str, Any]:
+    """A message or reasoning output item holding `text`."""
+    if kind == "message":
+        return {"id": item_id, "type": "message", "role": "assistant", "status": status,
+                "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]}
+    return {"id": item_id, "type": "reasoning", "summary": [], "status": status,
+            "content": [{"type": "reasoning_text", "text": text}]}
+
+
+def _call_item(item_id: str, call: ToolCall, status: str, arguments: str | None = None) -> dict[str, Any]:
+    return {"id": item_id, "type": "function_call", "status": status, "call_id": call.id, "name": call.name,
+            "arguments": call.arguments if arguments is None else arguments}
+
+
+def _item_status(done: Done) -> str:
+    return "incomplete" if done.finish_reason == "length" else "completed"
+
+
+def output_of(reply: Reply, done: Done) -> list[dict[str, Any]]:
+    """A whole reply's output items, in the order a stream would have sent them."""
+    status, items = _item_status(done), []
+    if reply.reasoning:
+        items.append(_item("reasoning", _new_id("rs"), "".join(reply.reasoning), status))
+    if reply.text or not reply.tool_calls:
+        items.append(_item("message", _new_id("msg"), reply.text, status))
+    return items + [_call_item(_new_id("fc"), call, "completed") for call in reply.tool_calls]
+
+
 class ResponseShape:
     """The response object of one request, in each of its states; what does not change is built once."""
 
-    def __init__(self, ex: Exchange, req: rt.ResponsesRequest, sampling: Sampling) -> None:
-        self.item_id = f"msg_{os.urandom(12).hex()}"
+    def __init__(self, ex: Exchange, req: rt.ResponsesRequest, temperature: float, top_p: float) -> None:
         self._base = {
             "id": ex.id, "object": "response", "created_at": ex.created, "model": ex.model,
             "instructions": req.instructions, "max_output_tokens": req.max_output_tokens,
-            "temperature": sampling.temperature, "top_p": sampling.top_p,
+            "temperature": temperature, "top_p": top_p,
             "parallel_tool_calls": True if req.parallel_tool_calls is None else req.parallel_tool_calls,
-            "tool_choice": req.tool_choice if isinstance(req.tool_choice, str) else "auto", "tools": [],
-            "text": {"format": {"type": "text"}}, "truncation": req.truncation or "disabled",
-            "store": False, "metadata": req.metadata or {}, "background": False, "previous_response_id": None,
-            "reasoning": {"effort": None, "summary": None}, "user": req.user,
-            "error": None, "incomplete_details": None, "usage": None,
+            "tool_choice": req.tool_choice or "auto", "tools": req.tools or [],
+            "text": req.text if req.text is not None and req.text.format is not None else {"format": {"type": "text"}},
+            "truncation": req.truncation or "disabled", "store": False, "metadata": req.metadata or {},
+            "background": False, "previous_response_id": None, "reasoning": {"effort": None, "summary": None},
+            "user": req.user, "error": None, "incomplete_details": None, "usage": None,
         }
-
-    def message(self, text: str, status: str) -> dict[str, Any]:
-        return {"id": self.item_id, "type": "message", "role": "assistant", "status": status,
-                "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]}
 
     def pending(self) -> dict[str, Any]:
         return {**self._base, "status": "in_progress", "output": []}
 
-    def finished(self, text: str, done: Done) -> dict[str, Any]:
+    def finished(self, output: list[dict[str, Any]], done: Done) -> dict[str, Any]:
         complete = done.finish_reason != "length"
         return {**self._base, "status": "completed" if complete else "incomplete",
                 "incomplete_details": None if complete else {"reason": "max_output_tokens"},
-                "output": [self.message(text, "completed" if complete else "incomplete")], "usage": _usage(done)}
+                "output": output, "usage": _usage(done)}
 
     def failed(self, failure: Failure) -> dict[str, Any]:
         error = {"code": _ERROR_CODES.get(failure.status, "server_error"), "message": failure.message}
         return {**self._base, "status": "failed", "error": error, "output": []}
 
 
-class ResponseEvents:
+@dataclass(slots=True)
+class _OpenItem:
+    """The message or reasoning item being streamed: its text so far, and its delta's JSON prefix."""
+
+    kind: str
+    id: str
+    index: int
+    prefix: bytes
+    texts: list[str] = field(default_factory=list)
+
+
+class ResponseEvents(BlockFramer):
     """Responses' typed events for one request, numbered in the order they are written."""
 
+    thinking_kind, answer_kind = "reasoning", "message"
+
     def __init__(self, shape: ResponseShape) -> None:
-        self.shape, self.seq, self.parts = shape, 0, []
-        place = {"item_id": shape.item_id, "output_index": 0, "content_index": 0}
-        self._delta_prefix = (b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
-                              + line_json(place)[1:-1] + b',"logprobs":[],"delta":')
-        self._place = place
+        self.shape, self.seq = shape, 0
+        self.output: list[dict[str, Any]] = []  # the items done so far
+        self.open: _OpenItem | None = None
 
     def _event(self, kind: str, **fields: Any) -> bytes:
         data = line_json({"type": kind, **fields, "sequence_number": self.seq})
@@ -170,26 +130,61 @@ class ResponseEvents:
         return b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n"
 
     def opening(self) -> bytes:
-        shape, empty = self.shape, {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-        item = {**shape.message("", "in_progress"), "content": []}
-        return (self._event("response.created", response=shape.pending())
-                + self._event("response.in_progress", response=shape.pending())
-                + self._event("response.output_item.added", output_index=0, item=item)
-                + self._event("response.content_part.added", **self._place, part=empty))
+        pending = self.shape.pending()
+        return self._event("response.created", response=pending) + self._event("response.in_progress", response=pending)
 
-    def text(self, text: str) -> bytes:
-        self.parts.append(text)
+    def _start(self, kind: str) -> bytes:
+        """Close the item being streamed, and open a `kind` item after it."""
+        out = self._close("completed")
+        prefix, part_type, event = _KINDS[kind]
+        item = _OpenItem(kind, _new_id(prefix), len(self.output), b"")
+        place = {"item_id": item.id, "output_index": item.index, "content_index": 0}
+        item.prefix = (b"event: " + event.encode() + b'.delta\ndata: {"type":"' + event.encode() + b'.delta",'
+                       + line_json(place)[1:-1] + (b',"logprobs":[]' if kind == "message" else b"") + b',"delta":')
+        self.open = item
+        empty = {**_item(kind, item.id, "", "in_progress"), "content": []}
+        part = {"type": part_type, "text": "", **({"annotations": [], "logprobs": []} if kind == "message" else {})}
+        return (out + self._event("response.output_item.added", output_index=item.index, item=empty)
+                + self._event("response.content_part.added", **place, part=part))
+
+    def _close(self, status: str) -> bytes:
+        item, self.open = self.open, None
+        if item is None:
+            return b""
+        text = "".join(item.texts)
+        done = _item(item.kind, item.id, text, status)
+        place = {"item_id": item.id, "output_index": item.index, "content_index": 0}
+        extra = {"logprobs": []} if item.kind == "message" else {}
+        self.output.append(done)
+        return (self._event(f"{_KINDS[item.kind][2]}.done", **place, text=text, **extra)
+                + self._event("response.content_part.done", **place, part=done["content"][0])
+                + self._event("response.output_item.done", output_index=item.index, item=done))
+
+    def _delta(self, kind: str, text: str) -> bytes:
+        out = self._start(kind) if self.open is None or self.open.kind != kind else b""
+        self.open.texts.append(text)
         self.seq += 1
-        return self._delta_prefix + line_json(text) + b',"sequence_number":' + str(self.seq - 1).encode() + b"}\n\n"
+        return out + self.open.prefix + line_json(text) + b',"sequence_number":' + str(self.seq - 1).encode() + b"}\n\n"
+
+    def _call(self, call: ToolCall) -> bytes:
+        """A whole call as its item's events: added, its arguments in one delta, done."""
+        out, index, item_id = self._close("completed"), len(self.output), _new_id("fc")
+        item = _call_item(item_id, call, "completed")
+        self.output.append(item)
+        place = {"item_id": item_id, "output_index": index}
+        return (out + self._event("response.output_item.added", output_index=index,
+                                  item=_call_item(item_id, call, "in_progress", ""))
+                + self._event("response.function_call_arguments.delta", **place, delta=call.arguments)
+                + self._event("response.function_call_arguments.done", **place, arguments=call.arguments)
+                + self._event("response.output_item.done", output_index=index, item=item))
 
     def finish(self, done: Done) -> bytes:
-        text = "".join(self.parts)
-        final = self.shape.finished(text, done)
-        item = final["output"][0]
-        return (self._event("response.output_text.done", **self._place, text=text, logprobs=[])
-                + self._event("response.content_part.done", **self._place, part=item["content"][0])
-                + self._event("response.output_item.done", output_index=0, item=item)
-                + self._event(f"response.{final['status']}", response=final))
+        out = self._close(_item_status(done))
+        if not any(item["type"] != "reasoning" for item in self.output):
+            # no answer and no call: still one (empty) message, as a whole reply has
+            out += self._start("message") + self._close(_item_status(done))
+        final = self.shape.finished(self.output, done)
+        return out + self._event(f"response.{final['status']}", response=final)
 
     def error(self, failure: Failure) -> bytes:
         return self._event("response.failed", response=self.shape.failed(failure))
@@ -200,10 +195,8 @@ async def responses(request: Request, state: State) -> Response:
     config: FleetConfig = state.config
     req = decode_request(await request.body(), rt.ResponsesRequest)
     model = resolve_model(config, req.model)
-    _refuse_what_cannot_be_honoured(req)
-    sampling = _sampling(req, config, model)
-    generate = Generate(await _conversation(req, model, state), sampling)
+    generate = await generate_request(req, model, state)
     ex = Exchange.new(state.fleet, state.admission, req.model, "resp")
-    shape = ResponseShape(ex, req, sampling)
+    shape = ResponseShape(ex, req, generate.sampling.temperature, generate.sampling.top_p)
     return await respond(ex, generate, ResponseEvents(shape) if req.stream else None,
-                         lambda text, done: line_json(shape.finished(text, done)))
+                         lambda reply: line_json(shape.finished(output_of(reply, reply.done), reply.done)))

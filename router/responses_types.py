@@ -2,8 +2,9 @@
 
 Like the chat route, unknown top-level fields are refused ("Unrecognized request argument
 supplied"), as OpenAI does; documented fields that do not change this server's answer are
-accepted and ignored. `input` items are checked one at a time (`router.responses`), because a
-message item may leave out its `type`, which a tagged union cannot express.
+accepted and ignored. `input` items (and `tools`) are checked one at a time
+(`router.responses_input`), because a message item may leave out its `type`, which a tagged union
+cannot express, and an error should name the item.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from msgspec import Meta
 
-from router.openai_types import PositiveInt, Probability, Temperature, _Request
+from router.openai_types import JsonObjectFormat, PositiveInt, Probability, Temperature, TextFormat, _Request
 
 
 class InputText(_Request, kw_only=True, tag="input_text", tag_field="type"):
@@ -40,6 +41,52 @@ class InputImage(_Request, kw_only=True, tag="input_image", tag_field="type"):
 Content = InputText | OutputText | Refusal | InputImage
 
 
+class FunctionCallItem(_Request, kw_only=True):
+    """An earlier turn's function call, sent back as history."""
+
+    type: Literal["function_call"]
+    call_id: str
+    name: str
+    arguments: str
+    id: str | None = None
+    status: str | None = None
+
+
+class FunctionCallOutputItem(_Request, kw_only=True):
+    """The result of a function call, for the model to read."""
+
+    type: Literal["function_call_output"]
+    call_id: str
+    output: str | list[InputText | InputImage]
+    id: str | None = None
+    status: str | None = None
+
+
+class FunctionTool(_Request, kw_only=True):
+    type: Literal["function"]
+    name: str
+    parameters: dict[str, Any] | None = None
+    description: str | None = None
+    strict: bool | None = None
+
+
+class NamedFunction(_Request, kw_only=True):
+    type: Literal["function"]
+    name: str
+
+
+class TextFormatJsonSchema(_Request, kw_only=True, tag="json_schema", tag_field="type"):
+    name: str
+    schema: dict[str, Any]
+    strict: bool | None = None
+    description: str | None = None
+
+
+class TextConfig(_Request, kw_only=True):
+    format: JsonObjectFormat | TextFormat | TextFormatJsonSchema | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
+
+
 class MessageItem(_Request, kw_only=True):
     type: Literal["message"] = "message"
     role: Literal["user", "assistant", "system", "developer"]
@@ -57,9 +104,9 @@ class ResponsesRequest(_Request, kw_only=True):
     temperature: Temperature | None = None
     top_p: Probability | None = None
     stream: bool = False
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: Any = None
-    text: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None  # function tools, each checked (`router.responses_input`)
+    tool_choice: Literal["auto", "none", "required"] | NamedFunction | None = None
+    text: TextConfig | None = None
     # Refused when set: this server keeps no state between requests, and has no prompt templates.
     previous_response_id: str | None = None
     conversation: Any = None

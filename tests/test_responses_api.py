@@ -7,26 +7,40 @@ same conversation must give the same greedy text and the same token counts.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import jsonschema
 import openai
 import pytest
 
 from fleet_server import FleetServer, write_config
-from tiny_models import build_tiny_lm, end_answers_at
+from tiny_models import QWEN_THINKING_TEMPLATE, QWEN_TOOL_TEMPLATE, TOOL_SPECIAL_TOKENS, build_tiny_lm, end_answers_at
 
 QUESTION = "Tell me about the weather today."
+# Bounded values: a random model would otherwise write one string until max_output_tokens.
+WEATHER = {"type": "object", "additionalProperties": False, "required": ["city", "unit"],
+           "properties": {"city": {"type": "string", "maxLength": 12}, "unit": {"enum": ["c", "f"]}}}
+CLOCK = {"type": "object", "additionalProperties": False, "required": ["zone"],
+         "properties": {"zone": {"enum": ["utc", "cet"]}}}
+TOOLS = [{"type": "function", "name": "get_weather", "description": "Weather now", "parameters": WEATHER},
+         {"type": "function", "name": "get_time", "description": "Time now", "parameters": CLOCK}]
 
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory, tiny_lm: Path) -> Iterator[FleetServer]:
-    """The tiny model, and one that ends its answers on its own ("tiny-stops")."""
+    """The tiny model, one that ends its answers on its own ("tiny-stops"), one whose chat template
+    takes tools (Qwen's, with its <tool_call> markers) and one whose template thinks first."""
     root = tmp_path_factory.mktemp("responses")
     stops = end_answers_at(build_tiny_lm(root / "stops", arch="llama"), "\n")
-    server = FleetServer(write_config(root / "fleet.toml", {"tiny": tiny_lm, "tiny-stops": stops}),
-                         root / "state").wait_ready()
+    tools = build_tiny_lm(root / "tools", arch="qwen2", chat_template=QWEN_TOOL_TEMPLATE,
+                          extra_special_tokens=TOOL_SPECIAL_TOKENS)
+    thinker = build_tiny_lm(root / "thinker", arch="qwen2", seed=2, chat_template=QWEN_THINKING_TEMPLATE,
+                            extra_special_tokens=TOOL_SPECIAL_TOKENS)
+    models = {"tiny": tiny_lm, "tiny-stops": stops, "tools": tools, "thinker": thinker}
+    server = FleetServer(write_config(root / "fleet.toml", models), root / "state").wait_ready()
     yield server
     server.stop()
 
@@ -97,8 +111,14 @@ def test_streamed_events_come_in_order(client: openai.OpenAI) -> None:
 
 @pytest.mark.parametrize("extra,param", [
     ({"previous_response_id": "resp_123"}, "previous_response_id"),
-    ({"tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}]}, "tools"),
-    ({"text": {"format": {"type": "json_object"}}}, "text.format"),
+    ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
+    ({"tools": [{"type": "function", "parameters": {"type": "object"}}]}, "tools[0].name"),
+    ({"tools": TOOLS, "tool_choice": {"type": "function", "name": "nope"}}, "tool_choice"),
+    ({"tools": TOOLS}, "tools"),  # a model whose chat template takes no tools
+    ({"text": {"format": {"type": "json_schema", "name": "x",
+                          "schema": {"type": "object", "properties": {"a": {"$ref": "#/definitions/missing"}}}}}},
+     "response_format"),
+    ({"input": [{"type": "function_call_output", "output": "x"}]}, "input[0].call_id"),
     ({"background": True}, "background"),
     ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0]"),
     ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}, "input[0].content[0].type"),
@@ -148,3 +168,95 @@ def test_the_agents_sdk_runs_an_agent(fleet: FleetServer) -> None:
     assert response.output[0].type == "message" and response.usage.output_tokens < 16
     assert whole.final_output == streamed.final_output == response.output[0].content[0].text
     assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+
+
+@pytest.mark.parametrize("choice", ["required", {"type": "function", "name": "get_time"}])
+def test_a_forced_function_call_is_valid_against_its_schema(client: openai.OpenAI, choice) -> None:
+    r = client.responses.create(model="tools", input="What is the weather in Paris?", tools=TOOLS, tool_choice=choice,
+                                max_output_tokens=120, temperature=0)
+    (call,) = [item for item in r.output if item.type == "function_call"]
+    assert r.status == "completed" and call.status == "completed" and call.call_id
+    if isinstance(choice, dict):
+        assert call.name == "get_time"
+    jsonschema.validate(json.loads(call.arguments), {"get_weather": WEATHER, "get_time": CLOCK}[call.name])
+    assert "<tool_call>" not in r.output_text
+
+
+def test_a_streamed_function_call_comes_as_its_items_events(client: openai.OpenAI) -> None:
+    events = list(client.responses.create(model="tools", input="What is the weather in Paris?", tools=TOOLS,
+                                          tool_choice={"type": "function", "name": "get_weather"},
+                                          max_output_tokens=120, temperature=0, stream=True))
+    types = [e.type for e in events]
+    start = types.index("response.output_item.added")
+    assert types[start:] == ["response.output_item.added", "response.function_call_arguments.delta",
+                             "response.function_call_arguments.done", "response.output_item.done",
+                             "response.completed"]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    added, delta, done, item_done, completed = events[start:]
+    assert added.item.type == "function_call" and added.item.arguments == "" and added.item.name == "get_weather"
+    assert delta.item_id == done.item_id == added.item.id == item_done.item.id
+    jsonschema.validate(json.loads(delta.delta), WEATHER)
+    assert done.arguments == delta.delta == item_done.item.arguments == completed.response.output[-1].arguments
+
+
+def test_text_format_json_schema_is_enforced(client: openai.OpenAI) -> None:
+    fmt = {"type": "json_schema", "name": "weather", "schema": WEATHER, "strict": True}
+    r = client.responses.create(model="tools", input="What is the weather in Paris?", text={"format": fmt},
+                                max_output_tokens=80, temperature=0)
+    assert r.status == "completed"
+    jsonschema.validate(json.loads(r.output_text), WEATHER)
+    assert r.text.format.type == "json_schema"
+
+
+def test_a_function_call_and_its_output_are_the_same_conversation_as_in_chat(client: openai.OpenAI) -> None:
+    question = {"role": "user", "content": "What is the weather in Paris?"}
+    arguments = '{"city": "Paris", "unit": "c"}'
+    items = [question, {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": arguments},
+             {"type": "function_call_output", "call_id": "call_1", "output": '{"temperature": 21}'}]
+    r = client.responses.create(model="tools", input=items, tools=TOOLS, max_output_tokens=4, temperature=0)
+    chat_tools = [{"type": "function", "function": {k: v for k, v in t.items() if k != "type"}} for t in TOOLS]
+    expected = client.chat.completions.create(model="tools", tools=chat_tools, max_tokens=4, temperature=0, messages=[
+        question, {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": arguments}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"temperature": 21}'}])
+    assert r.usage.input_tokens == expected.usage.prompt_tokens
+    assert r.output_text == (expected.choices[0].message.content or "")
+
+
+def test_the_agents_sdk_runs_an_agent_with_a_function_tool(fleet: FleetServer) -> None:
+    from agents import Agent, ModelSettings, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
+
+    set_tracing_disabled(True)
+    calls: list[dict] = []
+
+    @function_tool
+    def get_time(zone: str) -> str:
+        """The time now in a zone ("utc" or "cet")."""
+        calls.append({"zone": zone})
+        return f"12:00 {zone}"
+
+    client = openai.AsyncOpenAI(base_url=f"{fleet.base_url}/v1", api_key="none", max_retries=0,
+                                _strict_response_validation=True)
+    agent = Agent(name="clock", instructions="Tell the time.", tools=[get_time],
+                  model=OpenAIResponsesModel(model="tools", openai_client=client),
+                  model_settings=ModelSettings(max_tokens=120, temperature=0, tool_choice="get_time"),
+                  tool_use_behavior="stop_on_first_tool", reset_tool_choice=True)
+    result = asyncio.run(Runner.run(agent, "What time is it in Paris?"))
+    assert len(calls) == 1 and isinstance(calls[0]["zone"], str)
+    assert result.final_output == f"12:00 {calls[0]['zone']}"
+    (call,) = [item for item in result.raw_responses[0].output if item.type == "function_call"]
+    assert call.name == "get_time" and json.loads(call.arguments) == calls[0]
+
+
+def test_reasoning_comes_as_a_reasoning_item(client: openai.OpenAI) -> None:
+    question = [{"role": "user", "content": "What is the weather in Paris?"}]
+    expected = client.chat.completions.create(model="thinker", messages=question, max_tokens=12,
+                                              temperature=0).choices[0].message
+    r = client.responses.create(model="thinker", input=question, max_output_tokens=12, temperature=0)
+    assert [item.type for item in r.output] == ["reasoning", "message"]
+    assert r.output[0].content[0].text == expected.reasoning_content and r.output_text == (expected.content or "")
+    events = list(client.responses.create(model="thinker", input=question, max_output_tokens=12, temperature=0,
+                                          stream=True))
+    thought = "".join(e.delta for e in events if e.type == "response.reasoning_text.delta")
+    assert thought == expected.reasoning_content
+    assert [item.type for item in events[-1].response.output] == ["reasoning", "message"]

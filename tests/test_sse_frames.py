@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from mlx_fleet.protocol import Done, Failure, Sampling, Usage
+from mlx_fleet.protocol import Delta, Done, Failure, ToolCall, Usage
 from router.completions import CompletionFrames
 from router.messages import MessageEvents
 from router.responses import ResponseEvents, ResponseShape
@@ -53,7 +53,7 @@ def anthropic_frames() -> MessageEvents:
 def responses_frames() -> ResponseEvents:
     ex = SimpleNamespace(id="resp-x", created=1, model="m\u2028odel")
     req = ResponsesRequest(model="m\u2028odel", input="hi", instructions="a\x85b")
-    return ResponseEvents(ResponseShape(ex, req, Sampling(max_tokens=4)))  # type: ignore[arg-type]
+    return ResponseEvents(ResponseShape(ex, req, 0.0, 1.0))  # type: ignore[arg-type]
 
 
 def events(body: bytes) -> list[tuple[str, dict]]:
@@ -66,21 +66,53 @@ def events(body: bytes) -> list[tuple[str, dict]]:
 
 @pytest.mark.parametrize("text", AWKWARD)
 def test_anthropic_and_responses_deltas_are_one_line_each(text: str) -> None:
-    ((name, data),) = events(anthropic_frames().text(text))
+    f = anthropic_frames()
+    start, (name, data) = events(f.text(text))  # the first text opens the text block
+    assert start[1]["content_block"] == {"type": "text", "text": ""} and start[1]["index"] == 0
     assert name == data["type"] == "content_block_delta" and data["delta"] == {"type": "text_delta", "text": text}
+    ((name, data),) = events(f.text(text))
+    assert data["delta"]["text"] == text and data["index"] == 0
     f = responses_frames()
     opening = events(f.opening())
-    ((name, data),) = events(f.text(text))
+    added, part, (name, data) = events(f.text(text))  # the first text opens the message item
+    assert [added[0], part[0]] == ["response.output_item.added", "response.content_part.added"]
     assert name == data["type"] == "response.output_text.delta" and data["delta"] == text
-    assert data["sequence_number"] == len(opening) and data["item_id"] == opening[2][1]["item"]["id"]
+    assert data["sequence_number"] == len(opening) + 2 and data["item_id"] == added[1]["item"]["id"]
+    ((name, data),) = events(f.text(text))
+    assert data["delta"] == text and data["sequence_number"] == len(opening) + 3
+
+
+def test_thinking_text_and_calls_become_blocks_and_items_in_order() -> None:
+    call = ToolCall("call_1", "get_time", '{"zone": "utc"}')
+    deltas = [Delta("", reasoning="hm\u2028m"), Delta("It is", reasoning=""), Delta("", tool_calls=(call,))]
+    f = anthropic_frames()
+    got = events(f.opening() + f.parts(deltas) + f.finish(Done("tool_calls", Usage(5, 3))))
+    starts = [d["content_block"] for n, d in got if n == "content_block_start"]
+    assert [b["type"] for b in starts] == ["thinking", "text", "tool_use"]
+    assert [d["index"] for n, d in got if n == "content_block_stop"] == [0, 1, 2]
+    assert [d["delta"] for n, d in got if n == "content_block_delta"] == [
+        {"type": "thinking_delta", "thinking": "hm\u2028m"}, {"type": "text_delta", "text": "It is"},
+        {"type": "input_json_delta", "partial_json": '{"zone": "utc"}'}]
+    assert got[-2][1]["delta"]["stop_reason"] == "tool_use"
+    f = responses_frames()
+    got = events(f.opening() + f.parts(deltas) + f.finish(Done("tool_calls", Usage(5, 3))))
+    assert [d["sequence_number"] for _, d in got] == list(range(len(got)))
+    final = got[-1][1]["response"]
+    assert got[-1][0] == "response.completed"
+    assert [i["type"] for i in final["output"]] == ["reasoning", "message", "function_call"]
+    assert final["output"][2]["arguments"] == '{"zone": "utc"}' and final["output"][2]["call_id"] == "call_1"
+    assert [n for n, _ in got if n.startswith("response.function_call_arguments")] == [
+        "response.function_call_arguments.delta", "response.function_call_arguments.done"]
 
 
 def test_every_framer_ends_a_stream_in_its_own_way() -> None:
     done = Done("stop", Usage(10, 2, 4), "\u2028")
     failure = Failure("worker_crashed", "boom\u2028and\x85more", 500)
-    names = [n for n, _ in events(anthropic_frames().finish(done))]
+    f = anthropic_frames()
+    f.text("a")
+    names = [n for n, _ in events(f.finish(done))]
     assert names == ["content_block_stop", "message_delta", "message_stop"]
-    delta = events(anthropic_frames().finish(done))[1][1]
+    delta = events(anthropic_frames().finish(done))[-2][1]  # nothing said: still an (empty) text block
     assert delta["delta"] == {"stop_reason": "stop_sequence", "stop_sequence": "\u2028"}
     assert delta["usage"]["input_tokens"] == 6 and delta["usage"]["cache_read_input_tokens"] == 4
     ((name, data),) = events(MessageEvents.error(failure))
