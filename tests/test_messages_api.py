@@ -138,6 +138,9 @@ def test_image_blocks_reach_the_vision_model(claude: anthropic.Anthropic, oai: o
     assert m.usage.input_tokens == expected.usage.prompt_tokens
     assert claude.messages.count_tokens(model="vlm", messages=[{"role": "user", "content": content}]
                                         ).input_tokens == expected.usage.prompt_tokens
+    with pytest.raises(anthropic.BadRequestError) as e:  # counting refuses what generating would
+        claude.messages.count_tokens(model="vlm", tools=TOOLS, messages=[{"role": "user", "content": content}])
+    assert "Tool calling is not supported" in e.value.body["error"]["message"]
     with pytest.raises(anthropic.BadRequestError) as e:  # the router's image policy: text models take none
         claude.messages.create(model="tiny", max_tokens=8, messages=[{"role": "user", "content": content}])
     assert e.value.body["error"]["type"] == "invalid_request_error"

@@ -155,9 +155,8 @@ class Worker:
                 answer = engine.count(decode_generate(body))
             except Unsupported as e:
                 answer = self._unsupported(e)
-            except Exception as e:  # noqa: BLE001 - e.g. a chat template that refuses the messages
-                answer = Failure("invalid_value", f"The model's chat template could not render the messages: {e}",
-                                 400, "messages")
+            except Exception as e:  # noqa: BLE001 - one bad input must not end the worker
+                answer = Failure("internal_error", f"Counting failed: {type(e).__name__}: {e}", 500)
             self.emit(Kind.END, rid, encode(answer))
         elif kind == Kind.EMBED:
             try:

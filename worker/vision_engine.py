@@ -114,6 +114,9 @@ class VisionEngine(Engine):
 
     def count(self, request: Generate) -> TokenCount | Failure:
         """The prompt's tokens, image tokens included, as `submit` would prepare them."""
+        refused = unsupported_by_vision(request)
+        if refused is not None:
+            return refused
         prepared = self._prepare(request)
         return prepared if isinstance(prepared, Failure) else TokenCount(int(prepared[1]["input_ids"].size))
 
