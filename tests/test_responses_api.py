@@ -260,3 +260,28 @@ def test_reasoning_comes_as_a_reasoning_item(client: openai.OpenAI) -> None:
     thought = "".join(e.delta for e in events if e.type == "response.reasoning_text.delta")
     assert thought == expected.reasoning_content
     assert [item.type for item in events[-1].response.output] == ["reasoning", "message"]
+
+
+def test_a_request_shaped_like_codexs_is_served(fleet: FleetServer) -> None:
+    """Its fields, its history (a call, its output, an encrypted reasoning item) and its tools."""
+    shell = {"type": "function", "name": "shell", "description": "Runs a shell command", "strict": False,
+             "parameters": {"type": "object", "properties": {"command": {"type": "array", "items": {"type": "string"}},
+                                                             "workdir": {"type": "string"}},
+                            "required": ["command"], "additionalProperties": False}}
+    body = {
+        "model": "tools", "instructions": "You are Codex, a coding agent.", "stream": True, "store": False,
+        "input": [
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "<environment_context/>"}]},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "List the files."}]},
+            {"type": "reasoning", "summary": [], "content": None, "encrypted_content": "gAAAA"},
+            {"type": "function_call", "name": "shell", "arguments": '{"command": ["ls"]}', "call_id": "call_1"},
+            {"type": "function_call_output", "call_id": "call_1", "output": "README.md\nrun"},
+        ],
+        "tools": [shell], "tool_choice": "auto", "parallel_tool_calls": False,
+        "reasoning": {"effort": "medium", "summary": "auto"}, "include": ["reasoning.encrypted_content"],
+        "prompt_cache_key": "0199-session", "max_output_tokens": 8,
+    }
+    with httpx.stream("POST", f"{fleet.base_url}/v1/responses", json=body, timeout=60) as r:
+        assert r.status_code == 200, r.read()
+        names = [line[len("event: "):] for line in r.iter_lines() if line.startswith("event: ")]
+    assert names[:2] == ["response.created", "response.in_progress"] and names[-1] == "response.incomplete"
