@@ -33,7 +33,7 @@ from mlx_fleet.protocol import (
     Sampling,
     TextInput,
     TokensInput,
-    ToolCall,
+    ToolCallDelta,
     decode_delta,
     decode_end,
     encode,
@@ -220,8 +220,9 @@ class Framer(Protocol):
 class BlockFramer:
     """What the Responses and Anthropic framers share: a reply streamed as a sequence of blocks
     (their output items, content blocks) in the order the model produced them: thinking, answer
-    text, each tool call. A subclass names its two text kinds and says how a delta of either kind,
-    and a whole call, is framed."""
+    text, each tool call (its start, its arguments' text as the model writes it, its end). A
+    subclass names its two text kinds and says how a delta of either kind, and a piece of a
+    call, is framed."""
 
     thinking_kind = "thinking"
     answer_kind = "text"
@@ -229,7 +230,7 @@ class BlockFramer:
     def _delta(self, kind: str, text: str) -> bytes:
         raise NotImplementedError
 
-    def _call(self, call: ToolCall) -> bytes:
+    def _call(self, piece: ToolCallDelta) -> bytes:
         raise NotImplementedError
 
     def text(self, text: str) -> bytes:
@@ -242,8 +243,8 @@ class BlockFramer:
             if d.reasoning:
                 out += self._delta(self.thinking_kind, d.reasoning)
             out += self.text(d.text)
-            for call in d.tool_calls:
-                out += self._call(call)
+            for piece in d.tool_calls:
+                out += self._call(piece)
         return out
 
 
@@ -251,7 +252,6 @@ class CompletionFrames:
     """Chat and text completion chunks: precomputed JSON around the per-frame text."""
 
     def __init__(self, ex: Exchange, chat: bool, include_usage: bool = False, top_logprobs: bool = False) -> None:
-        self.calls = 0           # tool calls sent so far: the next one's index
         self.offset = 0          # text sent so far, for text completions' logprobs offsets
         self.top_logprobs = top_logprobs
         head = {"id": ex.id, "object": "chat.completion.chunk" if chat else "text_completion",
@@ -280,14 +280,15 @@ class CompletionFrames:
         else:
             delta: dict = {}
             reasoning = "".join(d.reasoning for d in deltas)
-            calls = tuple(c for d in deltas for c in d.tool_calls)
+            calls = stream_tool_calls([c for d in deltas for c in d.tool_calls])
+            if not (text or reasoning or calls or scored):
+                return b""  # only the end of a call, which OpenAI's stream does not mark
             if text or not (reasoning or calls):
                 delta["content"] = text
             if reasoning:
                 delta["reasoning_content"] = reasoning
             if calls:
-                delta["tool_calls"] = stream_tool_calls(calls, self.calls)
-                self.calls += len(calls)
+                delta["tool_calls"] = calls
             choice = {"index": 0, "delta": delta, "finish_reason": None,
                       "logprobs": chat_logprobs(scored) if scored else None}
         return b"data: " + self._head + b',"choices":[' + line_json(choice) + b"]}\n\n"

@@ -5,8 +5,8 @@ completion sends (`router.messages_input`; the worker cannot tell which API a re
 from), and the worker's stream becomes Anthropic's events: `message_start` and `ping`, then one
 content block after another (`content_block_start`, its deltas, `content_block_stop`): a
 `thinking` block for the model's reasoning, a `text` block for its answer, a `tool_use` block per
-call (its input as one `input_json_delta`); then `message_delta` (stop reason, usage) and
-`message_stop`. The JSON around an answer's text delta is built once per block, so framing one
+call (its input as `input_json_delta`s, as the model writes it); then `message_delta` (stop
+reason, usage) and `message_stop`. The JSON around an answer's text delta is built once per block, so framing one
 costs one JSON string encode. Errors on these routes are in Anthropic's shape
 (`router.errors.ANTHROPIC_ERROR_HANDLERS`). `/v1/messages/count_tokens` asks the worker, which
 tokenizes with the model's own tokenizer and chat template exactly as a generation would.
@@ -20,7 +20,7 @@ from typing import Any
 from litestar import Request, Response, post
 from litestar.datastructures import State
 
-from mlx_fleet.protocol import Done, Failure, Generate, Kind, Sampling, TokenCount, ToolCall, encode
+from mlx_fleet.protocol import Done, Failure, Generate, Kind, Sampling, TokenCount, ToolCallDelta, encode
 from router import anthropic_types as an
 from router.completions import (
     BlockFramer,
@@ -33,7 +33,7 @@ from router.completions import (
 )
 from router.errors import ANTHROPIC_ERROR_HANDLERS, ApiError
 from router.messages_input import chat_input, response_format, sampling
-from router.reply import Reply
+from router.reply import CallParts, Reply
 
 _PING = b'event: ping\ndata: {"type":"ping"}\n\n'
 _STOP_MESSAGE = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
@@ -59,8 +59,8 @@ def _block(kind: str, text: str) -> dict[str, str]:
     return {"type": "text", "text": text} if kind == "text" else {"type": "thinking", "thinking": text, "signature": ""}
 
 
-def _tool_use(call: ToolCall) -> dict[str, Any]:
-    arguments = json.loads(call.arguments or "{}")
+def _tool_use(call: CallParts) -> dict[str, Any]:
+    arguments = json.loads("".join(call.arguments) or "{}")
     return {"type": "tool_use", "id": call.id, "name": call.name,
             "input": arguments if isinstance(arguments, dict) else {"value": arguments}}
 
@@ -88,7 +88,7 @@ class MessageEvents(BlockFramer):
         self._opening = b'event: message_start\ndata: {"type":"message_start","message":' + line_json(message) \
             + b"}\n\n" + _PING
         self.blocks: list[str] = []   # the type of each block opened so far
-        self.open: str | None = None  # the type of the text or thinking block being streamed
+        self.open: str | None = None  # the type of the block being streamed, until its stop
         self._prefix = b""            # the JSON before a delta's text in that block
 
     def opening(self) -> bytes:
@@ -98,8 +98,8 @@ class MessageEvents(BlockFramer):
         out = self._stop_block()
         index = len(self.blocks)
         self.blocks.append(kind)
+        self.open = kind
         if kind in _DELTAS:
-            self.open = kind
             delta_type, field = _DELTAS[kind]
             self._prefix = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
                             + str(index).encode() + b',"delta":{"type":"' + delta_type.encode() + b'","'
@@ -111,24 +111,26 @@ class MessageEvents(BlockFramer):
         if self.open is None:
             return b""
         self.open = None
-        return self._block_stop(len(self.blocks) - 1)
-
-    @staticmethod
-    def _block_stop(index: int) -> bytes:
-        return (b'event: content_block_stop\ndata: {"type":"content_block_stop","index":' + str(index).encode()
-                + b"}\n\n")
+        return (b'event: content_block_stop\ndata: {"type":"content_block_stop","index":'
+                + str(len(self.blocks) - 1).encode() + b"}\n\n")
 
     def _delta(self, kind: str, text: str) -> bytes:
         out = self._start(kind, _block(kind, "")) if self.open != kind else b""
         return out + self._prefix + line_json(text) + b"}}\n\n"
 
-    def _call(self, call: ToolCall) -> bytes:
-        """A whole call as its block: started with an empty input, which one delta then gives."""
-        block, index = _tool_use(call), len(self.blocks)
-        delta = {"type": "content_block_delta", "index": index,
-                 "delta": {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}}
-        return (self._start("tool_use", {**block, "input": {}}) + b"event: content_block_delta\ndata: "
-                + line_json(delta) + b"\n\n" + self._block_stop(index))
+    def _call(self, piece: ToolCallDelta) -> bytes:
+        """A piece of a call: its start opens a `tool_use` block (input empty), its arguments' text
+        goes out as `input_json_delta`s, its end closes the block."""
+        out = b""
+        if piece.name:
+            out += self._start("tool_use", {"type": "tool_use", "id": piece.id, "name": piece.name, "input": {}})
+        index = len(self.blocks) - 1
+        if piece.arguments:
+            out += (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":' + str(index).encode()
+                    + b',"delta":{"type":"input_json_delta","partial_json":' + line_json(piece.arguments) + b"}}\n\n")
+        if piece.done:
+            out += self._stop_block()
+        return out
 
     def finish(self, done: Done) -> bytes:
         out = self._stop_block()

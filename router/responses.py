@@ -6,7 +6,7 @@ events, numbered by `sequence_number`: `response.created`, `response.in_progress
 output item in turn (`response.output_item.added`, its content or arguments as deltas,
 `response.output_item.done`): a `reasoning` item for the model's thinking, a `message` for its
 answer (`response.output_text.delta`...), a `function_call` per tool call
-(`response.function_call_arguments.delta` / `.done`); then `response.completed` (or
+(`response.function_call_arguments.delta` as the model writes them, `.done`); then `response.completed` (or
 `response.incomplete` at the length limit, `response.failed` on an error). The JSON around an
 answer's text delta is built once per item; per delta only the text and the sequence number are
 encoded.
@@ -22,10 +22,10 @@ from litestar import Request, Response, post
 from litestar.datastructures import State
 
 from mlx_fleet.config import FleetConfig
-from mlx_fleet.protocol import Done, Failure, ToolCall
+from mlx_fleet.protocol import Done, Failure, ToolCallDelta
 from router import responses_types as rt
 from router.completions import BlockFramer, Exchange, decode_request, line_json, resolve_model, respond
-from router.reply import Reply
+from router.reply import CallParts, Reply
 from router.responses_input import generate_request
 
 _ERROR_CODES = {429: "rate_limit_exceeded"}  # ResponseError.code is a closed list: all else is server_error
@@ -54,9 +54,9 @@ def _item(kind: str, item_id: str, text: str, status: str) -> dict[str, Any]:
             "content": [{"type": "reasoning_text", "text": text}]}
 
 
-def _call_item(item_id: str, call: ToolCall, status: str, arguments: str | None = None) -> dict[str, Any]:
+def _call_item(item_id: str, call: CallParts, status: str) -> dict[str, Any]:
     return {"id": item_id, "type": "function_call", "status": status, "call_id": call.id, "name": call.name,
-            "arguments": call.arguments if arguments is None else arguments}
+            "arguments": "".join(call.arguments)}
 
 
 def _item_status(done: Done) -> str:
@@ -121,8 +121,9 @@ class ResponseEvents(BlockFramer):
 
     def __init__(self, shape: ResponseShape) -> None:
         self.shape, self.seq = shape, 0
-        self.output: list[dict[str, Any]] = []  # the items done so far
+        self.output: list[dict[str, Any]] = []  # the items so far (a call's, from its start)
         self.open: _OpenItem | None = None
+        self.calls: dict[int, tuple[str, int, CallParts]] = {}  # by call index: item id, output index, parts
 
     def _event(self, kind: str, **fields: Any) -> bytes:
         data = line_json({"type": kind, **fields, "sequence_number": self.seq})
@@ -166,17 +167,26 @@ class ResponseEvents(BlockFramer):
         self.seq += 1
         return out + self.open.prefix + line_json(text) + b',"sequence_number":' + str(self.seq - 1).encode() + b"}\n\n"
 
-    def _call(self, call: ToolCall) -> bytes:
-        """A whole call as its item's events: added, its arguments in one delta, done."""
-        out, index, item_id = self._close("completed"), len(self.output), _new_id("fc")
-        item = _call_item(item_id, call, "completed")
-        self.output.append(item)
+    def _call(self, piece: ToolCallDelta) -> bytes:
+        """A piece of a call: its start opens its item, its arguments' text goes out as it comes,
+        its end closes the item."""
+        out = b""
+        if piece.name:
+            out += self._close("completed")
+            index, call = len(self.output), CallParts(piece.id, piece.name, [])
+            self.calls[piece.index] = (_new_id("fc"), index, call)
+            self.output.append(_call_item(self.calls[piece.index][0], call, "in_progress"))
+            out += self._event("response.output_item.added", output_index=index, item=self.output[index])
+        item_id, index, call = self.calls[piece.index]
         place = {"item_id": item_id, "output_index": index}
-        return (out + self._event("response.output_item.added", output_index=index,
-                                  item=_call_item(item_id, call, "in_progress", ""))
-                + self._event("response.function_call_arguments.delta", **place, delta=call.arguments)
-                + self._event("response.function_call_arguments.done", **place, arguments=call.arguments)
-                + self._event("response.output_item.done", output_index=index, item=item))
+        if piece.arguments:
+            call.arguments.append(piece.arguments)
+            out += self._event("response.function_call_arguments.delta", **place, delta=piece.arguments)
+        if piece.done:
+            self.output[index] = item = _call_item(item_id, call, "completed")
+            out += (self._event("response.function_call_arguments.done", **place, arguments=item["arguments"])
+                    + self._event("response.output_item.done", output_index=index, item=item))
+        return out
 
     def finish(self, done: Done) -> bytes:
         out = self._close(_item_status(done))

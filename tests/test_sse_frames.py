@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from mlx_fleet.protocol import Delta, Done, Failure, ToolCall, Usage
+from mlx_fleet.protocol import Delta, Done, Failure, ToolCallDelta, Usage
 from router.completions import CompletionFrames
 from router.messages import MessageEvents
 from router.responses import ResponseEvents, ResponseShape
@@ -83,26 +83,31 @@ def test_anthropic_and_responses_deltas_are_one_line_each(text: str) -> None:
 
 
 def test_thinking_text_and_calls_become_blocks_and_items_in_order() -> None:
-    call = ToolCall("call_1", "get_time", '{"zone": "utc"}')
-    deltas = [Delta("", reasoning="hm\u2028m"), Delta("It is", reasoning=""), Delta("", tool_calls=(call,))]
+    """A call comes in pieces (its start, its arguments as written, its end), as the worker streams it."""
+    deltas = [Delta("", reasoning="hm\u2028m"), Delta("It is"),
+              Delta("", tool_calls=(ToolCallDelta(0, '{"zone": ', "call_1", "get_time"),)),
+              Delta("", tool_calls=(ToolCallDelta(0, '"utc"}'), ToolCallDelta(0, done=True)))]
     f = anthropic_frames()
-    got = events(f.opening() + f.parts(deltas) + f.finish(Done("tool_calls", Usage(5, 3))))
+    got = events(f.opening() + f.parts(deltas[:3]) + f.parts(deltas[3:]) + f.finish(Done("tool_calls", Usage(5, 3))))
     starts = [d["content_block"] for n, d in got if n == "content_block_start"]
     assert [b["type"] for b in starts] == ["thinking", "text", "tool_use"]
+    assert starts[2] == {"type": "tool_use", "id": "call_1", "name": "get_time", "input": {}}
     assert [d["index"] for n, d in got if n == "content_block_stop"] == [0, 1, 2]
     assert [d["delta"] for n, d in got if n == "content_block_delta"] == [
         {"type": "thinking_delta", "thinking": "hm\u2028m"}, {"type": "text_delta", "text": "It is"},
-        {"type": "input_json_delta", "partial_json": '{"zone": "utc"}'}]
+        {"type": "input_json_delta", "partial_json": '{"zone": '},
+        {"type": "input_json_delta", "partial_json": '"utc"}'}]
     assert got[-2][1]["delta"]["stop_reason"] == "tool_use"
     f = responses_frames()
-    got = events(f.opening() + f.parts(deltas) + f.finish(Done("tool_calls", Usage(5, 3))))
+    got = events(f.opening() + f.parts(deltas[:3]) + f.parts(deltas[3:]) + f.finish(Done("tool_calls", Usage(5, 3))))
     assert [d["sequence_number"] for _, d in got] == list(range(len(got)))
     final = got[-1][1]["response"]
     assert got[-1][0] == "response.completed"
     assert [i["type"] for i in final["output"]] == ["reasoning", "message", "function_call"]
     assert final["output"][2]["arguments"] == '{"zone": "utc"}' and final["output"][2]["call_id"] == "call_1"
-    assert [n for n, _ in got if n.startswith("response.function_call_arguments")] == [
-        "response.function_call_arguments.delta", "response.function_call_arguments.done"]
+    calls = [(n, d) for n, d in got if n.startswith("response.function_call_arguments")]
+    assert [d.get("delta", d.get("arguments")) for _, d in calls] == ['{"zone": ', '"utc"}', '{"zone": "utc"}']
+    assert calls[-1][0] == "response.function_call_arguments.done"
 
 
 def test_every_framer_ends_a_stream_in_its_own_way() -> None:
