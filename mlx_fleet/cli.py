@@ -44,17 +44,50 @@ def main(argv: list[str] | None = None) -> int:
             cmd.add_argument("model")
         if name == "unload":
             cmd.add_argument("--force", action="store_true", help="end it now; in-flight requests get an error")
-        cmd.add_argument("--url", default=os.environ.get("MLX_FLEET_URL", "http://127.0.0.1:8000"),
-                         help="the server (default: $MLX_FLEET_URL or http://127.0.0.1:8000)")
-        cmd.add_argument("--admin-key", default=os.environ.get("MLX_FLEET_SERVER_ADMIN_KEY", ""),
-                         help="default: $MLX_FLEET_SERVER_ADMIN_KEY")
-        cmd.add_argument("--json", action="store_true", help="print the raw JSON answer")
+        _client_options(cmd)
+    models = sub.add_parser("models", help="the model catalog: list, rescan, enable, disable, set a tier")
+    actions = models.add_subparsers(dest="action")
+    for name, text, operands in (("list", "every model in the catalog (the default)", ()),
+                                 ("scan", "look at the scan folders and the hub cache again", ()),
+                                 ("enable", "serve a disabled model again", ("model",)),
+                                 ("disable", "stop serving a model (and unload it)", ("model",)),
+                                 ("tier", "put a model in a tier", ("model", "tier"))):
+        action = actions.add_parser(name, help=text)
+        for operand in operands:
+            action.add_argument(operand)
+        _client_options(action, inherited=True)
+    profile = sub.add_parser("profile", help="named sets of models to keep loaded")
+    actions = profile.add_subparsers(dest="action")
+    _client_options(actions.add_parser("list", help="every profile, and which one is active (the default)"),
+                    inherited=True)
+    use = actions.add_parser("use", help="load and pin a profile's models, unpinning the previous profile's")
+    use.add_argument("name")
+    _client_options(use, inherited=True)
+    for cmd in (models, profile):
+        _client_options(cmd)
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command in ("models", "profile"):
+        from mlx_fleet import catalog_cli
+
+        return catalog_cli.run(args)
     from mlx_fleet import admin_cli
 
     return admin_cli.run(args)
+
+
+def _client_options(cmd: argparse.ArgumentParser, inherited: bool = False) -> None:
+    """Where the server is, and how to print its answer: every command that talks to one. A
+    sub-command's own copies default to nothing, so they never undo what its parent was given."""
+    defaults = {"url": os.environ.get("MLX_FLEET_URL", "http://127.0.0.1:8000"),
+                "admin_key": os.environ.get("MLX_FLEET_SERVER_ADMIN_KEY", ""), "json": False}
+    if inherited:
+        defaults = dict.fromkeys(defaults, argparse.SUPPRESS)
+    cmd.add_argument("--url", default=defaults["url"],
+                     help="the server (default: $MLX_FLEET_URL or http://127.0.0.1:8000)")
+    cmd.add_argument("--admin-key", default=defaults["admin_key"], help="default: $MLX_FLEET_SERVER_ADMIN_KEY")
+    cmd.add_argument("--json", action="store_true", default=defaults["json"], help="print the raw JSON answer")
 
 
 def _serve(args: argparse.Namespace) -> int:

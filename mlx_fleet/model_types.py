@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -71,6 +72,11 @@ SENTENCE_TRANSFORMERS_MARKERS: Final[tuple[str, ...]] = (
 
 _IMAGE_TOKEN_KEYS: Final[tuple[str, ...]] = ("image_token_id", "image_token_index")
 
+# Words in a model's name that give its kind away when its config.json does not (a vision model
+# whose config carries no tower, an embedding model published as a plain decoder).
+_VISION_NAME_WORDS: Final[frozenset[str]] = frozenset({"vl", "vlm", "vision"})
+_EMBEDDING_NAME_WORDS: Final[frozenset[str]] = frozenset({"minilm", "sentence", "e5", "bge"})
+
 
 def detect_type(path: str) -> ModelKind:
     """The engine that serves the model at `path` (a directory, a `.gguf` file or a repo id)."""
@@ -79,7 +85,7 @@ def detect_type(path: str) -> ModelKind:
     config_file = find_config(path)
     if config_file is None:
         return "text"
-    config = _read_json(config_file)
+    config = read_json(config_file)
     if config is None:
         return "text"
     return classify(config, config_file.parent)
@@ -99,6 +105,16 @@ def classify(config: dict[str, Any], model_dir: Path | None = None) -> ModelKind
     if _has_vision(config) or model_type in VISION_MODEL_TYPES:
         return "vision"
     return "text"
+
+
+def kind_from_name(name: str) -> ModelKind | None:
+    """The kind a model's name announces (`Qwen2.5-VL-3B`, `bge-small`, `nomic-embed-text`), if any."""
+    words = [w for w in re.split(r"[-_./\s]+", name.lower()) if w]
+    if any(w.startswith("embed") or w in _EMBEDDING_NAME_WORDS for w in words):
+        return "embeddings"
+    if any(w in _VISION_NAME_WORDS for w in words):
+        return "vision"
+    return None
 
 
 def find_config(path: str) -> Path | None:
@@ -159,7 +175,7 @@ def _mtime(p: Path) -> float:
         return 0.0
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

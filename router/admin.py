@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TypeVar
 
 import msgspec
@@ -28,7 +29,7 @@ T = TypeVar("T")
 LOAD_CALL_TIMEOUT = 3600.0
 
 
-async def _call(state: State, call, result: type[T], timeout: float | None = None) -> T:
+async def ask(state: State, call, result: type[T], timeout: float | None = None) -> T:
     """One admin call; its result checked against the type the supervisor promised."""
     client: FleetClient = state.fleet
     try:
@@ -40,23 +41,25 @@ async def _call(state: State, call, result: type[T], timeout: float | None = Non
     return msgspec.convert(reply.result, result)
 
 
-def _json(body: msgspec.Struct, status_code: int = 200) -> Response:
+def as_json(body: msgspec.Struct, status_code: int = 200) -> Response:
     return Response(msgspec.json.encode(body), status_code=status_code, media_type="application/json")
 
 
 @get("/admin/models/status")
 async def models_status(state: State) -> Response:
-    return _json(await _call(state, GetStatus(), FleetStatus))
+    return as_json(await ask(state, GetStatus(), FleetStatus))
 
 
-@post("/admin/models/load/{model_id:str}", status_code=200)
-async def load_model(state: State, model_id: FromPath[str]) -> Response:
-    return _json(await _call(state, LoadModel(model_id), LoadResult, LOAD_CALL_TIMEOUT))
+# Model ids may be Hugging Face repo ids: `POST /admin/models/load/mlx-community/Qwen3-4B-4bit`.
+@post("/admin/models/load/{model_id:path}", status_code=200)
+async def load_model(state: State, model_id: FromPath[Path]) -> Response:
+    return as_json(await ask(state, LoadModel(str(model_id).strip("/")), LoadResult, LOAD_CALL_TIMEOUT))
 
 
-@post("/admin/models/unload/{model_id:str}", status_code=200)
-async def unload_model(state: State, model_id: FromPath[str], force: FromQuery[bool] = False) -> Response:
-    return _json(await _call(state, UnloadModel(model_id, force), UnloadResult, LOAD_CALL_TIMEOUT))
+@post("/admin/models/unload/{model_id:path}", status_code=200)
+async def unload_model(state: State, model_id: FromPath[Path], force: FromQuery[bool] = False) -> Response:
+    unload = UnloadModel(str(model_id).strip("/"), force)
+    return as_json(await ask(state, unload, UnloadResult, LOAD_CALL_TIMEOUT))
 
 
 @get("/admin/health")
@@ -66,11 +69,11 @@ async def admin_health(state: State) -> Response:
     try:
         reply = await client.call(GetStatus(), timeout=2.0)
     except SupervisorUnavailable as e:
-        return _json(HealthStatus(status="unavailable", supervisor="unreachable", workers={}, reason=str(e)), 503)
+        return as_json(HealthStatus(status="unavailable", supervisor="unreachable", workers={}, reason=str(e)), 503)
     status = msgspec.convert(reply.result, FleetStatus)
     workers = {m.id: m.state for m in status.models}
     failed = any(v == "failed" for v in workers.values())
-    return _json(HealthStatus(status="degraded" if failed else "healthy", supervisor="ok", workers=workers))
+    return as_json(HealthStatus(status="degraded" if failed else "healthy", supervisor="ok", workers=workers))
 
 
 ROUTES = [models_status, load_model, unload_model, admin_health]

@@ -11,7 +11,6 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-import msgspec
 from litestar import Litestar, Request, Response, get, post
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
@@ -20,9 +19,10 @@ from litestar.exceptions import HTTPException
 from mlx_fleet.config import FleetConfig
 from mlx_fleet.protocol import Failure, Generate
 from mlx_fleet.runtime import Endpoints
-from router import admin, messages, responses
+from router import admin, catalog_admin, messages, responses
 from router import openai_types as oa
 from router.admission import Admission
+from router.catalog_view import CatalogView
 from router.chat_request import chat_input, chat_logprobs, response_format
 from router.completions import (
     CompletionFrames,
@@ -31,7 +31,6 @@ from router.completions import (
     completion_input,
     decode_request,
     default_temperature,
-    resolve_model,
     respond,
     sampling_from,
 )
@@ -52,13 +51,13 @@ def _exchange(state: State, model: str, prefix: str) -> Exchange:
 async def chat_completions(request: Request, state: State) -> Response:
     config: FleetConfig = state.config
     req = decode_request(await request.body(), oa.ChatCompletionRequest)
-    model = resolve_model(config, req.model)
+    model, name = await state.catalog.resolve(state.fleet, req.model)
     sampling = sampling_from(req, req.max_completion_tokens or req.max_tokens, config.server.default_max_tokens,
                              default_temperature(config, model))
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     logprobs = chat_logprobs(req)
     messages = await chat_input(req, model, state.images, config.server.max_images_per_request)
-    ex = _exchange(state, req.model, "chatcmpl")
+    ex = _exchange(state, name, "chatcmpl")
     generate = Generate(messages, sampling, response_format(req), logprobs)
     framer = CompletionFrames(ex, True, include_usage, bool(logprobs)) if req.stream else None
     return await respond(ex, generate, framer, completion_body(ex, generate, True))
@@ -68,13 +67,13 @@ async def chat_completions(request: Request, state: State) -> Response:
 async def completions(request: Request, state: State) -> Response:
     config: FleetConfig = state.config
     req = decode_request(await request.body(), oa.CompletionRequest)
-    model = resolve_model(config, req.model)
+    model, name = await state.catalog.resolve(state.fleet, req.model)
     if model.type == "embeddings":
         raise ApiError(400, f"Model '{req.model}' does not support text completions.", param="model",
                        code="model_not_supported")
     sampling = sampling_from(req, req.max_tokens, config.server.default_max_tokens, default_temperature(config, model))
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    ex = _exchange(state, req.model, "cmpl")
+    ex = _exchange(state, name, "cmpl")
     generate = Generate(completion_input(req), sampling, None, req.logprobs)
     framer = CompletionFrames(ex, False, include_usage, bool(req.logprobs)) if req.stream else None
     return await respond(ex, generate, framer, completion_body(ex, generate, False))
@@ -82,28 +81,28 @@ async def completions(request: Request, state: State) -> Response:
 
 @get("/v1/models")
 async def list_models(state: State) -> Response:
-    return Response(state.models_body, media_type="application/json")
+    return Response(state.catalog.models_body, media_type="application/json")
 
 
 @get("/health", opt={"public": True})
 async def health(state: State) -> Response:
+    """Ready: the supervisor answers, the catalog is known and (with `wait_for_profile`) the
+    startup profile's models are loaded."""
     try:
-        await state.fleet.ping(timeout=2.0)
+        failure = await state.fleet.ping(timeout=2.0)
     except SupervisorUnavailable as e:
         raise ApiError(503, f"The model server is not available: {e}", code="supervisor_unavailable") from None
+    if failure is not None:
+        raise ApiError.from_failure(failure)
+    if not state.catalog.loaded.is_set():
+        raise ApiError(503, "The model catalog is not loaded yet.", code="catalog_loading")
     if state.admission.draining:
         raise ApiError(503, "The server is shutting down.", code="shutting_down")
     return Response(b'{"status":"ok"}', media_type="application/json")
 
 
-def _models_body(config: FleetConfig, started: float) -> bytes:
-    """The model list never changes while the server runs: encoded once."""
-    cards = [oa.ModelCard(id=m.id, created=int(started), type=m.type) for m in config.models]
-    return msgspec.json.encode(oa.ModelList(data=cards))
-
-
 ROUTES = [chat_completions, completions, responses.responses, *messages.ROUTES, embeddings, list_models, health,
-          *admin.ROUTES]
+          *admin.ROUTES, *catalog_admin.ROUTES]
 
 
 def create_app(
@@ -128,18 +127,20 @@ def create_app(
         client.start()
         app.state.fleet = client
         watcher = asyncio.create_task(watch(client), name="supervisor-watch") if supervisor_alive else None
+        catalog = asyncio.create_task(app.state.catalog.keep_fetching(client), name="catalog-fetch")
         try:
             yield
         finally:
-            if watcher is not None:
-                watcher.cancel()
+            for task in (watcher, catalog):
+                if task is not None:
+                    task.cancel()
             await client.close()
 
     host_check = host_check_factory(server)
     return Litestar(
         route_handlers=ROUTES,
         lifespan=[fleet_connection],
-        state=State({"config": config, "started": started, "models_body": _models_body(config, started),
+        state=State({"config": config, "started": started, "catalog": CatalogView(config, started),
                      "admission": Admission(server.max_requests_per_model, server.max_requests),
                      "images": ImagePolicy(max_dimension=server.image_max_dimension, allow_urls=server.image_urls,
                                            allowed_hosts=tuple(server.image_allowed_hosts))}),

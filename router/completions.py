@@ -82,14 +82,6 @@ def decode_request(body: bytes, kind: type[RequestT]) -> RequestT:
         raise ApiError(400, "Request body must be a JSON object.") from None
 
 
-def resolve_model(config: FleetConfig, name: str) -> ModelConfig:
-    model = config.model_ids().get(name)
-    if model is None:
-        raise ApiError(404, f"The model `{name}` does not exist or you do not have access to it.",
-                       code="model_not_found")
-    return model
-
-
 def default_temperature(config: FleetConfig, model: ModelConfig) -> float:
     return config.server.default_temperature if model.temperature is None else model.temperature
 

@@ -17,7 +17,7 @@ from litestar.datastructures import State
 from msgspec import Meta
 
 from mlx_fleet.protocol import Embed, Embeddings, Kind, encode
-from router.completions import Exchange, resolve_model
+from router.completions import Exchange
 from router.errors import ApiError, validation_error
 
 MAX_INPUTS = 2048
@@ -70,11 +70,11 @@ async def embeddings(request: Request, state: State) -> Response:
         raise validation_error(e) from None
     except msgspec.DecodeError:
         raise ApiError(400, "We could not parse the JSON body of your request.") from None
-    model = resolve_model(state.config, req.model)
+    model, name = await state.catalog.resolve(state.fleet, req.model, embeddings=True)
     if model.type != "embeddings":
         raise ApiError(400, f"Model '{req.model}' does not support embeddings.", param="model",
                        code="model_not_supported")
-    ex = Exchange.new(state.fleet, state.admission, req.model, "emb")
+    ex = Exchange.new(state.fleet, state.admission, name, "emb")
     end = await ex.one_answer(Kind.EMBED, encode(_inputs(req.input)))
     assert isinstance(end, Embeddings)
     if req.dimensions is not None and req.dimensions != end.dim:
@@ -86,6 +86,6 @@ async def embeddings(request: Request, state: State) -> Response:
                                                                       req.encoding_format)}
             for i in range(len(end.token_counts))]
     tokens = sum(end.token_counts)
-    payload = {"object": "list", "data": data, "model": req.model,
+    payload = {"object": "list", "data": data, "model": name,
                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
     return Response(msgspec.json.encode(payload), media_type="application/json")

@@ -28,7 +28,6 @@ from router.completions import (
     decode_request,
     default_temperature,
     line_json,
-    resolve_model,
     respond,
 )
 from router.errors import ANTHROPIC_ERROR_HANDLERS, ApiError
@@ -150,10 +149,10 @@ class MessageEvents(BlockFramer):
 @post("/v1/messages", status_code=200, exception_handlers=ANTHROPIC_ERROR_HANDLERS)
 async def messages(request: Request, state: State) -> Response:
     req = decode_request(await request.body(), an.MessagesRequest)
-    model = resolve_model(state.config, req.model)
+    model, name = await state.catalog.resolve(state.fleet, req.model)
     generate = Generate(await chat_input(req, model, state), sampling(req, default_temperature(state.config, model)),
                         response_format(req))
-    ex = Exchange.new(state.fleet, state.admission, req.model, "msg")
+    ex = Exchange.new(state.fleet, state.admission, name, "msg")
     return await respond(ex, generate, MessageEvents(ex) if req.stream else None,
                          lambda reply: line_json(_message(ex, reply)))
 
@@ -161,9 +160,9 @@ async def messages(request: Request, state: State) -> Response:
 @post("/v1/messages/count_tokens", status_code=200, exception_handlers=ANTHROPIC_ERROR_HANDLERS)
 async def count_tokens(request: Request, state: State) -> Response:
     req = decode_request(await request.body(), an.CountTokensRequest)
-    model = resolve_model(state.config, req.model)
+    model, name = await state.catalog.resolve(state.fleet, req.model)
     generate = Generate(await chat_input(req, model, state), Sampling(max_tokens=1))
-    end = await Exchange.new(state.fleet, state.admission, req.model, "count").one_answer(Kind.COUNT, encode(generate))
+    end = await Exchange.new(state.fleet, state.admission, name, "count").one_answer(Kind.COUNT, encode(generate))
     assert isinstance(end, TokenCount)
     return Response(line_json({"input_tokens": end.input_tokens}), media_type="application/json")
 

@@ -24,7 +24,7 @@ from litestar.datastructures import State
 from mlx_fleet.config import FleetConfig
 from mlx_fleet.protocol import Done, Failure, ToolCallDelta
 from router import responses_types as rt
-from router.completions import BlockFramer, Exchange, decode_request, line_json, resolve_model, respond
+from router.completions import BlockFramer, Exchange, decode_request, line_json, respond
 from router.reply import CallParts, Reply
 from router.responses_input import generate_request
 
@@ -204,9 +204,9 @@ class ResponseEvents(BlockFramer):
 async def responses(request: Request, state: State) -> Response:
     config: FleetConfig = state.config
     req = decode_request(await request.body(), rt.ResponsesRequest)
-    model = resolve_model(config, req.model)
+    model, name = await state.catalog.resolve(state.fleet, req.model)
     generate = await generate_request(req, model, state)
-    ex = Exchange.new(state.fleet, state.admission, req.model, "resp")
+    ex = Exchange.new(state.fleet, state.admission, name, "resp")
     shape = ResponseShape(ex, req, generate.sampling.temperature, generate.sampling.top_p)
     return await respond(ex, generate, ResponseEvents(shape) if req.stream else None,
                          lambda reply: line_json(shape.finished(output_of(reply, reply.done), reply.done)))
