@@ -16,18 +16,21 @@ from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 
-from mlx_fleet.config import FleetConfig, ModelConfig
+from mlx_fleet.config import FleetConfig
 from mlx_fleet.protocol import Failure, Generate
 from mlx_fleet.runtime import Endpoints
-from router import admin, catalog_admin, dashboard
+from router import admin, catalog_admin, dashboard, messages, responses
 from router import openai_types as oa
 from router.admission import Admission
 from router.catalog_view import CatalogView
 from router.chat_request import chat_input, chat_logprobs, response_format
 from router.completions import (
+    CompletionFrames,
     Exchange,
+    completion_body,
     completion_input,
     decode_request,
+    default_temperature,
     respond,
     sampling_from,
 )
@@ -40,10 +43,6 @@ from router.security import Guard, host_check_factory
 log = logging.getLogger("mlx_fleet.router")
 
 
-def _temperature(config: FleetConfig, model: ModelConfig) -> float:
-    return config.server.default_temperature if model.temperature is None else model.temperature
-
-
 def _exchange(state: State, model: str, prefix: str) -> Exchange:
     return Exchange.new(state.fleet, state.admission, model, prefix)
 
@@ -54,12 +53,14 @@ async def chat_completions(request: Request, state: State) -> Response:
     req = decode_request(await request.body(), oa.ChatCompletionRequest)
     model, name = await state.catalog.resolve(state.fleet, req.model)
     sampling = sampling_from(req, req.max_completion_tokens or req.max_tokens, config.server.default_max_tokens,
-                             _temperature(config, model))
+                             default_temperature(config, model))
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     logprobs = chat_logprobs(req)
     messages = await chat_input(req, model, state.images, config.server.max_images_per_request)
+    ex = _exchange(state, name, "chatcmpl")
     generate = Generate(messages, sampling, response_format(req), logprobs)
-    return await respond(_exchange(state, name, "chatcmpl"), generate, True, req.stream, include_usage)
+    framer = CompletionFrames(ex, True, include_usage, bool(logprobs)) if req.stream else None
+    return await respond(ex, generate, framer, completion_body(ex, generate, True))
 
 
 @post("/v1/completions", status_code=200)
@@ -70,10 +71,12 @@ async def completions(request: Request, state: State) -> Response:
     if model.type == "embeddings":
         raise ApiError(400, f"Model '{req.model}' does not support text completions.", param="model",
                        code="model_not_supported")
-    sampling = sampling_from(req, req.max_tokens, config.server.default_max_tokens, _temperature(config, model))
+    sampling = sampling_from(req, req.max_tokens, config.server.default_max_tokens, default_temperature(config, model))
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    ex = _exchange(state, name, "cmpl")
     generate = Generate(completion_input(req), sampling, None, req.logprobs)
-    return await respond(_exchange(state, name, "cmpl"), generate, False, req.stream, include_usage)
+    framer = CompletionFrames(ex, False, include_usage, bool(req.logprobs)) if req.stream else None
+    return await respond(ex, generate, framer, completion_body(ex, generate, False))
 
 
 @get("/v1/models")
@@ -98,8 +101,8 @@ async def health(state: State) -> Response:
     return Response(b'{"status":"ok"}', media_type="application/json")
 
 
-ROUTES = [chat_completions, completions, embeddings, list_models, health, *admin.ROUTES, *catalog_admin.ROUTES,
-          *dashboard.ROUTES]
+ROUTES = [chat_completions, completions, responses.responses, *messages.ROUTES, embeddings, list_models, health,
+          *admin.ROUTES, *catalog_admin.ROUTES, *dashboard.ROUTES]
 
 
 def create_app(

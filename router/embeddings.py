@@ -16,7 +16,7 @@ from litestar import Request, Response, post
 from litestar.datastructures import State
 from msgspec import Meta
 
-from mlx_fleet.protocol import Embed, Embeddings, Failure, Kind, decode_end, encode
+from mlx_fleet.protocol import Embed, Embeddings, Kind, encode
 from router.completions import Exchange
 from router.errors import ApiError, validation_error
 
@@ -75,14 +75,7 @@ async def embeddings(request: Request, state: State) -> Response:
         raise ApiError(400, f"Model '{req.model}' does not support embeddings.", param="model",
                        code="model_not_supported")
     ex = Exchange.new(state.fleet, state.admission, name, "emb")
-    stream = ex.open(Kind.EMBED, encode(_inputs(req.input)))
-    try:
-        frames = await stream.take()
-    finally:
-        ex.close()
-    end = decode_end(frames[-1][1])
-    if isinstance(end, Failure):
-        raise ApiError.from_failure(end)
+    end = await ex.one_answer(Kind.EMBED, encode(_inputs(req.input)))
     assert isinstance(end, Embeddings)
     if req.dimensions is not None and req.dimensions != end.dim:
         raise ApiError(400, f"Model '{req.model}' gives {end.dim}-dimensional embeddings and cannot shorten "

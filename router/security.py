@@ -46,10 +46,13 @@ def _mask(key: str) -> str:
     return f"{key[:3]}***{key[-2:]}" if len(key) > 8 else "***"
 
 
-def _bearer(connection: ASGIConnection) -> str | None:
+def _presented_key(connection: ASGIConnection) -> str | None:
+    """A Bearer token, or Anthropic's `x-api-key` header (its SDK and Claude Code send either)."""
     header = connection.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return connection.headers.get("x-api-key", "").strip() or None
 
 
 class Guard:
@@ -67,14 +70,15 @@ class Guard:
             return
         admin = connection.url.path.startswith("/admin")
         ring = self.admin if admin else self.api
-        if admin and _bearer(connection) is None and self.sessions.admit(connection):
+        if admin and _presented_key(connection) is None and self.sessions.admit(connection):
             return
         if not ring:
             return  # no keys configured: allowed only because the config refuses that off loopback
-        token = _bearer(connection)
+        token = _presented_key(connection)
         if token is None:
             raise ApiError(401, "You didn't provide an API key. You need to provide your API key in an "
-                                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
+                                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), or in "
+                                "an x-api-key header.")
         if ring.holds(token):
             return
         if admin and self.api.holds(token):
