@@ -37,22 +37,30 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="overrides server.host")
     serve.add_argument("--port", type=int, help="overrides server.port")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    remote = argparse.ArgumentParser(add_help=False)
+    remote.add_argument("--url", default=os.environ.get("MLX_FLEET_URL", "http://127.0.0.1:8000"),
+                        help="the server (default: $MLX_FLEET_URL or http://127.0.0.1:8000)")
+    remote.add_argument("--admin-key", default=os.environ.get("MLX_FLEET_SERVER_ADMIN_KEY", ""),
+                        help="default: $MLX_FLEET_SERVER_ADMIN_KEY")
+    remote.add_argument("--json", action="store_true", help="print the raw JSON answer")
     for name, text in (("status", "show every model's state and memory, and the pool's"),
                        ("load", "load a model (if needed) and pin it"),
                        ("unload", "drain a model's requests and end its worker")):
-        cmd = sub.add_parser(name, help=text)
+        cmd = sub.add_parser(name, help=text, parents=[remote])
         if name != "status":
             cmd.add_argument("model")
         if name == "unload":
             cmd.add_argument("--force", action="store_true", help="end it now; in-flight requests get an error")
-        cmd.add_argument("--url", default=os.environ.get("MLX_FLEET_URL", "http://127.0.0.1:8000"),
-                         help="the server (default: $MLX_FLEET_URL or http://127.0.0.1:8000)")
-        cmd.add_argument("--admin-key", default=os.environ.get("MLX_FLEET_SERVER_ADMIN_KEY", ""),
-                         help="default: $MLX_FLEET_SERVER_ADMIN_KEY")
-        cmd.add_argument("--json", action="store_true", help="print the raw JSON answer")
+    from mlx_fleet import ops_cli
+
+    ops_cli.add_commands(sub, remote)
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "keys":
+        return ops_cli.run_keys(args)
+    if args.command == "usage":
+        return ops_cli.run_usage(args)
     from mlx_fleet import admin_cli
 
     return admin_cli.run(args)

@@ -1,7 +1,7 @@
 """The fleet's configuration: one TOML file, validated strictly, overridable from the environment.
 
 Unknown keys are errors (a typo in a memory budget must not silently become the default), and
-every error names the file, the key and the problem. Every `[server]` and `[memory]` key can also
+every error names the file, the key and the problem. Every `[server]`, `[memory]` and `[usage]` key can also
 be set with `MLX_FLEET_<SECTION>_<KEY>` (the value is read as a TOML value, or as a plain string
 when it is not one), which is how a launchd plist or a container sets them.
 """
@@ -41,6 +41,8 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     port: int = 8000
     api_keys: list[str] = []
     admin_key: str = ""
+    # Bearer key for GET /metrics (the admin key works too); with no keys at all it is open on loopback.
+    metrics_key: str = ""
     # Where measured model sizes and converted models are kept between runs.
     state_dir: str = "~/.cache/mlx-fleet"
     # Let workers fetch Hugging Face repo ids that are not in the local cache.
@@ -92,6 +94,11 @@ class MemoryConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     warm_spare: bool = True
 
 
+class UsageConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    # How long a request's usage record is kept in the state database.
+    retention: str = "30d"
+
+
 class ModelConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     id: str
     path: str
@@ -105,6 +112,7 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class FleetConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     memory: MemoryConfig = msgspec.field(default_factory=MemoryConfig)
+    usage: UsageConfig = msgspec.field(default_factory=UsageConfig)
     models: list[ModelConfig] = []
 
     def model_ids(self) -> dict[str, ModelConfig]:
@@ -183,7 +191,7 @@ def load_config(path: Path | None, environ: dict[str, str] | None = None) -> Fle
 
 
 def _apply_environment(data: dict, environ: dict[str, str], source: str) -> None:
-    for section, struct in (("server", ServerConfig), ("memory", MemoryConfig)):
+    for section, struct in (("server", ServerConfig), ("memory", MemoryConfig), ("usage", UsageConfig)):
         for field in msgspec.structs.fields(struct):
             name = f"MLX_FLEET_{section.upper()}_{field.name.upper()}"
             if name not in environ:
@@ -226,6 +234,7 @@ def _check(config: FleetConfig, source: str, base: Path) -> None:
     for key in ("load_timeout", "progress_timeout", "restart_backoff", "drain_timeout", "keep_alive"):
         _checked(source, f"server.{key}", parse_duration, getattr(server, key))
     _checked(source, "memory.idle_ttl", parse_duration, memory.idle_ttl)
+    _checked(source, "usage.retention", parse_duration, config.usage.retention)
     _checked(source, "server.max_body_size", parse_size, server.max_body_size)
     _checked(source, "memory.prompt_cache", parse_size, memory.prompt_cache)
     for key in ("max_requests_per_model", "max_requests"):

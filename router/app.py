@@ -7,20 +7,25 @@ validation errors can be worded like OpenAI's and nothing is parsed twice.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import msgspec
 from litestar import Litestar, Request, Response, get, post
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
+from litestar.params import JSONBody
 
-from mlx_fleet.config import FleetConfig, ModelConfig, parse_size
+from mlx_fleet import statedb
+from mlx_fleet.config import FleetConfig, ModelConfig, parse_duration, parse_size
+from mlx_fleet.keys import KeyIndex
 from mlx_fleet.protocol import Failure, Generate
 from mlx_fleet.runtime import Endpoints
-from router import admin
+from router import admin, admin_keys, admin_system, admin_usage, metrics
 from router import openai_types as oa
 from router.admission import Admission
 from router.completions import (
@@ -36,7 +41,9 @@ from router.embeddings import embeddings
 from router.errors import ApiError, api_error_handler, http_error_handler, internal_error_handler
 from router.fleet_client import FleetClient, SupervisorUnavailable
 from router.images import ImagePolicy
+from router.openapi import ClosedStructs, document_streams, error_responses, json_body, openapi_config
 from router.security import Guard, host_check_factory
+from router.usage import UsageWriter, usage_middleware_factory, usage_record
 
 log = logging.getLogger("mlx_fleet.router")
 
@@ -45,27 +52,33 @@ def _temperature(config: FleetConfig, model: ModelConfig) -> float:
     return config.server.default_temperature if model.temperature is None else model.temperature
 
 
-def _exchange(state: State, model: str, prefix: str) -> Exchange:
-    return Exchange.new(state.fleet, state.admission, model, prefix)
+def _exchange(request: Request, state: State, name: str, model: ModelConfig, prefix: str) -> Exchange:
+    return Exchange.new(state.fleet, state.admission, name, prefix, usage_record(request, model.id))
 
 
-@post("/v1/chat/completions", status_code=200)
-async def chat_completions(request: Request, state: State) -> Response:
+def _body(kind: type) -> type:
+    return json_body(kind, functools.partial(decode_request, kind=kind))
+
+
+@post("/v1/chat/completions", status_code=200, opt={"scope": "chat"}, dto=_body(oa.ChatCompletionRequest),
+      return_dto=None, responses=error_responses(404, 413, 429))
+async def chat_completions(request: Request, state: State, data: JSONBody[oa.ChatCompletionRequest]) -> Response[oa.ChatCompletion]:
     config: FleetConfig = state.config
-    req = decode_request(await request.body(), oa.ChatCompletionRequest)
+    req = data
     model = resolve_model(config, req.model)
     sampling = sampling_from(req, req.max_completion_tokens or req.max_tokens, config.server.default_max_tokens,
                              _temperature(config, model))
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     messages = await chat_input(req, model, state.images, config.server.max_images_per_request)
     generate = Generate(messages, sampling)
-    return await respond(_exchange(state, req.model, "chatcmpl"), generate, True, req.stream, include_usage)
+    return await respond(_exchange(request, state, req.model, model, "chatcmpl"), generate, True, req.stream, include_usage)
 
 
-@post("/v1/completions", status_code=200)
-async def completions(request: Request, state: State) -> Response:
+@post("/v1/completions", status_code=200, opt={"scope": "completions"}, dto=_body(oa.CompletionRequest),
+      return_dto=None, responses=error_responses(404, 413, 429))
+async def completions(request: Request, state: State, data: JSONBody[oa.CompletionRequest]) -> Response[oa.Completion]:
     config: FleetConfig = state.config
-    req = decode_request(await request.body(), oa.CompletionRequest)
+    req = data
     model = resolve_model(config, req.model)
     if model.type == "embeddings":
         raise ApiError(400, f"Model '{req.model}' does not support text completions.", param="model",
@@ -73,16 +86,20 @@ async def completions(request: Request, state: State) -> Response:
     sampling = sampling_from(req, req.max_tokens, config.server.default_max_tokens, _temperature(config, model))
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     generate = Generate(completion_input(req), sampling)
-    return await respond(_exchange(state, req.model, "cmpl"), generate, False, req.stream, include_usage)
+    return await respond(_exchange(request, state, req.model, model, "cmpl"), generate, False, req.stream, include_usage)
 
 
-@get("/v1/models")
-async def list_models(state: State) -> Response:
+@get("/v1/models", responses=error_responses())
+async def list_models(state: State) -> Response[oa.ModelList]:
     return Response(state.models_body, media_type="application/json")
 
 
-@get("/health", opt={"public": True})
-async def health(state: State) -> Response:
+class Health(msgspec.Struct):
+    status: str
+
+
+@get("/health", opt={"public": True}, responses=error_responses())
+async def health(state: State) -> Response[Health]:
     try:
         await state.fleet.ping(timeout=2.0)
     except SupervisorUnavailable as e:
@@ -98,7 +115,14 @@ def _models_body(config: FleetConfig, started: float) -> bytes:
     return msgspec.json.encode(oa.ModelList(data=cards))
 
 
-ROUTES = [chat_completions, completions, embeddings, list_models, health, *admin.ROUTES]
+@get("/openapi.json", include_in_schema=False)
+async def openapi_json(request: Request) -> Response:
+    """The schema at the path clients look for first (Litestar serves it under /docs too)."""
+    return Response(request.app.openapi_schema.to_schema(), media_type="application/json")
+
+
+ROUTES = [chat_completions, completions, embeddings, list_models, health, openapi_json, metrics.metrics,
+          *admin.ROUTES, *admin_keys.ROUTES, *admin_usage.ROUTES, *admin_system.ROUTES]
 
 
 def create_app(
@@ -130,16 +154,34 @@ def create_app(
                 watcher.cancel()
             await client.close()
 
+    state_dir = Path(server.state_dir).expanduser()
+    request_metrics = metrics.RequestMetrics()
+    usage = UsageWriter(state_dir, parse_duration(config.usage.retention), observers=[request_metrics.observe])
+    key_index = KeyIndex(statedb.db_path(state_dir))
+
+    @asynccontextmanager
+    async def state_db(app: Litestar) -> AsyncIterator[None]:
+        usage.start()  # creates the tables the key index reads
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(usage.flush)
+            usage.stop()
+            key_index.close()
+
     host_check = host_check_factory(server)
     return Litestar(
         route_handlers=ROUTES,
-        lifespan=[fleet_connection],
+        lifespan=[state_db, fleet_connection],
+        on_startup=[document_streams],
         state=State({"config": config, "started": started, "models_body": _models_body(config, started),
                      "admission": Admission(server.max_requests_per_model, server.max_requests),
                      "images": ImagePolicy(max_dimension=server.image_max_dimension, allow_urls=server.image_urls,
-                                           allowed_hosts=tuple(server.image_allowed_hosts))}),
-        guards=[Guard(server)],
-        middleware=[host_check] if host_check else [],
+                                           allowed_hosts=tuple(server.image_allowed_hosts)),
+                     "db_path": statedb.db_path(state_dir), "usage": usage, "metrics": request_metrics,
+                     "capabilities": None}),
+        guards=[Guard(server, key_index)],
+        middleware=[usage_middleware_factory(usage.queue), *([host_check] if host_check else [])],
         cors_config=CORSConfig(allow_origins=server.cors_origins) if server.cors_origins else None,
         exception_handlers={
             ApiError: api_error_handler,
@@ -147,7 +189,8 @@ def create_app(
             Exception: internal_error_handler,
         },
         request_max_body_size=parse_size(server.max_body_size),
-        openapi_config=None,
+        openapi_config=openapi_config(),
+        plugins=[ClosedStructs()],
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -40,11 +40,12 @@ from router.admission import Admission
 from router.errors import ApiError, validation_error
 from router.fleet_client import FleetClient, RequestStream, SupervisorUnavailable
 from router.images import ImagePolicy, load_image
+from router.usage import UsageRecord
 
 _json = msgspec.json.encode
-_DECODERS = {t: msgspec.json.Decoder(t).decode for t in (oa.ChatCompletionRequest, oa.CompletionRequest)}
+_DECODERS: dict[type, Callable[[bytes], object]] = {}
 _DONE = b"data: [DONE]\n\n"
-RequestT = TypeVar("RequestT", oa.ChatCompletionRequest, oa.CompletionRequest)
+RequestT = TypeVar("RequestT")
 # JSON leaves these unescaped, but clients that split a stream into lines the way Python's
 # str.splitlines does (httpx's aiter_lines, which many OpenAI-SDK users' own loops use) break a
 # line at each: a token holding one would cut its event in two.
@@ -61,7 +62,8 @@ def _line_json(value: object) -> bytes:
 
 
 def decode_request(body: bytes, kind: type[RequestT]) -> RequestT:
-    decoder = _DECODERS[kind]
+    """A request body as `kind`, or a 400 worded as OpenAI words it."""
+    decoder = _DECODERS.get(kind) or _DECODERS.setdefault(kind, msgspec.json.Decoder(kind).decode)
     if not body.strip():
         raise ApiError(400, "We could not parse the JSON body of your request. The body is empty.")
     try:
@@ -167,12 +169,22 @@ class Exchange:
     model: str
     created: int
     id: str
+    usage: UsageRecord | None = None
     stream: RequestStream | None = None
     admitted: bool = False
 
     @classmethod
-    def new(cls, client: FleetClient, admission: Admission, model: str, prefix: str) -> Exchange:
-        return cls(client, admission, model, int(time.time()), f"{prefix}-{os.urandom(12).hex()}")
+    def new(cls, client: FleetClient, admission: Admission, model: str, prefix: str,
+            usage: UsageRecord | None = None) -> Exchange:
+        return cls(client, admission, model, int(time.time()), f"{prefix}-{os.urandom(12).hex()}", usage)
+
+    def first_token(self) -> None:
+        if self.usage is not None:
+            self.usage.mark_first_token()
+
+    def finished(self, done: Done) -> None:
+        if self.usage is not None:
+            self.usage.tokens(done.usage.prompt_tokens, done.usage.completion_tokens, done.usage.cached_tokens)
 
     def open(self, kind: bytes, body: bytes) -> RequestStream:
         self.admission.enter(self.model)
@@ -199,11 +211,14 @@ class Exchange:
             while True:
                 for kind, body in await stream.take():
                     if kind == Kind.DELTA:
+                        if not texts:
+                            self.first_token()
                         texts.append(decode_delta(body).text)
                     else:
                         end = decode_end(body)
                         if isinstance(end, Failure):
                             raise ApiError.from_failure(end)
+                        self.finished(end)
                         return "".join(texts), end
         finally:
             self.close()
@@ -263,8 +278,11 @@ async def respond(ex: Exchange, request: Generate, chat: bool, stream: bool, inc
                 oa.CompletionChoice(text=text, finish_reason=done.finish_reason)])
         return Response(_json(body), media_type="application/json")
 
+    if ex.usage is not None:
+        ex.usage.stream = True
     try:
         first = await rs.take()
+        ex.first_token()
         if first[0][0] == Kind.END:
             end = decode_end(first[0][1])
             if isinstance(end, Failure):
@@ -300,6 +318,7 @@ async def _sse(ex: Exchange, rs: RequestStream, first: list[tuple[bytes, bytes]]
             if isinstance(end, Failure):
                 yield out + frames.error(end)
                 return
+            ex.finished(end)
             tail = frames.finish(end.finish_reason)
             if include_usage:
                 tail += frames.usage(end)

@@ -7,7 +7,7 @@ import re
 
 import msgspec
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException
+from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException, ValidationException
 
 from mlx_fleet.protocol import Failure
 
@@ -65,7 +65,18 @@ def http_error_handler(request: Request, exc: HTTPException) -> Response:
         return ApiError(405, f"Method {request.method} not allowed for {request.url.path}").response()
     if exc.status_code == 413:
         return ApiError(413, "Request body is too large.", code="request_too_large").response()
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
+        return _parameter_error(exc.extra[0]).response()
     return ApiError(exc.status_code, str(exc.detail)).response()
+
+
+def _parameter_error(problem: dict) -> ApiError:
+    """A query or path parameter Litestar refused, or a missing body (Litestar hands a route with a
+    typed body nothing to decode when the body is empty)."""
+    if problem.get("source") == "body":
+        return ApiError(400, "We could not parse the JSON body of your request. The body is empty.")
+    key = problem.get("key")
+    return ApiError(400, f"Invalid '{key}': {problem.get('message')}.", param=key, code="invalid_value")
 
 
 def internal_error_handler(request: Request, exc: Exception) -> Response:
