@@ -11,7 +11,7 @@ import time
 
 import httpx
 
-from mlx_fleet.config import fmt_bytes
+from mlx_fleet.units import fmt_bytes
 
 
 def call(args: argparse.Namespace, method: str, path: str, **kwargs) -> dict | None:

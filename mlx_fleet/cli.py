@@ -19,10 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-import msgspec
 import psutil
 
-from mlx_fleet.config import ConfigError, load_config, parse_duration
+from mlx_fleet.config import ConfigError, encode_config, load_config
 
 log = logging.getLogger("mlx_fleet")
 
@@ -97,7 +96,7 @@ def _serve(args: argparse.Namespace) -> int:
     runtime = make_runtime_dir()
     endpoints = Endpoints(runtime)
     config_json = runtime / "config.json"
-    config_json.write_bytes(msgspec.json.encode(config))
+    config_json.write_bytes(encode_config(config))
     supervisor = subprocess.Popen(
         [sys.executable, "-m", "supervisor", "--config-json", str(config_json),
          "--runtime-dir", str(runtime), "--parent-pid", str(os.getpid())],
@@ -105,11 +104,11 @@ def _serve(args: argparse.Namespace) -> int:
     )
     try:
         app = create_app(config, endpoints, started, supervisor_alive=lambda: supervisor.poll() is None)
-        drain = parse_duration(config.server.drain_timeout)
+        drain = float(config.server.drain_timeout)
         server = DrainingServer(app, drain, uvicorn.Config(
             app, host=config.server.host, port=config.server.port, log_level=args.log_level,
             access_log=False, backlog=config.server.backlog, timeout_graceful_shutdown=drain + 5, lifespan="on",
-            timeout_keep_alive=parse_duration(config.server.keep_alive),
+            timeout_keep_alive=float(config.server.keep_alive),
         ))
         names = ", ".join(m.id for m in config.models)
         log.info("mlx-fleet: serving %s on http://%s:%d", names, config.server.host, config.server.port)

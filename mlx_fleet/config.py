@@ -14,22 +14,17 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
-import psutil
 
 from mlx_fleet.model_types import detect_type
+from mlx_fleet.units import TEXT_VALUES, ByteSize, Duration, MemoryBudget
 
 ModelType = Literal["auto", "text", "vision", "embeddings"]
 Policy = Literal["lru", "preload"]
 
 MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class ConfigError(Exception):
@@ -53,24 +48,24 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # models answer sensibly at 0; OpenAI's own default is 1.0). A model's `temperature` overrides it.
     default_temperature: float = 0.0
     # How long a model may take to load before its worker is killed.
-    load_timeout: str = "10m"
+    load_timeout: Duration = Duration("10m")
     # A worker with requests in flight that sends nothing for this long is hung: it is killed.
-    progress_timeout: str = "2m"
+    progress_timeout: Duration = Duration("2m")
     # After a model fails (load error, crash), no new worker for it for this long, doubling per
     # consecutive failure up to 5 minutes; a successful request resets it.
-    restart_backoff: str = "2s"
+    restart_backoff: Duration = Duration("2s")
     # On SIGTERM: stop admitting, let in-flight requests finish for this long, then end the rest.
-    drain_timeout: str = "20s"
+    drain_timeout: Duration = Duration("20s")
     # Admission: requests in flight plus queued, per model (429 beyond) and in all (503 beyond).
     max_requests_per_model: int = 256
     max_requests: int = 1024
-    max_body_size: str = "32MiB"
+    max_body_size: ByteSize = ByteSize("32MiB")
     # The listen backlog: a burst of connections beyond it is reset by the OS.
     backlog: int = 2048
     # How long an idle keep-alive connection stays open. Longer than clients' own pool expiry
     # (httpx, so the OpenAI SDK: 5 s): a server that closes first races a client reusing the
     # connection, which then sees "disconnected without sending a response" on a fresh request.
-    keep_alive: str = "75s"
+    keep_alive: Duration = Duration("75s")
     # Extra Host names accepted when bound to loopback (DNS-rebinding protection).
     allowed_hosts: list[str] = []
     # Origins allowed by CORS; none by default (no CORS headers at all).
@@ -85,18 +80,18 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class MemoryConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     policy: Policy = "lru"
-    budget: str = "75%"
+    budget: MemoryBudget = MemoryBudget("75%")
     max_models: int = 4
-    idle_ttl: str = "30m"
+    idle_ttl: Duration = Duration("30m")
     # KV caches kept per text model for prefix reuse (next chat turns); part of its footprint.
-    prompt_cache: str = "512MiB"
+    prompt_cache: ByteSize = ByteSize("512MiB")
     # A worker started in advance with MLX libraries imported, so a cold model costs its load only.
     warm_spare: bool = True
 
 
 class UsageConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # How long a request's usage record is kept in the state database.
-    retention: str = "30d"
+    retention: Duration = Duration("30d")
 
 
 class ModelConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -105,7 +100,7 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     type: ModelType = "auto"
     preload: bool = False
     aliases: list[str] = []
-    idle_ttl: str | None = None
+    idle_ttl: Duration | None = None
     temperature: float | None = None  # this model's default sampling temperature
 
 
@@ -124,47 +119,6 @@ class FleetConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         return names
 
 
-def parse_size(text: str | int, *, total: int | None = None) -> int:
-    """Bytes from `"48GiB"`, `"512MB"`, `1234` or, given the total, `"75%"`."""
-    if isinstance(text, int):
-        return text
-    text = text.strip()
-    if text.endswith("%"):
-        if total is None:
-            raise ValueError(f"{text!r}: a percentage needs a total")
-        share = float(text[:-1])
-        if not 0 < share <= 100:
-            raise ValueError(f"{text!r}: a share must be between 0 and 100%")
-        return int(total * share / 100)
-    match = _SIZE.match(text)
-    if not match:
-        raise ValueError(f"{text!r} is not a size such as '48GiB', '512MB' or '75%'")
-    number, unit = match.groups()
-    return int(float(number) * _UNITS[(unit or "").lower()])
-
-
-def fmt_bytes(n: int) -> str:
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(n) >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
-
-
-def parse_duration(text: str | int | float) -> float:
-    """Seconds from `"30m"`, `"1h30m"`, `"10s"`, `"250ms"`, `"0"` or a number of seconds."""
-    if isinstance(text, (int, float)):
-        if not 0 <= text < float("inf"):
-            raise ValueError(f"{text!r} is not a duration: it must be a finite number of seconds >= 0")
-        return float(text)
-    text = text.strip()
-    if re.fullmatch(r"\d+(?:\.\d+)?", text):
-        return float(text)
-    parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"{text!r} is not a duration such as '30m', '1h', '10s' or '0'")
-    return sum(float(n) * _SECONDS[u] for n, u in parts)
-
-
 def load_config(path: Path | None, environ: dict[str, str] | None = None) -> FleetConfig:
     """Read, override from the environment, and validate. No file means the built-in defaults."""
     environ = dict(os.environ if environ is None else environ)
@@ -179,7 +133,7 @@ def load_config(path: Path | None, environ: dict[str, str] | None = None) -> Fle
             raise ConfigError(f"{source}: not valid TOML: {e}") from None
     _apply_environment(data, environ, source)
     try:
-        config = msgspec.convert(data, FleetConfig)
+        config = msgspec.convert(data, FleetConfig, dec_hook=_from_text)
     except msgspec.ValidationError as e:
         raise ConfigError(f"{source}: {_explain(e)}") from None
     if path is None and not config.models:
@@ -190,6 +144,34 @@ def load_config(path: Path | None, environ: dict[str, str] | None = None) -> Fle
     return config
 
 
+_TEXT_KEYS = (str, *TEXT_VALUES)
+
+
+def _from_text(kind: type, value: Any) -> Any:
+    """msgspec's hook for the values written as text: parsed here, once, or refused with the reason
+    (msgspec adds the key)."""
+    if kind not in TEXT_VALUES:
+        raise NotImplementedError
+    if not isinstance(value, str):
+        raise TypeError(f"Expected `str`, got `{type(value).__name__}`")
+    return kind(value)
+
+
+def _as_text(value: Any) -> Any:
+    if not isinstance(value, TEXT_VALUES):
+        raise NotImplementedError
+    return value.text
+
+
+def encode_config(config: FleetConfig) -> bytes:
+    """The resolved config as JSON, for the supervisor; `decode_config` reads it back unchanged."""
+    return msgspec.json.encode(config, enc_hook=_as_text)
+
+
+def decode_config(data: bytes) -> FleetConfig:
+    return msgspec.json.decode(data, type=FleetConfig, dec_hook=_from_text)
+
+
 def _apply_environment(data: dict, environ: dict[str, str], source: str) -> None:
     for section, struct in (("server", ServerConfig), ("memory", MemoryConfig), ("usage", UsageConfig)):
         for field in msgspec.structs.fields(struct):
@@ -198,7 +180,7 @@ def _apply_environment(data: dict, environ: dict[str, str], source: str) -> None
                 continue
             raw = environ[name]
             value: object = raw
-            if field.type is not str:  # a string key takes the text as it is, even "0" or "12345"
+            if field.type not in _TEXT_KEYS:  # a text key takes the text as it is, even "0" or "12345"
                 try:
                     value = tomllib.loads(f"v = {raw}")["v"]
                 except tomllib.TOMLDecodeError:
@@ -231,19 +213,9 @@ def _check(config: FleetConfig, source: str, base: Path) -> None:
         raise ConfigError(f"{source}: server.default_max_tokens: must be at least 1")
     if memory.max_models < 1:
         raise ConfigError(f"{source}: memory.max_models: must be at least 1")
-    for key in ("load_timeout", "progress_timeout", "restart_backoff", "drain_timeout", "keep_alive"):
-        _checked(source, f"server.{key}", parse_duration, getattr(server, key))
-    _checked(source, "memory.idle_ttl", parse_duration, memory.idle_ttl)
-    _checked(source, "usage.retention", parse_duration, config.usage.retention)
-    _checked(source, "server.max_body_size", parse_size, server.max_body_size)
-    _checked(source, "memory.prompt_cache", parse_size, memory.prompt_cache)
     for key in ("max_requests_per_model", "max_requests"):
         if getattr(server, key) < 1:
             raise ConfigError(f"{source}: server.{key}: must be at least 1")
-    budget = _checked(source, "memory.budget", lambda v: parse_size(v, total=psutil.virtual_memory().total),
-                      memory.budget)
-    if budget <= 0:
-        raise ConfigError(f"{source}: memory.budget: must be more than 0 bytes")
     if not is_loopback(server.host) and not server.api_keys:
         raise ConfigError(
             f"{source}: server.host: binding to {server.host!r} exposes the server beyond this machine; "
@@ -261,20 +233,11 @@ def _check(config: FleetConfig, source: str, base: Path) -> None:
             if name in seen:
                 raise ConfigError(f"{source}: {where}: the name {name!r} is already used by model {seen[name]!r}")
             seen[name] = model.id
-        if model.idle_ttl is not None:
-            _checked(source, f"{where}.idle_ttl", parse_duration, model.idle_ttl)
         model.path = _resolve_model_path(model.path, base)
         if model.type == "auto":
             model.type = detect_type(model.path)
     if memory.policy == "preload" and not any(m.preload for m in config.models):
         raise ConfigError(f"{source}: memory.policy: 'preload' serves only preloaded models, and none has preload = true")
-
-
-def _checked(source: str, key: str, parse, value):
-    try:
-        return parse(value)
-    except ValueError as e:
-        raise ConfigError(f"{source}: {key}: {e}") from None
 
 
 def _resolve_model_path(path: str, base: Path) -> str:

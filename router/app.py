@@ -21,7 +21,7 @@ from litestar.exceptions import HTTPException
 from litestar.params import JSONBody
 
 from mlx_fleet import statedb
-from mlx_fleet.config import FleetConfig, ModelConfig, parse_duration, parse_size
+from mlx_fleet.config import FleetConfig, ModelConfig
 from mlx_fleet.keys import KeyIndex
 from mlx_fleet.protocol import Failure, Generate
 from mlx_fleet.runtime import Endpoints
@@ -156,7 +156,7 @@ def create_app(
 
     state_dir = Path(server.state_dir).expanduser()
     request_metrics = metrics.RequestMetrics()
-    usage = UsageWriter(state_dir, parse_duration(config.usage.retention), observers=[request_metrics.observe])
+    usage = UsageWriter(state_dir, float(config.usage.retention), observers=[request_metrics.observe])
     key_index = KeyIndex(statedb.db_path(state_dir))
 
     @asynccontextmanager
@@ -188,7 +188,7 @@ def create_app(
             HTTPException: http_error_handler,
             Exception: internal_error_handler,
         },
-        request_max_body_size=parse_size(server.max_body_size),
+        request_max_body_size=int(server.max_body_size),
         openapi_config=openapi_config(),
         plugins=[ClosedStructs()],
     )

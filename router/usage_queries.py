@@ -17,7 +17,7 @@ from typing import Literal
 
 import msgspec
 
-from mlx_fleet.config import parse_duration
+from mlx_fleet.units import Duration
 
 GroupBy = Literal["model", "key", "endpoint"]
 Bucket = Literal["1m", "1h", "1d"]
@@ -105,7 +105,7 @@ def parse_time(text: str | None, now: float | None = None) -> float | None:
         return None
     if re.fullmatch(r"\s*\d{9,}(\.\d+)?\s*", text):
         return float(text)
-    return (time.time() if now is None else now) - parse_duration(text)
+    return (time.time() if now is None else now) - Duration(text)
 
 
 def _where(model: str | None = None, key: str | None = None, since: float | None = None,

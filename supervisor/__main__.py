@@ -9,9 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-import msgspec
-
-from mlx_fleet.config import FleetConfig, parse_size
+from mlx_fleet.config import decode_config
 from mlx_fleet.heap import freeze_startup_heap
 from mlx_fleet.runtime import Endpoints
 from supervisor.fleet import PythonWorkerLauncher, Supervisor
@@ -25,10 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parent-pid", type=int, required=True)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s supervisor %(levelname)s %(message)s")
-    config = msgspec.json.decode(args.config_json.read_bytes(), type=FleetConfig)
+    config = decode_config(args.config_json.read_bytes())
     endpoints = Endpoints(args.runtime_dir)
     state_dir = Path(config.server.state_dir).expanduser()
-    launcher = PythonWorkerLauncher(state_dir, config.server.allow_downloads, parse_size(config.memory.prompt_cache),
+    launcher = PythonWorkerLauncher(state_dir, config.server.allow_downloads, int(config.memory.prompt_cache),
                                     endpoints.sink)
 
     async def run() -> None:

@@ -26,7 +26,8 @@ import psutil
 import zmq
 import zmq.asyncio
 
-from mlx_fleet.config import FleetConfig, ModelConfig, ServerConfig, fmt_bytes, parse_duration, parse_size
+from mlx_fleet.config import FleetConfig, ModelConfig, ServerConfig
+from mlx_fleet.units import fmt_bytes
 from mlx_fleet.protocol import (
     MAX_MESSAGE_BYTES,
     Done,
@@ -74,8 +75,7 @@ class Timeouts:
 
     @classmethod
     def from_config(cls, server: ServerConfig) -> Timeouts:
-        return cls(load=parse_duration(server.load_timeout), progress=parse_duration(server.progress_timeout),
-                   backoff=parse_duration(server.restart_backoff))
+        return cls(load=server.load_timeout, progress=server.progress_timeout, backoff=server.restart_backoff)
 
 
 class Launcher(Protocol):
@@ -154,8 +154,8 @@ class Supervisor:
         self.config = config
         self.budget = budget_bytes(config.memory.budget) if budget is None else budget
         self.remembered = remembered or Remembered(None)
-        default_ttl = parse_duration(config.memory.idle_ttl)
-        self.ttls = {m.id: parse_duration(m.idle_ttl) if m.idle_ttl is not None else default_ttl
+        default_ttl = config.memory.idle_ttl
+        self.ttls = {m.id: m.idle_ttl if m.idle_ttl is not None else default_ttl
                      for m in config.models}
         self._room_lock = asyncio.Lock()
         self.spare: SpareWorker | None = None
@@ -499,7 +499,7 @@ class Supervisor:
         self.by_identity[spare.identity] = slot
         slot.process = spare.process
         spare.process.label = slot.id
-        assign = Assign(slot.id, slot.config.path, slot.config.type, parse_size(self.config.memory.prompt_cache))
+        assign = Assign(slot.id, slot.config.path, slot.config.type, int(self.config.memory.prompt_cache))
         self.backend.send_multipart((spare.identity, Kind.CONTROL, b"", encode(assign)))
         self._spawn_task(self._watch_exit(slot, spare.process, spare.identity), f"exit:{slot.id}")
         return True

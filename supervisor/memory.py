@@ -19,9 +19,10 @@ from pathlib import Path
 
 import psutil
 
-from mlx_fleet.config import ModelConfig, parse_size
+from mlx_fleet.config import ModelConfig
 from mlx_fleet.model_types import hf_cache_snapshot
 from mlx_fleet.protocol import Memory
+from mlx_fleet.units import MemoryBudget
 
 log = logging.getLogger("mlx_fleet.supervisor")
 
@@ -32,10 +33,10 @@ GGUF_FP32_GROWTH = 5.5
 _WEIGHT_SUFFIXES = (".safetensors", ".npz", ".gguf")
 
 
-def budget_bytes(budget: str, total: int | None = None) -> int:
+def budget_bytes(budget: MemoryBudget, total: int | None = None) -> int:
     """The configured budget, capped on macOS by what Metal recommends for the GPU's working set."""
     total = psutil.virtual_memory().total if total is None else total
-    value = parse_size(budget, total=total)
+    value = budget.of(total)
     working_set = metal_working_set()
     return min(value, working_set) if working_set else value
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlx_fleet.config import fmt_bytes
+from mlx_fleet.units import fmt_bytes
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 from mlx_fleet.config import FleetConfig, MemoryConfig, ModelConfig
 from mlx_fleet.protocol import ChatInput, Done, Failure, Generate, Kind, Message, Sampling, decode_delta, decode_end, encode
 from mlx_fleet.runtime import Endpoints, make_runtime_dir, remove_runtime_dir
+from mlx_fleet.units import Duration, MemoryBudget
 from router.fleet_client import FleetClient, RequestStream
 from supervisor.fleet import Supervisor, Timeouts
 from supervisor.memory import Remembered
@@ -86,7 +87,8 @@ async def fleet(models: dict[str, list[str]], *, budget: int = 10 * 1024 * MiB, 
                 policy: str = "lru", idle_ttl: str = "0", preload: tuple[str, ...] = (),
                 timeouts: Timeouts = FAST, state_dir: Path | None = None) -> AsyncIterator[Fleet]:
     config = FleetConfig(
-        memory=MemoryConfig(policy=policy, budget=str(budget), max_models=max_models, idle_ttl=idle_ttl),
+        memory=MemoryConfig(policy=policy, budget=MemoryBudget(str(budget)), max_models=max_models,
+                            idle_ttl=Duration(idle_ttl)),
         models=[ModelConfig(id=m, path=f"/nonexistent/{m}", type="text", preload=m in preload) for m in models],
     )
     runtime = make_runtime_dir()

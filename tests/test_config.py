@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import msgspec
 import psutil
 import pytest
 
 from mlx_fleet.config import (
     ConfigError,
     FleetConfig,
+    MemoryConfig,
     ModelConfig,
+    ServerConfig,
     default_models,
     is_loopback,
+    decode_config,
+    encode_config,
     load_config,
-    parse_duration,
-    parse_size,
 )
+from mlx_fleet.units import ByteSize, Duration, MemoryBudget
 
 # The example from the architecture notes, verbatim (comments included).
 EXAMPLE = """\
@@ -71,9 +76,9 @@ def test_example_config_parses(tmp_path):
     assert config.server.api_keys == []
     assert config.server.admin_key == ""
     assert config.memory.policy == "lru"
-    assert config.memory.budget == "75%"
+    assert config.memory.budget == MemoryBudget("75%")
     assert config.memory.max_models == 4
-    assert config.memory.idle_ttl == "30m"
+    assert config.memory.idle_ttl == 1800.0
     assert len(config.models) == 1
     model = config.models[0]
     assert model.id == "smollm2"
@@ -113,13 +118,13 @@ type = "embeddings"
     assert config.server.api_keys == ["k1"]
     assert config.server.admin_key == "adm"
     assert config.server.default_max_tokens == 64
-    assert config.server.load_timeout == "90s"
-    assert (config.memory.policy, config.memory.budget, config.memory.max_models) == ("preload", "48GiB", 2)
-    assert config.memory.idle_ttl == "0"
+    assert config.server.load_timeout == 90.0
+    assert (config.memory.policy, config.memory.budget.size, config.memory.max_models) == ("preload", 48 * 2**30, 2)
+    assert config.memory.idle_ttl == 0.0
     assert [m.id for m in config.models] == ["a", "b"]
     assert config.models[0].type == "vision" and config.models[0].preload is True
     assert config.models[0].aliases == ["alpha", "A1"]
-    assert config.models[0].idle_ttl == "5m"
+    assert config.models[0].idle_ttl == 300.0
     assert config.models[1].type == "embeddings" and config.models[1].preload is False
 
 
@@ -224,87 +229,109 @@ def test_bad_model_idle_ttl_names_the_model(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# parse_size / parse_duration
+# Durations and sizes: parsed once, into numbers that remember their text
+
+TYPED = """
+[server]
+load_timeout = "90s"
+progress_timeout = "1m30s"
+restart_backoff = "250ms"
+drain_timeout = "0"
+keep_alive = "2"
+max_body_size = "1KiB"
+[memory]
+budget = "50%"
+idle_ttl = "1h"
+prompt_cache = "64MB"
+""" + MODEL + 'idle_ttl = "5m"\n'
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("48GiB", 48 * 2**30),
-    ("512MB", 512 * 10**6),
-    ("1KiB", 1024),
-    ("2kb", 2000),
-    ("1TiB", 2**40),
-    ("3TB", 3 * 10**12),
-    ("100B", 100),
-    ("1234", 1234),
-    ("0", 0),
-    (" 48 gib ", 48 * 2**30),
-    ("1.5GiB", int(1.5 * 2**30)),
-    (4096, 4096),
+def test_durations_and_sizes_are_numbers_after_parsing(tmp_path):
+    config = load(tmp_path, TYPED)
+    server, memory = config.server, config.memory
+    durations = (server.load_timeout, server.progress_timeout, server.restart_backoff, server.drain_timeout,
+                 server.keep_alive, memory.idle_ttl, config.models[0].idle_ttl)
+    assert all(type(d) is Duration for d in durations)
+    assert durations == (90.0, 90.0, 0.25, 0.0, 2.0, 3600.0, 300.0)
+    assert type(server.max_body_size) is ByteSize and server.max_body_size == 1024
+    assert type(memory.prompt_cache) is ByteSize and memory.prompt_cache == 64 * 10**6
+    assert memory.budget.percent == 50.0 and memory.budget.of(4000) == 2000  # the machine decides, later
+
+
+def test_defaults_are_typed_too():
+    server, memory = ServerConfig(), MemoryConfig()
+    assert (server.load_timeout, server.keep_alive, server.max_body_size) == (600.0, 75.0, 32 * 2**20)
+    assert (memory.idle_ttl, memory.prompt_cache, memory.budget) == (1800.0, 512 * 2**20, MemoryBudget("75%"))
+
+
+@pytest.mark.parametrize("config", ["defaults", "typed"])
+def test_resolved_config_round_trips_through_json(tmp_path, config):
+    """The supervisor gets the config as JSON (`--config-json`): the same values come back, as
+    the same types, with the text they were written as."""
+    original = load_config(None, environ={}) if config == "defaults" else load(tmp_path, TYPED)
+    copy = decode_config(encode_config(original))
+    assert copy == original
+    for section in ("server", "memory"):
+        for name in getattr(original, section).__struct_fields__:
+            before, after = getattr(getattr(original, section), name), getattr(getattr(copy, section), name)
+            assert type(after) is type(before) and getattr(after, "text", None) == getattr(before, "text", None)
+    assert [type(m.idle_ttl) for m in copy.models] == [type(m.idle_ttl) for m in original.models]
+
+
+def test_json_carries_the_text_as_written(tmp_path):
+    data = json.loads(encode_config(load(tmp_path, TYPED)))
+    assert data["server"]["restart_backoff"] == "250ms"
+    assert data["memory"]["budget"] == "50%"
+    assert data["memory"]["prompt_cache"] == "64MB"
+    assert data["models"][0]["idle_ttl"] == "5m"
+
+
+def test_bad_json_value_is_refused_with_its_key():
+    with pytest.raises(msgspec.ValidationError, match=r"is not a duration .* at `\$.server.load_timeout`"):
+        decode_config(b'{"server": {"load_timeout": "soon"}}')
+
+
+@pytest.mark.parametrize(("line", "key", "problem"), [
+    ('[server]\nload_timeout = "soon"', "server.load_timeout",
+     "'soon' is not a duration such as '30m', '1h', '10s' or '0'"),
+    ('[server]\nmax_body_size = "big"', "server.max_body_size",
+     "'big' is not a size such as '48GiB', '512MB' or '75%'"),
+    ('[memory]\nprompt_cache = "12X"', "memory.prompt_cache",
+     "'12X' is not a size such as '48GiB', '512MB' or '75%'"),
+    ('[memory]\nbudget = "0GiB"', "memory.budget", "must be more than 0 bytes"),
+    ('[memory]\nbudget = "150%"', "memory.budget", "'150%': a share must be between 0 and 100%"),
+    ("[server]\nload_timeout = 90", "server.load_timeout", "Expected `str`, got `int`"),
+    ("[memory]\nprompt_cache = 1024", "memory.prompt_cache", "Expected `str`, got `int`"),
 ])
-def test_parse_size(text, expected):
-    assert parse_size(text) == expected
+def test_bad_duration_or_size_names_file_key_and_problem(tmp_path, line, key, problem):
+    assert refused(tmp_path, line + "\n" + MODEL) == f"{tmp_path / 'fleet.toml'}: {key}: {problem}"
 
 
-def test_parse_size_percentage_of_total():
-    assert parse_size("75%", total=1000) == 750
-    assert parse_size("100%", total=1000) == 1000
-    assert parse_size("12.5%", total=800) == 100
-    assert parse_size(" 50% ", total=64 * 2**30) == 32 * 2**30
+def test_model_idle_ttl_error_names_the_entry(tmp_path):
+    message = refused(tmp_path, MODEL + '[[models]]\nid = "n"\npath = "org/n"\nidle_ttl = "soon"\n')
+    assert message.endswith("fleet.toml: models.1.idle_ttl: 'soon' is not a duration such as '30m', '1h', '10s' or '0'")
 
 
-def test_parse_size_plain_int_ignores_total():
-    assert parse_size(123, total=1000) == 123
+def test_environment_overrides_durations_and_sizes(tmp_path):
+    config = load(tmp_path, MODEL, environ={"MLX_FLEET_SERVER_LOAD_TIMEOUT": "30m",
+                                             "MLX_FLEET_SERVER_PROGRESS_TIMEOUT": "45",
+                                             "MLX_FLEET_SERVER_KEEP_ALIVE": '"10s"',
+                                             "MLX_FLEET_MEMORY_BUDGET": "48GiB",
+                                             "MLX_FLEET_MEMORY_PROMPT_CACHE": "0"})
+    assert config.server.load_timeout == 1800.0 and config.server.load_timeout.text == "30m"
+    assert config.server.progress_timeout == 45.0
+    assert config.server.keep_alive == 10.0
+    assert config.memory.budget.size == 48 * 2**30
+    assert config.memory.prompt_cache == 0 and type(config.memory.prompt_cache) is ByteSize
 
 
-@pytest.mark.parametrize("text", ["", "lots", "48K", "GiB", "-5GB", "4 8GB", "1e3", "5PB", "0x10"])
-def test_parse_size_junk(text):
-    with pytest.raises(ValueError):
-        parse_size(text)
-
-
-@pytest.mark.parametrize("text", ["0%", "150%", "-10%", "abc%", "nan%"])
-def test_parse_size_bad_percentages(text):
-    with pytest.raises(ValueError):
-        parse_size(text, total=1000)
-
-
-def test_parse_size_percentage_needs_total():
-    with pytest.raises(ValueError, match="total"):
-        parse_size("75%")
-
-
-@pytest.mark.parametrize(("text", "expected"), [
-    ("30m", 1800.0),
-    ("1h30m", 5400.0),
-    ("250ms", 0.25),
-    ("10s", 10.0),
-    ("2d", 172800.0),
-    ("1h1m1s", 3661.0),
-    ("1.5h", 5400.0),
-    ("0", 0.0),
-    ("12", 12.0),
-    ("2.5", 2.5),
-    (" 30m ", 1800.0),
-    (0, 0.0),
-    (45, 45.0),
-    (1.25, 1.25),
+@pytest.mark.parametrize(("name", "value", "key"), [
+    ("MLX_FLEET_SERVER_DRAIN_TIMEOUT", "soon", "server.drain_timeout"),
+    ("MLX_FLEET_MEMORY_IDLE_TTL", "-1", "memory.idle_ttl"),
+    ("MLX_FLEET_MEMORY_BUDGET", "0", "memory.budget"),
 ])
-def test_parse_duration(text, expected):
-    result = parse_duration(text)
-    assert isinstance(result, float)
-    assert result == pytest.approx(expected)
-
-
-@pytest.mark.parametrize("text", ["", "forever", "m", "30x", "1h 30m", "30m10", "h1", "-1m", "1h-30m", "30 m", "1w"])
-def test_parse_duration_junk(text):
-    with pytest.raises(ValueError):
-        parse_duration(text)
-
-
-@pytest.mark.parametrize("text", ["-5", "nan"])
-def test_parse_duration_refuses_negative_and_nan(text):
-    with pytest.raises(ValueError):
-        parse_duration(text)
+def test_bad_environment_duration_or_size_names_the_key(tmp_path, name, value, key):
+    assert f"fleet.toml: {key}: " in refused(tmp_path, MODEL, environ={name: value})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,10 +345,10 @@ def test_environment_overrides_file(tmp_path):
         "MLX_FLEET_SERVER_API_KEYS": '["a","b"]',
     })
     assert config.server.port == 9000
-    assert config.memory.budget == "50%"
+    assert config.memory.budget.percent == 50.0
     assert config.server.api_keys == ["a", "b"]
     # untouched keys keep the file's values
-    assert config.memory.idle_ttl == "30m"
+    assert config.memory.idle_ttl.text == "30m"
     assert config.models[0].id == "smollm2"
 
 
@@ -361,17 +388,17 @@ def test_bad_environment_value_names_the_key(tmp_path):
 def test_quoted_environment_value_is_a_string(tmp_path):
     config = load(tmp_path, MODEL, environ={"MLX_FLEET_MEMORY_IDLE_TTL": '"0"',
                                              "MLX_FLEET_SERVER_ADMIN_KEY": '"12345"'})
-    assert config.memory.idle_ttl == "0"
+    assert config.memory.idle_ttl == 0.0 and isinstance(config.memory.idle_ttl, Duration)
     assert config.server.admin_key == "12345"
 
 
-@pytest.mark.parametrize(("name", "value", "section", "key"), [
-    ("MLX_FLEET_MEMORY_IDLE_TTL", "0", "memory", "idle_ttl"),
-    ("MLX_FLEET_SERVER_ADMIN_KEY", "12345", "server", "admin_key"),
-])
-def test_unquoted_environment_value_for_string_key(tmp_path, name, value, section, key):
-    config = load(tmp_path, MODEL, environ={name: value})
-    assert getattr(getattr(config, section), key) == value
+def test_unquoted_environment_value_for_text_keys(tmp_path):
+    """"0" would read as a TOML integer; a key written as text takes the text as it is."""
+    config = load(tmp_path, MODEL, environ={"MLX_FLEET_MEMORY_IDLE_TTL": "0", "MLX_FLEET_SERVER_ADMIN_KEY": "12345",
+                                             "MLX_FLEET_SERVER_MAX_BODY_SIZE": "1024"})
+    assert config.memory.idle_ttl == 0.0 and config.memory.idle_ttl.text == "0"
+    assert config.server.admin_key == "12345"
+    assert config.server.max_body_size == 1024
 
 
 # ---------------------------------------------------------------------------------------------
@@ -496,7 +523,7 @@ def test_no_config_file_gives_default_models():
 def test_default_budget_is_a_valid_share_of_physical_memory():
     config = load_config(None, environ={})
     total = psutil.virtual_memory().total
-    assert 0 < parse_size(config.memory.budget, total=total) <= total
+    assert 0 < config.memory.budget.of(total) <= total
 
 
 def test_model_ids_maps_ids_and_aliases():

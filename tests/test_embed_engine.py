@@ -49,7 +49,7 @@ def reference(engine: EmbeddingEngine, texts: list[str]) -> np.ndarray:
 
     rows = []
     for text in texts:
-        out = generate(engine.model, engine.tokenizer, texts=[text], max_length=engine.max_length)
+        out = generate(engine.model, engine.tokenizer, texts=[text], max_length=engine.context_length)
         rows.append(np.asarray(out.text_embeds.astype(mx.float32))[0])
     return np.stack(rows)
 
@@ -59,7 +59,7 @@ def reference(engine: EmbeddingEngine, texts: list[str]) -> np.ndarray:
 
 def test_attributes(engine: EmbeddingEngine) -> None:
     assert engine.dim == 64
-    assert engine.max_length == 512  # tokenizer limit and position table agree
+    assert engine.context_length == 512  # tokenizer limit and position table agree
     assert engine.vocab_size == engine.model.config.vocab_size
 
 

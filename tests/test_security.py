@@ -15,6 +15,7 @@ from litestar.testing import TestClient
 from fleet_server import FleetServer, strict_client, write_config
 from mlx_fleet.config import FleetConfig, ModelConfig, ServerConfig
 from mlx_fleet.runtime import Endpoints
+from mlx_fleet.units import ByteSize
 from router.app import ROUTES, create_app
 
 API_KEY, ADMIN_KEY = "sk-user-0123456789", "sk-admin-0123456789"
@@ -96,7 +97,7 @@ def test_no_cors_headers_unless_configured() -> None:
 
 
 def test_oversized_body_is_413_in_the_envelope() -> None:
-    with keyed_app(max_body_size="1KiB") as client:
+    with keyed_app(max_body_size=ByteSize("1KiB")) as client:
         r = client.post("/v1/chat/completions", content=b"x" * 4096,
                         headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"})
         assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"

@@ -39,6 +39,7 @@ from mlx_fleet.protocol import (  # noqa: E402
     encode,
     stream_frame,
 )
+from worker.engine import Engine, Unsupported  # noqa: E402
 
 PARENT_CHECK_SECONDS = 0.5
 IDLE_POLL_MS = 100
@@ -75,7 +76,7 @@ class Worker:
         self.sink.setsockopt(zmq.LINGER, 0)
         self.sink.setsockopt(zmq.SNDHWM, 0)  # never block the decode loop on a slow router
         self.sink.connect(args.sink)
-        self.engine = None
+        self.engine: Engine | None = None
         self.running = True
 
     def emit(self, kind: bytes, rid: bytes, body: bytes) -> None:
@@ -119,12 +120,12 @@ class Worker:
         self.control(Loading(os.getpid()))
         started = time.perf_counter()
         try:
-            from worker.loader import LoadError, load_engine
+            from worker.loader import ModelNotLoadable, load_engine
             from worker.memory import measure
 
             self.engine = load_engine(self.args.type, self.args.path, self.args.state_dir.expanduser(),
                                       prompt_cache_bytes=self.args.prompt_cache_bytes)
-        except LoadError as e:
+        except ModelNotLoadable as e:
             self.control(LoadFailed(str(e)))
             return False
         except MemoryError as e:
@@ -136,47 +137,44 @@ class Worker:
             return False
         self.measure = measure
         freeze_startup_heap()
-        context = getattr(self.engine, "context_length", None) or self.engine.max_length
-        self.control(Ready(os.getpid(), measure(), context, time.perf_counter() - started))
+        self.control(Ready(os.getpid(), measure(), self.engine.context_length, time.perf_counter() - started))
         return True
 
     def handle(self, frames: list[bytes]) -> None:
         kind, rid, body = frames[0], frames[1], frames[2] if len(frames) > 2 else b""
         engine = self.engine
         if kind == Kind.GENERATE:
-            if not hasattr(engine, "submit"):
-                return self._refuse(rid, "chat and text completions")
-            failure = engine.submit(rid, decode_generate(body))
+            try:
+                failure = engine.submit(rid, decode_generate(body))
+            except Unsupported as e:
+                failure = self._unsupported(e)
             if failure is not None:
                 self.emit(Kind.END, rid, encode(failure))
         elif kind == Kind.EMBED:
-            if not hasattr(engine, "embed"):
-                return self._refuse(rid, "embeddings")
             try:
                 answer = engine.embed(decode_embed(body))
+            except Unsupported as e:
+                answer = self._unsupported(e)
             except Exception as e:  # noqa: BLE001 - one bad input must not end the worker
                 answer = Failure("internal_error", f"Embedding failed: {type(e).__name__}: {e}", 500)
             self.emit(Kind.END, rid, encode(answer))
             self.control(MemoryReport(self.measure()))
         elif kind == Kind.CANCEL:
-            if hasattr(engine, "cancel"):
-                engine.cancel(rid, self.emit)
+            engine.cancel(rid, self.emit)
         elif kind == Kind.CONTROL and isinstance(decode_control(body), Shutdown):
             self.running = False
 
-    def _refuse(self, rid: bytes, what: str) -> None:
-        failure = Failure("model_not_supported", f"Model '{self.args.model_id}' does not support {what}.",
-                          400, "model")
-        self.emit(Kind.END, rid, encode(failure))
+    def _unsupported(self, error: Unsupported) -> Failure:
+        """The router checks a model's type first; this answers a request that got past it anyway."""
+        return Failure("model_not_supported", f"Model '{self.args.model_id}' does not support {error}.", 400, "model")
 
     def serve(self) -> None:
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
         engine = self.engine
-        active = (lambda: engine.active) if hasattr(engine, "step") else (lambda: False)
         next_check = next_report = time.monotonic()
         while self.running:
-            timeout = 0 if active() else IDLE_POLL_MS
+            timeout = 0 if engine.active else IDLE_POLL_MS
             if poller.poll(timeout):
                 while True:
                     try:
@@ -184,9 +182,9 @@ class Worker:
                     except zmq.Again:
                         break
                     self.handle(frames)
-            if active():
+            if engine.active:
                 engine.step(self.emit)
-                if not active():  # the last request just ended: KV caches may have grown
+                if not engine.active:  # the last request just ended: KV caches may have grown
                     self.control(MemoryReport(self.measure()))
             now = time.monotonic()
             if now >= next_check:
@@ -196,10 +194,9 @@ class Worker:
                 if now >= next_report:
                     # While busy this doubles as the watchdog's heartbeat: the supervisor does not
                     # see tokens, so it learns "still making progress" from these.
-                    next_report = now + (PROGRESS_SECONDS if active() else MEMORY_REPORT_SECONDS)
+                    next_report = now + (PROGRESS_SECONDS if engine.active else MEMORY_REPORT_SECONDS)
                     self.control(MemoryReport(self.measure()))
-        if hasattr(engine, "cancel_all"):
-            engine.cancel_all(self.emit)
+        engine.cancel_all(self.emit)
 
     def close(self) -> None:
         # Long enough for a last message (LoadFailed, final END frames) to leave, bounded so a dead

@@ -21,15 +21,14 @@ import mlx.core as mx
 import numpy as np
 
 from mlx_fleet.protocol import Embed, Embeddings, Failure
+from worker.engine import Engine, config_value, tokenizer_limit, vocab_size
 
 # Beyond this no encoder we serve was trained, and attention cost grows with its square.
 MAX_LENGTH_CAP = 8192
 DEFAULT_MAX_LENGTH = 512
-# Tokenizers without a limit report ~1e30; anything this big is "no limit".
-_SANE_LIMIT = 10_000_000
 
 
-class EmbeddingEngine:
+class EmbeddingEngine(Engine):
     """Turns `Embed` requests into `Embeddings` with an mlx-embeddings model and its tokenizer."""
 
     def __init__(
@@ -37,16 +36,16 @@ class EmbeddingEngine:
         model: Any,
         tokenizer: Any,
         *,
-        max_length: int | None = None,
+        context_length: int | None = None,
         batch_size: int = 32,
         max_batch_tokens: int = 16384,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
-        self.max_length = max_length or max_length_of(model, tokenizer)
+        self.context_length = context_length or max_length_of(model, tokenizer)
         self.batch_size = batch_size
-        self.max_batch_tokens = max(max_batch_tokens, self.max_length)
-        self.vocab_size = _vocab_size(model, tokenizer)
+        self.max_batch_tokens = max(max_batch_tokens, self.context_length)
+        self.vocab_size = vocab_size(getattr(model, "config", None), getattr(tokenizer, "_tokenizer", tokenizer))
         pad = getattr(tokenizer, "pad_token_id", None)
         self._pad_id = int(pad) if isinstance(pad, int) else 0
         self._left_pad = getattr(tokenizer, "padding_side", "right") == "left"
@@ -93,11 +92,11 @@ class EmbeddingEngine:
         for index, ids in enumerate(sequences):
             if not ids:
                 return Failure("invalid_value", f"Input {index} is empty.", 400, "input")
-            if len(ids) > self.max_length:
+            if len(ids) > self.context_length:
                 return Failure(
                     "context_length_exceeded",
                     f"Input {index} is {len(ids)} tokens long, but this model's maximum input length is "
-                    f"{self.max_length} tokens. Please shorten or split it.",
+                    f"{self.context_length} tokens. Please shorten or split it.",
                     400,
                     "input",
                 )
@@ -158,31 +157,8 @@ def load_embeddings(path: str, **options: Any) -> EmbeddingEngine:
 def max_length_of(model: Any, tokenizer: Any) -> int:
     """The longest input the model takes: the smaller of the tokenizer's declared limit and the
     position table (XLM-R has 514 positions for 512 tokens), capped at `MAX_LENGTH_CAP`."""
-    limits: list[int] = []
-    tokenizer_limit = getattr(tokenizer, "model_max_length", None)
-    if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < _SANE_LIMIT:
-        limits.append(tokenizer_limit)
-    positions = _config_value(model, "max_position_embeddings")
+    limits = [limit] if (limit := tokenizer_limit(tokenizer)) else []
+    positions = config_value(getattr(model, "config", None), "max_position_embeddings")
     if isinstance(positions, int) and positions > 0:
         limits.append(positions)
     return min(min(limits, default=DEFAULT_MAX_LENGTH), MAX_LENGTH_CAP)
-
-
-def _vocab_size(model: Any, tokenizer: Any) -> int:
-    """Rows of the embedding table (larger ids would index past it), else the tokenizer's size."""
-    value = _config_value(model, "vocab_size")
-    if isinstance(value, int) and value > 0:
-        return value
-    inner = getattr(tokenizer, "_tokenizer", tokenizer)
-    return len(inner)
-
-
-def _config_value(model: Any, name: str) -> Any:
-    config = getattr(model, "config", None)
-    for holder in (config, getattr(config, "text_config", None)):
-        if holder is None:
-            continue
-        value = holder.get(name) if isinstance(holder, dict) else getattr(holder, name, None)
-        if value is not None:
-            return value
-    return None

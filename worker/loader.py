@@ -1,6 +1,6 @@
 """Turn a configured model path into a ready engine, with the library that fits its type.
 
-Every loader's failure becomes a `LoadError` with a message an operator can act on; in
+Every loader's failure becomes a `ModelNotLoadable` with a message an operator can act on; in
 particular a hub repo id that is not cached, with downloads off, says so instead of hanging.
 """
 
@@ -10,10 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-DEFAULT_CONTEXT = 4096
+from worker.engine import DEFAULT_CONTEXT, Engine
 
 
-class LoadError(Exception):
+class ModelNotLoadable(Exception):
     """The model cannot be loaded; the message is shown to operators as it is."""
 
 
@@ -30,18 +30,18 @@ def _guarded(path: str, load: Callable[[], Any]) -> Any:
     try:
         return load()
     except FileNotFoundError as e:
-        raise LoadError(f"model files not found for {path!r}: {e}") from None
+        raise ModelNotLoadable(f"model files not found for {path!r}: {e}") from None
     except Exception as e:  # noqa: BLE001 - the hub, the loaders and the model code raise anything
         name = type(e).__name__
         if "LocalEntryNotFound" in name or "OfflineMode" in name or "offline" in str(e).lower():
-            raise LoadError(
+            raise ModelNotLoadable(
                 f"{path!r} is not a local directory and is not in the Hugging Face cache; downloads are "
                 "off (set server.allow_downloads = true to fetch it)"
             ) from None
-        raise LoadError(f"{name}: {e}") from None
+        raise ModelNotLoadable(f"{name}: {e}") from None
 
 
-def load_engine(kind: str, path: str, state_dir: Path, *, prompt_cache_bytes: int = 512 * 2**20) -> Any:
+def load_engine(kind: str, path: str, state_dir: Path, *, prompt_cache_bytes: int = 512 * 2**20) -> Engine:
     """The engine for a model: TextEngine, VisionEngine or EmbeddingEngine."""
     if kind == "vision":
         from worker.vision_engine import load_vision

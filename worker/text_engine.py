@@ -13,7 +13,7 @@ or a new request ever waits.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,11 +35,10 @@ from mlx_fleet.protocol import (
     Usage,
     encode,
 )
+from worker.engine import Emit, Engine
 from worker.request_checks import check_request, fit_to_context
 from worker.stops import StopMatcher
 
-Emit = Callable[[bytes, bytes, bytes], None]
-"""emit(kind, request_id, body): hands one message to the socket."""
 _MODEL_KEY = "model"  # one model per worker: the prompt cache needs no other key
 MIN_REUSED_TOKENS = 64  # a shorter shared prefix is recomputed rather than copied out of the cache
 
@@ -61,7 +60,7 @@ class _Live:
     solo: Iterator | None = None  # its generate_step loop, while it runs alone
     cache: list | None = None     # its KV cache, while it runs alone
 
-class TextEngine:
+class TextEngine(Engine):
     def __init__(
         self,
         model: object,

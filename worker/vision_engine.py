@@ -4,7 +4,8 @@ mlx-vlm batches only in its own server, so this engine serves requests in arriva
 FIFO queue. It keeps the running request's `mlx_vlm.stream_generate` generator and advances it by
 exactly one token per `step()`: the worker polls its socket between steps, so a cancel or a new
 request waits at most one token (the first step of a request also runs its prefill, image encoder
-included). The interface is `TextEngine`'s, so the worker loop does not care which engine it runs.
+included). It is an `Engine` (worker/engine.py), as `TextEngine` is, so the worker loop does not
+care which engine it runs.
 
 The prompt is built the way mlx-vlm's own server builds it: `apply_chat_template` with the
 conversation (each message's images become image parts of that message, in order), then
@@ -17,7 +18,7 @@ is what `stream_generate(model, processor, prompt, image=[...])` produces for th
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,18 +39,13 @@ from mlx_fleet.protocol import (
     Usage,
     encode,
 )
+from worker.engine import DEFAULT_CONTEXT, Emit, Engine, config_value, tokenizer_limit, vocab_size
 from worker.request_checks import check_request, fit_to_context
 from worker.stops import StopMatcher
 
-Emit = Callable[[bytes, bytes, bytes], None]
-"""emit(kind, request_id, body): hands one message to the socket."""
-
-DEFAULT_CONTEXT = 4096
 # Roles whose images mlx-vlm's prompt formatter drops (it adds image tokens to user turns only):
 # accepting them would hand the model more images than the prompt has places for.
 _NO_IMAGE_ROLES = frozenset({"system", "developer", "assistant"})
-# A tokenizer's "no limit" sentinel is ~1e30; anything this big is not a real context length.
-_SANE_CONTEXT_LIMIT = 10_000_000
 
 
 @dataclass(slots=True, eq=False)
@@ -69,7 +65,7 @@ class _Job:
     unreported_tokens: int = 0
 
 
-class VisionEngine:
+class VisionEngine(Engine):
     """Serves `Generate` requests (chat with images, plain prompts, token ids) on an mlx-vlm model."""
 
     def __init__(
@@ -87,7 +83,7 @@ class VisionEngine:
         self.config = model.config
         self.tokenizer = processor.tokenizer if hasattr(processor, "tokenizer") else processor
         self.context_length = context_length or context_length_of(model, processor)
-        self.vocab_size = _vocab_size(self.config, self.tokenizer)
+        self.vocab_size = vocab_size(self.config, self.tokenizer)
         self._prefill_step_size = prefill_step_size
         # Exactly the flag stream_generate would use when it tokenizes the prompt itself.
         self._add_special_tokens = bool(should_add_special_tokens(self.config.model_type, processor))
@@ -289,33 +285,11 @@ def load_vision(path: str, context_length: int | None = None) -> VisionEngine:
 
 def context_length_of(model: Any, processor: Any) -> int:
     """The language model's context: its config first, the tokenizer's limit second, else 4096."""
-    config = model.config
-    for holder in (getattr(config, "text_config", None), config):
-        value = _get(holder, "max_position_embeddings")
-        if isinstance(value, int) and value > 0:
-            return value
+    value = config_value(model.config, "max_position_embeddings")
+    if isinstance(value, int) and value > 0:
+        return value
     tokenizer = processor.tokenizer if hasattr(processor, "tokenizer") else processor
-    limit = getattr(tokenizer, "model_max_length", None)
-    if isinstance(limit, int) and 0 < limit < _SANE_CONTEXT_LIMIT:
-        return limit
-    return DEFAULT_CONTEXT
-
-
-def _vocab_size(config: Any, tokenizer: Any) -> int:
-    """Rows of the embedding table (ids past it crash the model), else the tokenizer's size."""
-    for holder in (getattr(config, "text_config", None), config):
-        value = _get(holder, "vocab_size")
-        if isinstance(value, int) and value > 0:
-            return value
-    return len(tokenizer)
-
-
-def _get(holder: Any, name: str) -> Any:
-    if holder is None:
-        return None
-    if isinstance(holder, dict):
-        return holder.get(name)
-    return getattr(holder, name, None)
+    return tokenizer_limit(tokenizer) or DEFAULT_CONTEXT
 
 
 def _content(text: str, images: int) -> str | list[dict[str, str]]:
