@@ -12,7 +12,7 @@ from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery
 
 from mlx_fleet import statedb
-from mlx_fleet.protocol import GetStatus, LoadModel, Reply, UnloadModel
+from mlx_fleet.protocol import Call, GetStatus, LoadModel, Reply, UnloadModel
 from router.errors import ApiError
 from router.fleet_client import FleetClient, SupervisorUnavailable
 from router.openapi import error_responses
@@ -27,7 +27,8 @@ async def in_db(state: State, fn: Callable[..., T], *args: Any) -> T:
     return await asyncio.to_thread(statedb.call, state.db_path, fn, *args)
 
 
-async def _call(state: State, call, timeout: float | None = None) -> Response:
+async def supervisor_call(state: State, call: Call, timeout: float | None = None) -> Any:
+    """An admin call's result, or its failure (or the supervisor's absence) as an ApiError."""
     client: FleetClient = state.fleet
     try:
         reply: Reply = await client.call(call, timeout)
@@ -35,7 +36,11 @@ async def _call(state: State, call, timeout: float | None = None) -> Response:
         raise ApiError(503, f"The model server is not available: {e}", code="supervisor_unavailable") from None
     if reply.failure is not None:
         raise ApiError.from_failure(reply.failure)
-    return Response(msgspec.json.encode(reply.result), media_type="application/json")
+    return reply.result
+
+
+async def _call(state: State, call: Call, timeout: float | None = None) -> Response:
+    return Response(msgspec.json.encode(await supervisor_call(state, call, timeout)), media_type="application/json")
 
 
 @get("/admin/models/status", responses=error_responses())

@@ -25,7 +25,7 @@ from mlx_fleet.config import FleetConfig, ModelConfig
 from mlx_fleet.keys import KeyIndex
 from mlx_fleet.protocol import Failure, Generate
 from mlx_fleet.runtime import Endpoints
-from router import admin, admin_keys, admin_system, admin_usage, metrics
+from router import admin, admin_keys, admin_models, admin_system, admin_usage, metrics
 from router import openai_types as oa
 from router.admission import Admission
 from router.completions import (
@@ -122,7 +122,7 @@ async def openapi_json(request: Request) -> Response:
 
 
 ROUTES = [chat_completions, completions, embeddings, list_models, health, openapi_json, metrics.metrics,
-          *admin.ROUTES, *admin_keys.ROUTES, *admin_usage.ROUTES, *admin_system.ROUTES]
+          *admin.ROUTES, *admin_models.ROUTES, *admin_keys.ROUTES, *admin_usage.ROUTES, *admin_system.ROUTES]
 
 
 def create_app(

@@ -203,3 +203,20 @@ def test_keys_and_usage_survive_a_restart(tmp_path: Path, tiny_lm: Path) -> None
         assert listed[0]["requests"] == 2
     finally:
         again.stop()
+
+
+def test_readiness_and_a_test_request(ops: FleetServer) -> None:
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+    httpx.post(f"{ops.base_url}/admin/models/unload/tiny", params={"force": "true"}, headers=auth, timeout=60)
+    r = admin_get(ops, "/admin/models/tiny/readiness")
+    assert r.status_code == 503 and r.json() == {"model": "tiny", "ready": False, "state": "stopped"}
+    r = httpx.post(f"{ops.base_url}/admin/models/tiny/test", params={"max_tokens": 5}, headers=auth, timeout=60)
+    assert r.status_code == 200, r.text
+    test = r.json()
+    assert (test["model"], test["type"], test["completion_tokens"]) == ("tiny", "text", 5)
+    assert isinstance(test["output"], str) and test["latency_ms"] > 0
+    r = admin_get(ops, "/admin/models/readiness/tiny")  # the form for ids that hold '/'
+    assert r.status_code == 200 and r.json()["ready"] is True
+    r = httpx.post(f"{ops.base_url}/admin/models/test/bert", headers=auth, timeout=60)
+    assert r.status_code == 200 and r.json()["dimensions"] > 0 and r.json()["output"] is None
+    assert admin_get(ops, "/admin/models/nope/readiness").status_code == 404

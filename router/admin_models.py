@@ -1,0 +1,106 @@
+"""`/admin/models/<action>/{model_id}`: is a model ready, and does it answer (one short request).
+
+Model ids may hold `/` (hub-style names): such an id must be the last part of a path, so each
+route also answers at `/admin/models/<action>/{model_id}`, as `load/{model_id}` does.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import msgspec
+from litestar import Response, get, post
+from litestar.datastructures import State
+from litestar.params import FromPath, QueryParameter
+
+from mlx_fleet.config import FleetConfig
+from mlx_fleet.protocol import (
+    ChatInput,
+    Embed,
+    Embeddings,
+    Failure,
+    Generate,
+    GetStatus,
+    Kind,
+    Message,
+    Sampling,
+    decode_end,
+    encode,
+)
+from router.admin import supervisor_call
+from router.completions import Exchange, resolve_model
+from router.errors import ApiError
+from router.openapi import error_responses
+
+
+
+def model_paths(action: str) -> list[str]:
+    """The design documents' `/admin/models/{model_id}/<action>` (an id without `/`), and
+    `/admin/models/<action>/{model_id}` for any id."""
+    return [f"/admin/models/{{model_id:str}}/{action}", f"/admin/models/{action}/{{model_id:path}}"]
+
+
+class Readiness(msgspec.Struct, kw_only=True):
+    model: str
+    ready: bool
+    state: str
+
+
+class TestResult(msgspec.Struct, kw_only=True):
+    model: str
+    type: str
+    latency_ms: float
+    output: str | None = None  # generated text (text and vision models)
+    finish_reason: str | None = None
+    prompt_tokens: int
+    completion_tokens: int = 0
+    dimensions: int | None = None  # embedding width (embedding models)
+
+
+@get(model_paths("readiness"), responses=error_responses(404),
+     response_description="200 when the model's worker is ready (or busy), 503 with the same body otherwise")
+async def model_readiness(state: State, model_id: FromPath[str]) -> Response[Readiness]:
+    model = resolve_model(state.config, model_id.lstrip("/"))
+    status = await supervisor_call(state, GetStatus())
+    current = next(m for m in status["models"] if m["id"] == model.id)["state"]
+    ready = current in ("ready", "busy")
+    return Response(msgspec.json.encode(Readiness(model=model.id, ready=ready, state=current)),
+                    status_code=200 if ready else 503, media_type="application/json")
+
+
+@post(model_paths("test"), status_code=200, responses=error_responses(404, 429))
+async def model_test(state: State, model_id: FromPath[str],
+                     prompt: Annotated[str, QueryParameter(max_length=2000)] = "Say hello.",
+                     max_tokens: Annotated[int, QueryParameter(ge=1, le=256)] = 16) -> Response[TestResult]:
+    """One short request through the same path as clients' (loading the model if needed)."""
+    config: FleetConfig = state.config
+    model = resolve_model(config, model_id.lstrip("/"))
+    ex = Exchange.new(state.fleet, state.admission, model.id, "test")
+    started = time.perf_counter()
+    if model.type == "embeddings":
+        stream = ex.open(Kind.EMBED, encode(Embed(texts=(prompt,))))
+        try:
+            end = decode_end((await stream.take())[-1][1])
+        finally:
+            ex.close()
+        if isinstance(end, Failure):
+            raise ApiError.from_failure(end)
+        assert isinstance(end, Embeddings)
+        result = TestResult(model=model.id, type=model.type, latency_ms=_ms(started),
+                            prompt_tokens=sum(end.token_counts), dimensions=end.dim)
+    else:
+        sampling = Sampling(max_tokens=max_tokens, temperature=0.0)
+        ex.open(Kind.GENERATE, encode(Generate(ChatInput((Message("user", prompt),)), sampling)))
+        text, done = await ex.collect(ex.stream)  # type: ignore[arg-type]
+        result = TestResult(model=model.id, type=model.type, latency_ms=_ms(started), output=text,
+                            finish_reason=done.finish_reason, prompt_tokens=done.usage.prompt_tokens,
+                            completion_tokens=done.usage.completion_tokens)
+    return Response(msgspec.json.encode(result), media_type="application/json")
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+ROUTES = [model_readiness, model_test]
