@@ -10,12 +10,14 @@ import threading
 import time
 
 import httpx
+import msgspec
 
+from mlx_fleet.protocol import FleetStatus, LoadResult, UnloadResult
 from mlx_fleet.units import fmt_bytes
 
 
-def call(args: argparse.Namespace, method: str, path: str, **kwargs) -> dict | None:
-    """The admin API's JSON answer, or None after telling the user why there is none."""
+def call(args: argparse.Namespace, method: str, path: str, **kwargs) -> httpx.Response | None:
+    """The admin API's answer when it is a 200, or None after telling the user what went wrong."""
     headers = {"Authorization": f"Bearer {args.admin_key}"} if args.admin_key else {}
     base = args.url.rstrip("/")
     try:
@@ -23,32 +25,33 @@ def call(args: argparse.Namespace, method: str, path: str, **kwargs) -> dict | N
     except httpx.HTTPError as e:
         print(f"mlx-fleet: cannot reach {base}: {e}", file=sys.stderr)
         return None
-    body = response.json()
     if response.status_code != 200:
+        body = response.json()
         print(f"mlx-fleet: {response.status_code}: {body.get('error', {}).get('message', body)}", file=sys.stderr)
         return None
-    return body
+    return response
 
 
 def run(args: argparse.Namespace) -> int:
     if args.command == "status":
-        body = call(args, "GET", "/admin/models/status")
+        response = call(args, "GET", "/admin/models/status")
     else:
         with Spinner(f"{args.command}ing {args.model}"):
-            body = call(args, "POST", f"/admin/models/{args.command}/{args.model}", timeout=None,
-                        params={"force": "true"} if args.command == "unload" and args.force else None)
-    if body is None:
+            response = call(args, "POST", f"/admin/models/{args.command}/{args.model}", timeout=None,
+                            params={"force": "true"} if args.command == "unload" and args.force else None)
+    if response is None:
         return 1
     if args.json:
-        print(json.dumps(body, indent=2))
+        print(json.dumps(response.json(), indent=2))
     elif args.command == "status":
-        print(format_status(body))
+        print(format_status(msgspec.json.decode(response.content, type=FleetStatus)))
     elif args.command == "load":
-        print(f"{body['id']}: {body['state']}, pid {body['pid']}, {_mem(body['memory']['measured'])}, "
-              f"loaded in {body['load_seconds']:.2f} s, pinned")
+        m = msgspec.json.decode(response.content, type=LoadResult)
+        print(f"{m.id}: {m.state}, pid {m.pid}, {_mem(m.memory.measured)}, "
+              f"loaded in {m.load_seconds or 0:.2f} s, pinned")
     else:
-        print(f"{body['model']}: {body['action']}, released {fmt_bytes(body['memory_released'])} "
-              f"in {body['seconds']:.2f} s")
+        u = msgspec.json.decode(response.content, type=UnloadResult)
+        print(f"{u.model}: {u.action}, released {fmt_bytes(u.memory_released)} in {u.seconds:.2f} s")
     return 0
 
 
@@ -63,26 +66,27 @@ def _age(t: float | None, now: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def format_status(body: dict) -> str:
+def format_status(status: FleetStatus) -> str:
     now = time.time()
     header = ("MODEL", "TYPE", "STATE", "PID", "MEASURED", "ESTIMATED", "PIN", "IN FLIGHT", "QUEUED",
               "SERVED", "TOKENS", "IDLE", "TTL LEFT")
     rows: list[tuple[str, ...]] = []
-    for m in body["models"]:
-        ttl = m["ttl_remaining"]
-        rows.append((m["id"], m["type"], m["state"], str(m["pid"] or "-"), _mem(m["memory"]["measured"]),
-                     _mem(m["memory"]["estimated"]), "yes" if m["pinned"] else "", str(m["in_flight"]),
-                     str(m["queued"]), str(m["served"]), str(m["tokens_generated"]), _age(m["last_used"], now),
-                     f"{ttl:.0f}s" if ttl is not None else "-"))
+    for m in status.models:
+        ttl = m.ttl_remaining
+        rows.append((m.id, m.type, m.state, str(m.pid or "-"), _mem(m.memory.measured), _mem(m.memory.estimated),
+                     "yes" if m.pinned else "", str(m.in_flight), str(m.queued), str(m.served),
+                     str(m.tokens_generated), _age(m.last_used, now), f"{ttl:.0f}s" if ttl is not None else "-"))
     lines = table(header, rows).splitlines()
-    for m in body["models"]:
-        if m["last_error"]:
-            lines.append(f"{m['id']}: last error: {m['last_error']}")
-    p = body["pool"]
+    for m in status.models:
+        if m.last_error:
+            oom = " (out of memory)" if m.last_error_out_of_memory else ""
+            lines.append(f"{m.id}: last error{oom}: {m.last_error}")
+    p = status.pool
     lines.append("")
-    lines.append(f"policy {p['policy']}: {_mem(p['in_use'])} of {_mem(p['budget'])} in use "
-                 f"({_mem(p['available'])} free), {p['loaded']} of at most {p['max_models']} models; "
-                 f"machine {_mem(p['machine_available'])} available of {_mem(p['machine_total'])}")
+    lines.append(f"policy {p.policy}: {_mem(p.in_use)} of {_mem(p.budget)} in use "
+                 f"({_mem(p.available)} free), {p.loaded} of at most {p.max_models} models, "
+                 f"{len(p.spares)} of {p.spares_wanted} warm spares; "
+                 f"machine {_mem(p.machine_available)} available of {_mem(p.machine_total)}")
     return "\n".join(lines)
 
 

@@ -85,8 +85,9 @@ class MemoryConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     idle_ttl: Duration = Duration("30m")
     # KV caches kept per text model for prefix reuse (next chat turns); part of its footprint.
     prompt_cache: ByteSize = ByteSize("512MiB")
-    # A worker started in advance with MLX libraries imported, so a cold model costs its load only.
-    warm_spare: bool = True
+    # Workers started in advance with MLX libraries imported, so a cold model costs its load only
+    # (each one a ~130 MiB process, counted in the budget); 0 = none.
+    spares: int = 1
 
 
 class UsageConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -213,6 +214,8 @@ def _check(config: FleetConfig, source: str, base: Path) -> None:
         raise ConfigError(f"{source}: server.default_max_tokens: must be at least 1")
     if memory.max_models < 1:
         raise ConfigError(f"{source}: memory.max_models: must be at least 1")
+    if memory.spares < 0:
+        raise ConfigError(f"{source}: memory.spares: must be 0 (none) or more")
     for key in ("max_requests_per_model", "max_requests"):
         if getattr(server, key) < 1:
             raise ConfigError(f"{source}: server.{key}: must be at least 1")

@@ -14,9 +14,12 @@ import sys
 import time
 from pathlib import Path
 
+import msgspec
+
 from mlx_fleet import keys
 from mlx_fleet.admin_cli import call, table
 from mlx_fleet.config import ConfigError, ServerConfig, load_config
+from router.usage_queries import Aggregate
 
 
 def add_commands(sub: argparse._SubParsersAction, remote: argparse.ArgumentParser) -> None:
@@ -78,8 +81,6 @@ def run_keys(args: argparse.Namespace) -> int:
 
 
 def _print(args: argparse.Namespace, value: object, text: str) -> None:
-    import msgspec
-
     print(msgspec.json.format(msgspec.json.encode(value)).decode() if args.json else text)
 
 
@@ -95,13 +96,14 @@ def format_keys(found: list[keys.ApiKey]) -> str:
 
 def run_usage(args: argparse.Namespace) -> int:
     params = {"by": args.by, **({"since": args.since} if args.since else {})}
-    body = call(args, "GET", "/admin/usage/aggregate", params=params)
-    if body is None:
+    response = call(args, "GET", "/admin/usage/aggregate", params=params)
+    if response is None:
         return 1
     if args.json:
-        print(json.dumps(body, indent=2))
+        print(json.dumps(response.json(), indent=2))
         return 0
+    body = msgspec.json.decode(response.content, type=Aggregate)
     print(table((args.by.upper(), "REQUESTS", "ERRORS", "PROMPT TOKENS", "COMPLETION TOKENS", "CACHED"),
-                [(str(t["group"] or "-"), str(t["requests"]), str(t["errors"]), str(t["prompt_tokens"]),
-                  str(t["completion_tokens"]), str(t["cached_tokens"])) for t in body["data"]]))
+                [(t.group or "-", str(t.requests), str(t.errors), str(t.prompt_tokens), str(t.completion_tokens),
+                  str(t.cached_tokens)) for t in body.data]))
     return 0

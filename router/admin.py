@@ -12,14 +12,25 @@ from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery
 
 from mlx_fleet import statedb
-from mlx_fleet.protocol import Call, GetStatus, LoadModel, Reply, UnloadModel
+from mlx_fleet.protocol import (
+    Call,
+    FleetStatus,
+    GetStatus,
+    HealthStatus,
+    LoadModel,
+    LoadResult,
+    Reply,
+    UnloadModel,
+    UnloadResult,
+)
 from router.errors import ApiError
 from router.fleet_client import FleetClient, SupervisorUnavailable
 from router.openapi import error_responses
 
+T = TypeVar("T")
+
 # A load waits for the model to be ready; that can take minutes for a big model.
 LOAD_CALL_TIMEOUT = 3600.0
-T = TypeVar("T")
 
 
 async def in_db(state: State, fn: Callable[..., T], *args: Any) -> T:
@@ -27,8 +38,8 @@ async def in_db(state: State, fn: Callable[..., T], *args: Any) -> T:
     return await asyncio.to_thread(statedb.call, state.db_path, fn, *args)
 
 
-async def supervisor_call(state: State, call: Call, timeout: float | None = None) -> Any:
-    """An admin call's result, or its failure (or the supervisor's absence) as an ApiError."""
+async def supervisor_call(state: State, call: Call, result: type[T], timeout: float | None = None) -> T:
+    """One admin call; its result checked against the type the supervisor promised."""
     client: FleetClient = state.fleet
     try:
         reply: Reply = await client.call(call, timeout)
@@ -36,40 +47,50 @@ async def supervisor_call(state: State, call: Call, timeout: float | None = None
         raise ApiError(503, f"The model server is not available: {e}", code="supervisor_unavailable") from None
     if reply.failure is not None:
         raise ApiError.from_failure(reply.failure)
-    return reply.result
+    return msgspec.convert(reply.result, result)
 
 
-async def _call(state: State, call: Call, timeout: float | None = None) -> Response:
-    return Response(msgspec.json.encode(await supervisor_call(state, call, timeout)), media_type="application/json")
+async def fleet_status(state: State, timeout: float = 2.0) -> FleetStatus | None:
+    """The supervisor's status, or None when it does not answer (for figures that can go without)."""
+    client: FleetClient = state.fleet
+    try:
+        reply = await client.call(GetStatus(), timeout=timeout)
+    except SupervisorUnavailable:
+        return None
+    return msgspec.convert(reply.result, FleetStatus)
+
+
+def as_json(body: msgspec.Struct, status_code: int = 200) -> Response:
+    return Response(msgspec.json.encode(body), status_code=status_code, media_type="application/json")
 
 
 @get("/admin/models/status", responses=error_responses())
-async def models_status(state: State) -> Response:
-    return await _call(state, GetStatus())
+async def models_status(state: State) -> Response[FleetStatus]:
+    return as_json(await supervisor_call(state, GetStatus(), FleetStatus))
 
 
 @post("/admin/models/load/{model_id:str}", status_code=200, responses=error_responses(404))
-async def load_model(state: State, model_id: FromPath[str]) -> Response:
-    return await _call(state, LoadModel(model_id), LOAD_CALL_TIMEOUT)
+async def load_model(state: State, model_id: FromPath[str]) -> Response[LoadResult]:
+    return as_json(await supervisor_call(state, LoadModel(model_id), LoadResult, LOAD_CALL_TIMEOUT))
 
 
 @post("/admin/models/unload/{model_id:str}", status_code=200, responses=error_responses(404))
-async def unload_model(state: State, model_id: FromPath[str], force: FromQuery[bool] = False) -> Response:
-    return await _call(state, UnloadModel(model_id, force), LOAD_CALL_TIMEOUT)
+async def unload_model(state: State, model_id: FromPath[str], force: FromQuery[bool] = False) -> Response[UnloadResult]:
+    return as_json(await supervisor_call(state, UnloadModel(model_id, force), UnloadResult, LOAD_CALL_TIMEOUT))
 
 
 @get("/admin/health", responses=error_responses())
-async def admin_health(state: State) -> Response:
+async def admin_health(state: State) -> Response[HealthStatus]:
+    """`healthy` (the design documents' word), `degraded` while a model shows `failed`."""
     client: FleetClient = state.fleet
     try:
         reply = await client.call(GetStatus(), timeout=2.0)
     except SupervisorUnavailable as e:
-        body = {"status": "unavailable", "supervisor": "unreachable", "reason": str(e), "workers": {}}
-        return Response(msgspec.json.encode(body), status_code=503, media_type="application/json")
-    workers = {m["id"]: m["state"] for m in reply.result["models"]}
-    failed = [k for k, v in workers.items() if v == "failed"]
-    body = {"status": "degraded" if failed else "ok", "supervisor": "ok", "workers": workers}
-    return Response(msgspec.json.encode(body), media_type="application/json")
+        return as_json(HealthStatus(status="unavailable", supervisor="unreachable", workers={}, reason=str(e)), 503)
+    status = msgspec.convert(reply.result, FleetStatus)
+    workers = {m.id: m.state for m in status.models}
+    failed = any(v == "failed" for v in workers.values())
+    return as_json(HealthStatus(status="degraded" if failed else "healthy", supervisor="ok", workers=workers))
 
 
 ROUTES = [models_status, load_model, unload_model, admin_health]

@@ -20,6 +20,7 @@ from mlx_fleet.protocol import (
     Embed,
     Embeddings,
     Failure,
+    FleetStatus,
     Generate,
     GetStatus,
     Kind,
@@ -62,8 +63,8 @@ class TestResult(msgspec.Struct, kw_only=True):
      response_description="200 when the model's worker is ready (or busy), 503 with the same body otherwise")
 async def model_readiness(state: State, model_id: FromPath[str]) -> Response[Readiness]:
     model = resolve_model(state.config, model_id.lstrip("/"))
-    status = await supervisor_call(state, GetStatus())
-    current = next(m for m in status["models"] if m["id"] == model.id)["state"]
+    status = await supervisor_call(state, GetStatus(), FleetStatus)
+    current = next(m.state for m in status.models if m.id == model.id)
     ready = current in ("ready", "busy")
     return Response(msgspec.json.encode(Readiness(model=model.id, ready=ready, state=current)),
                     status_code=200 if ready else 503, media_type="application/json")

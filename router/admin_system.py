@@ -17,11 +17,9 @@ import psutil
 from litestar import Response, get
 from litestar.datastructures import State
 
-from mlx_fleet.protocol import GetStatus
 from router import usage_queries as q
-from router.admin import in_db
+from router.admin import fleet_status, in_db
 from router.errors import ApiError
-from router.fleet_client import FleetClient, SupervisorUnavailable
 from router.openapi import error_responses
 
 CAPABILITIES_TIMEOUT = 120.0
@@ -62,18 +60,14 @@ class Capabilities(msgspec.Struct, kw_only=True):
 
 @get("/admin/system/summary", responses=_ERRORS)
 async def system_summary(state: State) -> Response[Summary]:
-    client: FleetClient = state.fleet
-    try:
-        status = (await client.call(GetStatus(), timeout=2.0)).result
-    except SupervisorUnavailable:
-        status = None
+    status = await fleet_status(state)
     state_dir = Path(state.config.server.state_dir).expanduser()
     vm, swap, disk = psutil.virtual_memory(), psutil.swap_memory(), psutil.disk_usage(str(state_dir))
-    workers = None if status is None else sum(1 for m in status["models"] if m["pid"])
+    workers = None if status is None else sum(1 for m in status.models if m.pid)
     summary = Summary(
         cpu_percent=psutil.cpu_percent(interval=None), cpu_count=psutil.cpu_count() or 1,
         load_average=list(psutil.getloadavg()), memory_total=vm.total, memory_available=vm.available,
-        memory_used_by_fleet=None if status is None else status["pool"]["in_use"],
+        memory_used_by_fleet=None if status is None else status.pool.in_use,
         swap_total=swap.total, swap_used=swap.used, disk_free=disk.free, disk_total=disk.total,
         uptime_seconds=time.time() - state.started, machine_uptime_seconds=time.time() - psutil.boot_time(),
         workers=workers, supervisor="unreachable" if status is None else "ok")

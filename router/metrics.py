@@ -9,16 +9,14 @@ worker memory, per model) are read from the supervisor's status at scrape time.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
-
 from litestar import Response, get
 from litestar.datastructures import State
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from mlx_fleet.protocol import GetStatus
-from router.fleet_client import FleetClient, SupervisorUnavailable
+from mlx_fleet.protocol import FleetStatus
+from router.admin import fleet_status
 from router.usage import UsageRecord
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -62,7 +60,7 @@ class FleetCollector(Collector):
     """Gauges from the last supervisor status, which the scrape handler sets just before collecting."""
 
     def __init__(self) -> None:
-        self.status: dict[str, Any] | None = None
+        self.status: FleetStatus | None = None
 
     def collect(self):  # type: ignore[override]
         in_flight = GaugeMetricFamily("mlx_fleet_in_flight", "Requests a model's worker is running", labels=["model"])
@@ -71,20 +69,16 @@ class FleetCollector(Collector):
         memory = GaugeMetricFamily("mlx_fleet_worker_memory_bytes", "A model's worker, measured", labels=["model"])
         up = GaugeMetricFamily("mlx_fleet_supervisor_up", "1 when the supervisor answered this scrape")
         up.add_metric([], 0 if self.status is None else 1)
-        for m in (self.status or {}).get("models", []):
-            in_flight.add_metric([m["id"]], m["in_flight"])
-            queued.add_metric([m["id"]], m["queued"])
-            memory.add_metric([m["id"]], m["memory"]["measured"] or 0)
+        for m in self.status.models if self.status is not None else ():
+            in_flight.add_metric([m.id], m.in_flight)
+            queued.add_metric([m.id], m.queued)
+            memory.add_metric([m.id], m.memory.measured or 0)
         yield from (in_flight, queued, memory, up)
 
 
 @get("/metrics", opt={"metrics": True}, media_type=CONTENT_TYPE)
 async def metrics(state: State) -> Response[str]:
     request_metrics: RequestMetrics = state.metrics
-    client: FleetClient = state.fleet
     await asyncio.to_thread(state.usage.flush)
-    try:
-        request_metrics.fleet.status = (await client.call(GetStatus(), timeout=2.0)).result
-    except SupervisorUnavailable:
-        request_metrics.fleet.status = None
+    request_metrics.fleet.status = await fleet_status(state)
     return Response(generate_latest(request_metrics.registry), media_type=CONTENT_TYPE)

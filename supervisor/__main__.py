@@ -12,7 +12,8 @@ from pathlib import Path
 from mlx_fleet.config import decode_config
 from mlx_fleet.heap import freeze_startup_heap
 from mlx_fleet.runtime import Endpoints
-from supervisor.fleet import PythonWorkerLauncher, Supervisor
+from supervisor.fleet import Supervisor
+from supervisor.launcher import PythonWorkerLauncher
 from supervisor.memory import Remembered
 
 

@@ -10,7 +10,7 @@ log = logging.getLogger("mlx_fleet.supervisor")
 
 class WorkerState(enum.StrEnum):
     STOPPED = "stopped"    # no process
-    STARTING = "starting"  # process spawned, not yet connected
+    STARTING = "starting"  # room reserved; waiting for room to free, a spare, or the process to connect
     LOADING = "loading"    # connected, importing libraries and loading weights
     READY = "ready"        # loaded, nothing in flight
     BUSY = "busy"          # loaded, requests in flight
@@ -30,7 +30,7 @@ class WorkerState(enum.StrEnum):
 S = WorkerState
 _ALLOWED: dict[WorkerState, frozenset[WorkerState]] = {
     S.STOPPED: frozenset({S.STARTING}),
-    S.STARTING: frozenset({S.LOADING, S.STOPPING, S.FAILED}),
+    S.STARTING: frozenset({S.LOADING, S.STOPPING, S.STOPPED, S.FAILED}),  # -> stopped: no room came
     S.LOADING: frozenset({S.READY, S.STOPPING, S.FAILED}),
     S.READY: frozenset({S.BUSY, S.DRAINING, S.STOPPING, S.FAILED}),
     S.BUSY: frozenset({S.READY, S.DRAINING, S.STOPPING, S.FAILED}),
@@ -49,7 +49,8 @@ class StateMismatch(RuntimeError):
 
 
 class Lifecycle:
-    """Holds one model's worker state; every change goes through `swap`, which checks and logs it."""
+    """Holds one model's worker state; every change goes through `swap`, a compare-and-swap that
+    checks the move against the table and logs it. There is no unconditional setter."""
 
     __slots__ = ("model_id", "_state")
 
@@ -73,7 +74,3 @@ class Lifecycle:
         quiet = {old, new} <= {S.READY, S.BUSY}
         log.log(logging.DEBUG if quiet else logging.INFO, "model %s: %s -> %s", self.model_id, old, new)
         return old
-
-    def to(self, new: WorkerState) -> WorkerState:
-        """Move from whatever the state is now; still refuses a move the table does not allow."""
-        return self.swap(self._state, new)

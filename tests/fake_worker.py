@@ -8,6 +8,7 @@ make it misbehave on command; everything it does is deterministic.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import time
 import zmq
 
 from mlx_fleet.protocol import (
+    Assign,
     Delta,
     Done,
     Kind,
@@ -26,6 +28,7 @@ from mlx_fleet.protocol import (
     MemoryReport,
     Ready,
     Shutdown,
+    Spare,
     Usage,
     decode_control,
     decode_generate,
@@ -34,7 +37,7 @@ from mlx_fleet.protocol import (
 )
 
 
-def main() -> int:
+def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser()
     p.add_argument("--identity", required=True)
     p.add_argument("--endpoint", required=True)
@@ -50,7 +53,15 @@ def main() -> int:
     p.add_argument("--crash-after", type=int, default=-1, help="exit(3) after this many tokens")
     p.add_argument("--ignore-sigterm", action="store_true")
     p.add_argument("--spawn-grandchild", action="store_true")
-    args = p.parse_args()
+    p.add_argument("--oom", action="store_true", help="--fail-load says it ran out of memory")
+    p.add_argument("--spare", action="store_true", help="start as a warm spare: say Spare, wait for Assign")
+    p.add_argument("--import-seconds", type=float, default=0.0, help="a spare's imports take this long")
+    p.add_argument("--model-flags", default="{}", help="a spare's JSON map: model id -> that model's switches")
+    return p.parse_args(argv)
+
+
+def main() -> int:
+    args = parse(sys.argv[1:])
 
     if args.ignore_sigterm:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -74,12 +85,27 @@ def main() -> int:
     def control(message) -> None:
         sock.send_multipart((Kind.CONTROL, b"", encode(message)))
 
+    if args.spare:
+        time.sleep(args.import_seconds)
+        control(Spare(os.getpid(), Memory(rss=20 * 2**20)))
+        while True:  # as the real spare: wait for Assign, then become that model's worker
+            if sock.poll(50):
+                frames = sock.recv_multipart()
+                message = decode_control(frames[2]) if frames[0] == Kind.CONTROL else None
+                if isinstance(message, Shutdown):
+                    return 0
+                if isinstance(message, Assign):
+                    base = [a for a in sys.argv[1:] if a != "--spare"]
+                    args = parse([*base, *json.loads(args.model_flags).get(message.model_id, [])])
+                    break
+            elif os.getppid() != args.parent_pid:
+                return 0
     control(Loading(os.getpid()))
     if args.hang_on_load:
         time.sleep(3600)
     time.sleep(args.load_seconds)
     if args.fail_load:
-        control(LoadFailed(args.fail_load))
+        control(LoadFailed(args.fail_load, out_of_memory=args.oom))
         sock.close(linger=1000)  # as the real worker does: the last message must get out
         return 1
     memory = args.memory

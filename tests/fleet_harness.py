@@ -8,10 +8,11 @@ milliseconds.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from mlx_fleet.runtime import Endpoints, make_runtime_dir, remove_runtime_dir
 from mlx_fleet.units import Duration, MemoryBudget
 from router.fleet_client import FleetClient, RequestStream
 from supervisor.fleet import Supervisor, Timeouts
-from supervisor.memory import Remembered
+from supervisor.memory import Remembered, tree_rss
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_WORKER = Path(__file__).resolve().parent / "fake_worker.py"
@@ -31,20 +32,30 @@ FAST = Timeouts(load=10.0, stop_grace=0.5, drain=2.0, parent_check=0.5, housekee
 
 
 class FakeLauncher:
-    """Starts tests/fake_worker.py with per-model switches; counts spawns."""
+    """Starts tests/fake_worker.py with per-model switches; counts spawns (of model workers, not
+    spares). `spare_flags`: the switches of the 1st, 2nd, ... spare (the last repeats); None: no spares."""
 
-    def __init__(self, flags: dict[str, list[str]], sink: str) -> None:
+    def __init__(self, flags: dict[str, list[str]], sink: str, spare_flags: list[list[str]] | None = None) -> None:
         self.flags = flags
         self.sink = sink
+        self.spare_flags = spare_flags
         self.spawned: list[str] = []
+        self.spares: list[str] = []  # identities of the spares started
+
+    def _base(self, identity: str, endpoint: str) -> list[str]:
+        return [sys.executable, str(FAKE_WORKER), "--identity", identity, "--endpoint", endpoint,
+                "--sink", self.sink, "--parent-pid", str(os.getpid())]
 
     def argv(self, model: ModelConfig, identity: str, endpoint: str) -> list[str]:
         self.spawned.append(model.id)
-        return [sys.executable, str(FAKE_WORKER), "--identity", identity, "--endpoint", endpoint,
-                "--sink", self.sink, "--parent-pid", str(os.getpid()), *self.flags.get(model.id, [])]
+        return [*self._base(identity, endpoint), *self.flags.get(model.id, [])]
 
     def spare_argv(self, identity: str, endpoint: str) -> list[str] | None:
-        return None  # the fake worker has no imports worth warming
+        if self.spare_flags is None:
+            return None
+        flags = self.spare_flags[min(len(self.spares), len(self.spare_flags) - 1)]
+        self.spares.append(identity)
+        return [*self._base(identity, endpoint), "--spare", "--model-flags", json.dumps(self.flags), *flags]
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -55,7 +66,7 @@ class Fleet:
         self.supervisor, self.client, self.launcher = supervisor, client, launcher
 
     def slot(self, model: str):
-        return self.supervisor.slots[model]
+        return self.supervisor.registry.slots[model]
 
     def open(self, model: str, max_tokens: int = 64) -> RequestStream:
         request = Generate(ChatInput((Message("user", "hi"),)), Sampling(max_tokens=max_tokens))
@@ -75,28 +86,31 @@ class Fleet:
         """One request, answered, and counted by the supervisor (its END copy travels separately)."""
         stream = self.open(model, max_tokens)
         answer = await self.finish(stream, timeout)
-        await until(lambda: stream.rid not in self.supervisor.routes)
+        await until(lambda: stream.rid not in self.supervisor.registry.routes)
         return answer
 
     def states(self) -> dict[str, str]:
-        return {m: str(s.state) for m, s in self.supervisor.slots.items()}
+        return {m: str(s.state) for m, s in self.supervisor.registry.slots.items()}
 
 
 @asynccontextmanager
 async def fleet(models: dict[str, list[str]], *, budget: int = 10 * 1024 * MiB, max_models: int = 8,
                 policy: str = "lru", idle_ttl: str = "0", preload: tuple[str, ...] = (),
-                timeouts: Timeouts = FAST, state_dir: Path | None = None) -> AsyncIterator[Fleet]:
+                timeouts: Timeouts = FAST, state_dir: Path | None = None,
+                spares: int = 0, spare_flags: list[list[str]] | None = None,
+                probe: Callable[[int], int] = tree_rss) -> AsyncIterator[Fleet]:
+    """`spares`: warm spares (fake ones) to keep; `spare_flags`: the switches of each in turn."""
     config = FleetConfig(
         memory=MemoryConfig(policy=policy, budget=MemoryBudget(str(budget)), max_models=max_models,
-                            idle_ttl=Duration(idle_ttl)),
+                            idle_ttl=Duration(idle_ttl), spares=spares),
         models=[ModelConfig(id=m, path=f"/nonexistent/{m}", type="text", preload=m in preload) for m in models],
     )
     runtime = make_runtime_dir()
     endpoints = Endpoints(runtime)
-    launcher = FakeLauncher(models, endpoints.sink)
+    launcher = FakeLauncher(models, endpoints.sink, (spare_flags or [[]]) if spares else None)
     remembered = Remembered(state_dir / "measured.json" if state_dir else Path(tempfile.mkdtemp()) / "m.json")
     supervisor = Supervisor(config, endpoints.frontend, endpoints.backend, launcher, timeouts=timeouts,
-                            remembered=remembered, budget=budget)
+                            remembered=remembered, budget=budget, probe=probe)
     task = asyncio.create_task(supervisor.run())
     client = FleetClient(endpoints.frontend, endpoints.sink)
     client.start()

@@ -79,6 +79,7 @@ def test_example_config_parses(tmp_path):
     assert config.memory.budget == MemoryBudget("75%")
     assert config.memory.max_models == 4
     assert config.memory.idle_ttl == 1800.0
+    assert config.memory.spares == 1
     assert len(config.models) == 1
     model = config.models[0]
     assert model.id == "smollm2"
@@ -192,6 +193,10 @@ def test_wrong_type_names_the_key(tmp_path, text, key, expected):
     message = refused(tmp_path, text)
     assert message.startswith(f"{tmp_path / 'fleet.toml'}: {key}: ")
     assert f"`{expected}`" in message
+
+
+def test_a_negative_spare_count_is_refused(tmp_path):
+    assert "memory.spares: must be 0 (none) or more" in refused(tmp_path, "[memory]\nspares = -1\n" + MODEL)
 
 
 def test_invalid_enum_values_are_refused(tmp_path):

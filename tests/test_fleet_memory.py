@@ -66,22 +66,36 @@ def test_admin_load_pins_status_reports_and_unload_releases(tmp_path: Path, thre
     try:
         r = admin(server, "load", "a")
         assert r.status_code == 200 and r.json()["state"] == "ready" and r.json()["pinned"] is True
+        loaded = r.json()  # the design documents' load reply, within ours
+        assert (loaded["status"], loaded["model_id"], loaded["model_type"], loaded["preloaded"]) == \
+            ("loaded", "a", "text-gen", True)
+        assert loaded["size_gb"] > 0
         ask(server, "b")
         ask(server, "c")  # room for two: b (unpinned) goes, a (pinned) stays
-        models = by_id(admin(server, "status").json())
+        status = admin(server, "status").json()
+        models = by_id(status)
         assert models["a"]["state"] == "ready" and models["b"]["state"] == "stopped"
         assert models["c"]["served"] == 1 and models["c"]["tokens_generated"] == 3
         for field in ("id", "type", "state", "pid", "memory", "pinned", "loaded_at", "last_used", "in_flight",
                       "queued", "served", "tokens_generated", "ttl_remaining", "last_error"):
             assert field in models["a"]
+        # The design documents' status shape, beside ours.
+        assert sorted(m["model_id"] for m in status["loaded_models"]) == ["a", "c"] and status["total_models"] == 2
+        for m in status["loaded_models"]:
+            assert m["model_type"] == "text-gen" and m["size_gb"] > 0 and m["loaded_at"] and m["last_used"]
+            assert m["preloaded"] is (m["model_id"] == "a")
+        assert status["memory"]["active_gb"] > 0 and status["memory"]["cache_gb"] >= 0
+        assert status["max_memory_gb"] == round(status["pool"]["budget"] / 1e9, 3) and status["max_models"] == 2
         r = admin(server, "unload", "a")
         assert r.status_code == 200 and r.json()["action"] == "drained"
+        assert r.json()["status"] == "unloaded" and r.json()["model_id"] == "a"
         assert r.json()["memory_released"] > 10 * MiB
         assert by_id(admin(server, "status").json())["a"]["state"] == "stopped"
-        assert admin(server, "unload", "a").status_code == 404
+        r = admin(server, "unload", "a")
+        assert r.status_code == 404 and r.json()["error"]["message"] == "Model not loaded: a"
         assert admin(server, "load", "nope").json()["error"]["code"] == "model_not_found"
         health = httpx.get(f"{server.base_url}/admin/health", timeout=10).json()
-        assert health["supervisor"] == "ok" and health["workers"]["c"] == "ready"
+        assert health["status"] == "healthy" and health["supervisor"] == "ok" and health["workers"]["c"] == "ready"
     finally:
         server.stop()
 
@@ -132,7 +146,7 @@ def test_memory_really_returns_to_the_os(tmp_path: Path) -> None:
     assert size > 900 * MiB
     os.sync()  # the model was just written: settle the page cache before measuring around it
     # No warm spare: a replacement spare starting after the unload would blur the measurement.
-    config = write_config(tmp_path / "fleet.toml", {"big": model}, "[memory]\nwarm_spare = false\n")
+    config = write_config(tmp_path / "fleet.toml", {"big": model}, "[memory]\nspares = 0\n")
     server = FleetServer(config, tmp_path / "state").wait_ready()
     cycles = []
     try:
@@ -163,13 +177,21 @@ def test_memory_really_returns_to_the_os(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_warm_spare_becomes_the_next_models_worker(tmp_path: Path, three_models: dict[str, Path]) -> None:
-    server = FleetServer(write_config(tmp_path / "fleet.toml", three_models), tmp_path / "state").wait_ready()
+def ready_spares(server: FleetServer, n: int) -> list[dict]:
+    deadline = time.monotonic() + 60
+    while len(spares := [s for s in admin(server, "status").json()["pool"]["spares"] if s["state"] == "ready"]) < n:
+        assert time.monotonic() < deadline, f"no {n} ready warm spares came up"
+        time.sleep(0.05)
+    return spares
+
+
+def test_warm_spares_become_the_next_models_workers(tmp_path: Path, three_models: dict[str, Path]) -> None:
+    config = write_config(tmp_path / "fleet.toml", three_models, "[memory]\nspares = 2\n")
+    server = FleetServer(config, tmp_path / "state").wait_ready()
     try:
-        deadline = time.monotonic() + 30
-        while (spare := admin(server, "status").json()["pool"]["spare"]) is None or spare["state"] != "ready":
-            assert time.monotonic() < deadline, "no warm spare came up"
-            time.sleep(0.05)
+        spares = ready_spares(server, 2)
+        spare = admin(server, "status").json()["pool"]["spare"]
+        assert spare == spares[0]
         started = time.monotonic()
         ask(server, "a")
         cold = time.monotonic() - started
@@ -177,11 +199,10 @@ def test_warm_spare_becomes_the_next_models_worker(tmp_path: Path, three_models:
         model_a = by_id(status)["a"]
         assert model_a["pid"] == spare["pid"]  # the spare was turned into a's worker
         assert cold < model_a["load_seconds"] + 1.0, (cold, model_a["load_seconds"])
-        deadline = time.monotonic() + 30
-        while (replacement := admin(server, "status").json()["pool"]["spare"]) is None:
-            assert time.monotonic() < deadline, "the spare was not replenished"
-            time.sleep(0.05)
-        assert replacement["pid"] != spare["pid"]
+        ask(server, "b")  # the second spare, straight away: the pool is refilled in the background
+        assert by_id(admin(server, "status").json())["b"]["pid"] == spares[1]["pid"]
+        replacements = ready_spares(server, 2)
+        assert not {s["pid"] for s in replacements} & {s["pid"] for s in spares}
         tree = server.tree()
     finally:
         server.stop()

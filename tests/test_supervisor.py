@@ -33,9 +33,9 @@ def test_lru_evicts_the_least_recently_used_idle_model() -> None:
             await until(lambda: f.states()["b"] == "stopped")
             assert f.states() == {"a": "ready", "b": "stopped", "c": "ready"}
             assert not psutil.pid_exists(b_pid) or psutil.Process(b_pid).status() == psutil.STATUS_ZOMBIE
-            pool = f.supervisor.status()["pool"]
-            assert pool["in_use"] == f.slot("a").measured + f.slot("c").measured
-            assert pool["in_use"] <= pool["budget"]
+            pool = f.supervisor.status().pool
+            assert pool.in_use == f.slot("a").measured + f.slot("c").measured
+            assert pool.in_use <= pool.budget
     run(scenario())
 
 
@@ -77,14 +77,14 @@ def test_estimate_is_corrected_by_measurement_and_remembered(tmp_path) -> None:
     async def scenario() -> None:
         async with fleet({"a": mem(300)}, state_dir=tmp_path) as f:
             await f.ask("a")
-            status = f.supervisor.model_status(f.slot("a"), time.time())
-            assert status["memory"]["measured"] >= 300 * MiB
-            assert status["memory"]["estimated"] < 300 * MiB and not status["memory"]["estimate_was_measured"]
+            memory = f.slot("a").status(time.time(), 0).memory
+            assert memory.measured >= 300 * MiB
+            assert memory.estimated < 300 * MiB and not memory.estimate_was_measured
         async with fleet({"a": mem(300)}, state_dir=tmp_path) as f:
             await f.ask("a")
-            status = f.supervisor.model_status(f.slot("a"), time.time())
-            assert status["memory"]["estimate_was_measured"]
-            assert status["memory"]["estimated"] >= 300 * MiB
+            memory = f.slot("a").status(time.time(), 0).memory
+            assert memory.estimate_was_measured
+            assert memory.estimated >= 300 * MiB
     run(scenario())
 
 
@@ -134,7 +134,7 @@ def test_load_failure_reaches_every_waiter_and_shows_in_status() -> None:
                 assert isinstance(end, Failure) and end.code == "model_load_failed" and end.status == 503
                 assert "weights are corrupt" in end.message
             assert f.states()["bad"] == "failed"
-            assert "weights are corrupt" in f.supervisor.status()["models"][0]["last_error"]
+            assert "weights are corrupt" in f.supervisor.status().models[0].last_error
     run(scenario())
 
 
@@ -160,7 +160,7 @@ def test_admin_unload_drains_or_forces(force: bool) -> None:
             reply = await f.client.call(UnloadModel("a", force))
             text, end = await f.finish(stream)
             if force:
-                assert reply.result["action"] == "forced"
+                assert reply.result["action"] == "forced" and reply.result["status"] == "unloaded"
                 assert isinstance(end, Failure) and end.code == "model_unloaded"
             else:
                 assert reply.result["action"] == "drained"
@@ -179,7 +179,7 @@ def test_stop_escalates_to_sigkill_and_reaps_grandchildren() -> None:
             tree = [psutil.Process(process.pid), *process.descendants()]
             assert len(tree) == 2
             started = time.monotonic()
-            await f.supervisor._stop_worker(f.slot("a"), "test")
+            await f.supervisor.stopper.stop_worker(f.slot("a"), "test")
             assert time.monotonic() - started < 3
             for p in tree:
                 assert not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
@@ -222,8 +222,8 @@ def test_pinned_model_that_keeps_failing_shows_failed_with_reason() -> None:
     async def scenario() -> None:
         async with fleet({"p": ["--fail-load", "no such weights"]}, preload=("p",)) as f:
             await until(lambda: len(f.launcher.spawned) >= 3 and f.states()["p"] == "failed")  # retried by itself
-            status = {m["id"]: m for m in f.supervisor.status()["models"]}["p"]
-            assert status["state"] == "failed" and "no such weights" in status["last_error"]
+            status = {m.id: m for m in f.supervisor.status().models}["p"]
+            assert status.state == "failed" and "no such weights" in status.last_error
             assert f.slot("p").failures >= 3
     run(scenario())
 
@@ -263,4 +263,82 @@ def test_client_cancel_mid_stream_frees_the_slot() -> None:
             f.client.cancel(stream)
             await until(lambda: not f.slot("a").inflight and f.states()["a"] == "ready")
             assert f.slot("a").served == 1  # ended as "cancelled", not as a failure
+    run(scenario())
+
+
+def test_spare_pool_fills_a_load_takes_a_ready_spare_and_the_pool_refills() -> None:
+    async def scenario() -> None:
+        async with fleet({"a": mem(10)}, spares=2) as f:
+            pool = f.supervisor.spares
+            await until(lambda: len(pool.spares) == 2 and all(s.ready.is_set() for s in pool.spares))
+            pids = {s.process.pid for s in pool.spares}
+            _, end = await f.ask("a")
+            assert isinstance(end, Done)
+            assert f.slot("a").process.pid in pids and f.launcher.spawned == []  # a spare became a's worker
+            await until(lambda: len(pool.spares) == 2 and all(s.ready.is_set() for s in pool.spares))
+            assert len(f.launcher.spares) == 3
+            status = f.supervisor.status().pool
+            assert status.spares_wanted == 2 and len(status.spares) == 2 and status.spare == status.spares[0]
+    run(scenario())
+
+
+def test_a_slow_spare_delays_only_the_load_that_took_it() -> None:
+    async def scenario() -> None:
+        # The first spare takes 3 s to import; later ones are quick.
+        async with fleet({"a": mem(10), "b": mem(10)}, spares=1, spare_flags=[["--import-seconds", "3"], []]) as f:
+            await until(lambda: len(f.supervisor.spares.spares) == 1)
+            slow = f.open("a")  # a claims the slow spare and waits for it
+            await until(lambda: f.states()["a"] == "starting" and not f.supervisor.spares.spares)
+            _, end = await f.ask("b")  # b loads in a process of its own meanwhile
+            assert isinstance(end, Done)
+            assert f.states()["a"] == "starting", "b's load waited for a's spare"
+            _, end = await f.finish(slow)
+            assert isinstance(end, Done) and f.launcher.spawned == ["b"]
+    run(scenario())
+
+
+def test_a_drain_in_progress_does_not_block_another_models_load() -> None:
+    from mlx_fleet.protocol import UnloadModel
+
+    async def scenario() -> None:
+        long = [*mem(100), "--tokens", "60", "--token-interval", "0.05"]  # a 3 s stream
+        timeouts = Timeouts(load=10, stop_grace=0.5, drain=20, housekeeping=0.05, backoff=0.05)
+        async with fleet({"a": long, "b": mem(100)}, budget=250 * MiB, timeouts=timeouts) as f:
+            stream = f.open("a")
+            await until(lambda: f.states()["a"] == "busy")
+            unload = asyncio.create_task(f.client.call(UnloadModel("a"), timeout=30))
+            await until(lambda: f.states()["a"] == "draining")
+            _, end = await f.ask("b")  # a's 100 MiB still count, and b fits beside them: no wait
+            assert isinstance(end, Done)
+            assert f.states()["a"] == "draining", "b's load waited for a's drain"
+            _, end = await f.finish(stream)
+            assert isinstance(end, Done) and end.usage.completion_tokens == 60
+            assert (await unload).result["action"] == "drained"
+    run(scenario())
+
+
+def test_a_load_that_runs_out_of_memory_says_so() -> None:
+    async def scenario() -> None:
+        async with fleet({"big": ["--fail-load", "[metal::malloc] out of memory", "--oom"]}) as f:
+            _, end = await f.ask("big")
+            assert isinstance(end, Failure) and end.code == "insufficient_memory" and end.status == 503
+            assert "out of memory" in end.message
+            model = f.supervisor.status().models[0]
+            assert model.state == "failed" and model.last_error_out_of_memory
+    run(scenario())
+
+
+def test_the_injected_memory_probe_drives_trimming() -> None:
+    async def scenario() -> None:
+        grown: set[int] = set()  # pids whose process tree the probe says grew to 400 MiB
+
+        def probe(pid: int) -> int:
+            return 400 * MiB if pid in grown else 10 * MiB
+
+        async with fleet({"a": mem(100), "b": mem(10)}, budget=450 * MiB, probe=probe) as f:
+            await f.ask("a")
+            await f.ask("b")
+            grown.add(f.slot("b").process.pid)
+            await until(lambda: f.states()["a"] == "stopped")  # b's growth pushed a (LRU) out
+            assert f.states()["b"] == "ready" and f.slot("b").measured == 400 * MiB
     run(scenario())

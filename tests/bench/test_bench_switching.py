@@ -2,8 +2,9 @@
 
 mlx-fleet side: a fleet configured with models "a" (random llama) and "b" (random qwen2) and
 `[memory] max_models = 1`, so every request for the other model evicts the idle one (its worker
-process ends) and loads the requested one (in the warm spare if the fleet keeps one, else in a
-new worker). Peer side: `mlx_lm.server` started without a model, asked for the two model
+process ends) and loads the requested one (in a warm spare if the fleet has one ready, else in a
+new worker). Two fleets run: `spares = 1` (the default) and `spares = 2` (back-to-back switches
+use up one spare each, and the pool refills in the background). Peer side: `mlx_lm.server` started without a model, asked for the two model
 directories by path in turn: it drains its batch, drops the model, `gc`, `mx.clear_cache()`, and
 loads the other in the same process (its ModelProvider keeps exactly one model).
 
@@ -19,7 +20,7 @@ max_tokens 8 (BENCH_MAX_TOKENS), a new prompt each time. Sides alternate which g
                 which back-to-back switches do not give it
     no-switch   the baseline: switch cost ≈ switch p50 − no-switch p50
 
-How to read it: "ratio" is fleet ÷ peer (above 1: switching costs more on the fleet). With the
+How to read it: "ratio" is fleet (spares = 1) ÷ peer, "ratio 2" the same for spares = 2 (above 1: switching costs more on the fleet). With the
 tiny models (BENCH_SWITCH_MODEL=tiny, default) loading is instant, so the numbers show the cost of
 ending one worker and readying another against swapping in-process; "small" (~300 MB each)
 and "medium" (~1 GB) add weight loading to both.
@@ -57,6 +58,8 @@ from benchlib import (
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(1800)]
 
+FLEET2 = f"{FLEET} spares=2"
+
 SWITCHES = 8
 PACED = 4
 STEADY = 4
@@ -69,38 +72,45 @@ def test_model_switching(bench_dir, state_dir, models, info):
     n_rounds = rounds(3)
     pause = env_float("BENCH_SWITCH_PAUSE", 3.0)
     fleet = start_fleet(bench_dir / f"switch-{kind}", {"a": a.path, "b": b.path}, state_dir=state_dir,
-                        memory={"max_models": 1})
-    peer = None
-    samples: dict[str, dict[str, list]] = {side: {"switch": [], "paced": [], "steady": []} for side in (FLEET, PEER)}
+                        memory={"max_models": 1, "spares": 1})
+    fleet2 = peer = None
+    sides = (FLEET, FLEET2, PEER)
+    samples: dict[str, dict[str, list]] = {side: {"switch": [], "paced": [], "steady": []} for side in sides}
     loaded_counts: list[int] = []
+    load_seconds: list[float] = []
     try:
+        fleet2 = start_fleet(bench_dir / f"switch-{kind}", {"a": a.path, "b": b.path}, state_dir=state_dir,
+                             memory={"max_models": 1, "spares": 2}, name="fleet2")
         peer = start_peer(bench_dir / f"switch-{kind}", None)
-        names = {FLEET: {"a": "a", "b": "b"}, PEER: {"a": a.mlx_dir, "b": b.mlx_dir}}
-        servers = {FLEET: fleet, PEER: peer}
+        fleet_names = {"a": "a", "b": "b"}
+        names = {FLEET: fleet_names, FLEET2: fleet_names, PEER: {"a": a.mlx_dir, "b": b.mlx_dir}}
+        servers = {FLEET: fleet, FLEET2: fleet2, PEER: peer}
 
         def request(side: str, which: str):
             s = one(servers[side].base_url, chat_body(names[side][which], story_prompt(), n))
             assert s.ok, f"{side} request for {which} failed: {s.error}\n{servers[side].log()}"
             return s
 
-        for side in (FLEET, PEER):  # warm: both models once, on both servers
+        for side in sides:  # warm: both models once, on every server
             for which in ("a", "b"):
                 request(side, which)
         for r in range(n_rounds):
-            for side in (FLEET, PEER) if r % 2 == 0 else (PEER, FLEET):
+            for side in sides[r % 3:] + sides[:r % 3]:  # each side goes first in turn
                 for i in range(SWITCHES):  # the last warm-up and every round end on b: a switches
                     samples[side]["switch"].append(request(side, "ab"[i % 2]))
-                    if side == FLEET:
-                        loaded_counts.append(fleet_status(fleet)["pool"]["loaded"])
+                    if side in (FLEET, FLEET2):
+                        status = fleet_status(servers[side])
+                        loaded_counts.append(status["pool"]["loaded"])
+                        load_seconds += [m["load_seconds"] for m in status["loaded_models"] if m["load_seconds"]]
                 for i in range(PACED):
                     time.sleep(pause)
                     samples[side]["paced"].append(request(side, "ab"[i % 2]))
                 for _ in range(STEADY):
                     samples[side]["steady"].append(request(side, "b"))
     finally:
-        fleet.stop()
-        if peer is not None:
-            peer.stop()
+        for server in (fleet, fleet2, peer):
+            if server is not None:
+                server.stop()
 
     def lat(xs):
         return [s.t_end for s in xs]
@@ -114,24 +124,27 @@ def test_model_switching(bench_dir, state_dir, models, info):
             "steady_p50": med(lat(d["steady"])), "steady_p95": pct(lat(d["steady"]), 95),
         }
         summary[side]["switch_cost"] = summary[side]["switch_p50"] - summary[side]["steady_p50"]
-    f, p = summary[FLEET], summary[PEER]
-    rows = [[label, f[key], p[key], ratio(f[key], p[key])] for label, key in (
+    f, f2, p = summary[FLEET], summary[FLEET2], summary[PEER]
+    rows = [[label, f[key], f2[key], p[key], ratio(f[key], p[key]), ratio(f2[key], p[key])] for label, key in (
         ("switch latency p50 s", "switch_p50"), ("switch latency p95 s", "switch_p95"),
         ("switch TTFT p50 s", "switch_ttft_p50"), (f"paced switch ({pause:g} s apart) p50 s", "paced_p50"),
         (f"paced switch ({pause:g} s apart) p95 s", "paced_p95"), ("no-switch latency p50 s", "steady_p50"),
         ("no-switch latency p95 s", "steady_p95"), ("switch cost (p50 diff) s", "switch_cost"))]
     table(f"Model switching, {kind} models a/b alternating, max_models = 1 ({n_rounds} rounds × {SWITCHES} "
           f"back-to-back + {PACED} paced switches, {n} tokens; ratio = fleet / peer)",
-          ["", "mlx-fleet", "mlx_lm.server", "ratio"], rows)
-    print(f"[bench] models loaded in the fleet after each switch: max {max(loaded_counts)}")
+          ["", "mlx-fleet spares=1", "mlx-fleet spares=2", "mlx_lm.server", "ratio", "ratio 2"], rows)
+    load_p50 = med(load_seconds) or 0.0
+    print(f"[bench] models loaded in the fleets after each switch: max {max(loaded_counts)}; "
+          f"a model's load (in its worker) p50 {load_p50:.3f} s: the target for spares=2's switch p50 "
+          f"is at most that + 0.1 s = {load_p50 + 0.1:.3f} s (measured {f2['switch_p50']:.3f} s)")
 
     def chart(plt):
         fig, ax = plt.subplots(figsize=(9, 3.8))
         groups = ["switch p50", "switch p95", "paced p50", "paced p95", "no-switch p50", "no-switch p95"]
         keys = ["switch_p50", "switch_p95", "paced_p50", "paced_p95", "steady_p50", "steady_p95"]
-        width = 0.38
-        for i, side in enumerate((FLEET, PEER)):
-            xs = [g + (i - 0.5) * width for g in range(len(groups))]
+        width = 0.27
+        for i, side in enumerate(sides):
+            xs = [g + (i - 1) * width for g in range(len(groups))]
             ax.bar(xs, [summary[side][k] for k in keys], width, label=side)
         ax.set_xticks(range(len(groups)))
         ax.set_xticklabels(groups)
@@ -142,6 +155,6 @@ def test_model_switching(bench_dir, state_dir, models, info):
         return fig
 
     save("switching", {"model": kind, "max_tokens": n, "rounds": n_rounds, "pause_s": pause, "summary": summary,
-                       "fleet_loaded_after_each_switch": loaded_counts,
+                       "fleet_loaded_after_each_switch": loaded_counts, "load_seconds_p50": med(load_seconds),
                        "samples": {side: {k: [stream_row(s) for s in v] for k, v in d.items()}
                                    for side, d in samples.items()}}, chart, info=info)

@@ -1,0 +1,66 @@
+"""How a worker process is started: its command line, its environment, and the spawn itself.
+
+The one place a worker comes into being, so whatever should be true of every worker (where its
+output goes, what it may download) is decided here. The fault tests swap in a fake worker.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Protocol
+
+from mlx_fleet.config import ModelConfig
+from supervisor.process import WorkerProcess
+
+
+class Launcher(Protocol):
+    """Builds a worker's command line; the fault tests swap in a fake worker here."""
+
+    def argv(self, model: ModelConfig, identity: str, endpoint: str) -> list[str]: ...
+
+    def spare_argv(self, identity: str, endpoint: str) -> list[str] | None:
+        """A warm spare's command line, or None if this launcher has no spares."""
+
+    def env(self) -> dict[str, str]: ...
+
+
+async def launch(launcher: Launcher, argv: list[str], label: str) -> WorkerProcess:
+    """Start one worker (or spare) process; its output goes to the supervisor's log, prefixed."""
+    return await WorkerProcess.spawn(argv, launcher.env(), label)
+
+
+class PythonWorkerLauncher:
+    """`python -m worker` with the same interpreter, offline unless the config allows downloads."""
+
+    def __init__(self, state_dir: Path, allow_downloads: bool, prompt_cache_bytes: int, sink: str) -> None:
+        self.sink = sink
+        self.state_dir = state_dir
+        self.allow_downloads = allow_downloads
+        self.prompt_cache_bytes = prompt_cache_bytes
+
+    def argv(self, model: ModelConfig, identity: str, endpoint: str) -> list[str]:
+        return [*self._common(identity, endpoint), "--model-id", model.id, "--path", model.path,
+                "--type", model.type if model.type != "auto" else "text"]
+
+    def spare_argv(self, identity: str, endpoint: str) -> list[str] | None:
+        return [*self._common(identity, endpoint), "--spare"]
+
+    def _common(self, identity: str, endpoint: str) -> list[str]:
+        return [
+            sys.executable, "-m", "worker",
+            "--endpoint", endpoint,
+            "--sink", self.sink,
+            "--identity", identity,
+            "--parent-pid", str(os.getpid()),
+            "--state-dir", str(self.state_dir),
+            "--prompt-cache-bytes", str(self.prompt_cache_bytes),
+        ]
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if not self.allow_downloads:
+            env["HF_HUB_OFFLINE"] = "1"
+        env.setdefault("TOKENIZERS_PARALLELISM", "false")
+        return env

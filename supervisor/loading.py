@@ -1,0 +1,248 @@
+"""Loading a model: one load for all callers, room planned first, a spare or a new process, failures.
+
+Planning is the only part under the room lock: two plans must not count the same free memory,
+but nothing slow happens inside it. The plan's state changes (the model's STARTING, which
+reserves its room; its victims' stops and drains) happen in it synchronously; the waiting for the
+victims to be gone, for a spare to finish importing and for the worker to load all happen outside
+it, so a slow drain or a slow spare delays only the load that waits for it.
+
+A drain already in progress delays a load only when the load needs the memory it frees: a plan
+first counts leaving workers as still there (never chosen), and only if that does not fit does
+it plan on their memory, and wait for them to be gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from mlx_fleet.config import FleetConfig
+from mlx_fleet.units import fmt_bytes
+from mlx_fleet.protocol import Assign, Failure, LoadFailed, Loading, MemoryReport, Ready, decode_control
+from supervisor.dispatch import Dispatcher
+from supervisor.launcher import Launcher, launch
+from supervisor.memory import Remembered
+from supervisor.policy import make_room
+from supervisor.registry import Registry
+from supervisor.slot import IDLE, STARTING, LoadError, WorkerSlot
+from supervisor.spares import SparePool, SpareWorker
+from supervisor.state import WorkerState
+from supervisor.stopping import Stopper
+from supervisor.timeouts import Timeouts
+
+log = logging.getLogger("mlx_fleet.supervisor")
+S = WorkerState
+
+
+class Loader:
+    def __init__(self, config: FleetConfig, registry: Registry, dispatch: Dispatcher, spares: SparePool,
+                 stopper: Stopper, launcher: Launcher, endpoint: str, remembered: Remembered, budget: int,
+                 timeouts: Timeouts, prompt_cache_bytes: int, probe: Callable[[int], int]) -> None:
+        self.config, self.registry, self.dispatch = config, registry, dispatch
+        self.spares, self.stopper, self.launcher, self.endpoint = spares, stopper, launcher, endpoint
+        self.remembered, self.budget, self.timeouts = remembered, budget, timeouts
+        self.prompt_cache_bytes, self.probe = prompt_cache_bytes, probe
+        self._room_lock = asyncio.Lock()
+
+    # -- who may load -------------------------------------------------------------------------
+
+    def refuse(self, slot: WorkerSlot) -> Failure | None:
+        """Why a request for this cold model is answered now instead of starting a load."""
+        if (wait := slot.cooldown_left()) > 0:
+            return self._cooldown_failure(slot, wait)
+        if self.config.memory.policy == "preload" and not slot.pinned:
+            return Failure("model_not_loaded", f"Model '{slot.id}' is not loaded, and this server serves only its "
+                           "preloaded models (memory.policy = \"preload\").", 503)
+        return None
+
+    def request(self, slot: WorkerSlot) -> None:
+        """A request is queued for this model: start its load unless one is under way."""
+        if slot.state not in STARTING and (slot.ready is None or slot.ready.done()):
+            self.registry.spawn(self.ensure_ready(slot), f"load:{slot.id}")
+
+    def _cooldown_failure(self, slot: WorkerSlot, wait: float) -> Failure:
+        return Failure("model_load_cooldown", f"Model '{slot.id}' failed {slot.failures} time(s) in a row "
+                       f"(last: {slot.last_error}); no new attempt for {wait:.1f} s.", 503, retry_after=wait)
+
+    async def ensure_ready(self, slot: WorkerSlot) -> Failure | None:
+        """Start the model's worker unless it runs, and wait for it: one load for all callers."""
+        if slot.state.serving:
+            return None
+        if (wait := slot.cooldown_left()) > 0:
+            return self._cooldown_failure(slot, wait)
+        if slot.ready is None or slot.ready.done():
+            if slot.state in (S.DRAINING, S.STOPPING):
+                await slot.gone.wait()  # a fresh worker comes after this one has gone
+            if slot.ready is None or slot.ready.done():
+                slot.ready = asyncio.get_running_loop().create_future()
+                self.registry.spawn(self._start(slot, slot.ready), f"start:{slot.id}")
+        try:
+            await asyncio.shield(slot.ready)
+        except LoadError as e:
+            return e.failure
+        return None
+
+    @staticmethod
+    def _current(slot: WorkerSlot, ready: asyncio.Future[None]) -> bool:
+        """This load is still the one wanted (not given up on, not replaced by a newer one)."""
+        return slot.ready is ready and not ready.done() and slot.state in STARTING
+
+    # -- room ---------------------------------------------------------------------------------
+
+    async def _start(self, slot: WorkerSlot, ready: asyncio.Future[None]) -> None:
+        async with self._room_lock:  # one plan at a time, so two loads never count the same room
+            waits = self._plan(slot, ready)
+        if waits is None:
+            return
+        if waits and not await self._room_freed(slot, ready, waits):
+            return
+        if self._current(slot, ready) and await self._spawn(slot, ready):
+            await self._await_load(slot)
+
+    def _plan(self, slot: WorkerSlot, ready: asyncio.Future[None]) -> list[asyncio.Event] | None:
+        """Choose and begin the evictions this load needs, and reserve its room (STARTING).
+        Returns what to wait for before the worker may start, or None if it will not start."""
+        if slot.state not in IDLE or slot.ready is not ready or ready.done():
+            return None
+        estimate, measured_before = self.remembered.estimate(slot.config)
+        memory = self.config.memory
+        plan = make_room(self.registry.residents(exclude=slot, leaving=True), estimate, self.budget,
+                         memory.max_models)
+        waits = []
+        if not plan.fits:  # only with the memory of workers already leaving: wait for them too
+            plan = make_room(self.registry.residents(exclude=slot), estimate, self.budget, memory.max_models)
+            waits = [s.gone for s in self.registry.leaving()]
+        if not plan.fits:
+            failure = Failure("insufficient_memory", f"Model '{slot.id}' does not fit in memory: {plan.reason}.", 503)
+            slot.last_error = failure.message
+            self.dispatch.give_up(slot, failure)
+            return None
+        for model_id in plan.evict:
+            log.info("evicting %s (least recently used) to make room for %s", model_id, slot.id)
+            self.stopper.evict(self.registry.slots[model_id], f"evicted to make room for {slot.id}")
+        for model_id in plan.drain:
+            log.info("draining %s to make room for %s", model_id, slot.id)
+            self.stopper.drain(self.registry.slots[model_id])
+        waits += [self.registry.slots[m].gone for m in (*plan.evict, *plan.drain)]
+        slot.begin_start(estimate, measured_before)
+        return waits
+
+    async def _room_freed(self, slot: WorkerSlot, ready: asyncio.Future[None], waits: list[asyncio.Event]) -> bool:
+        _, still = await asyncio.wait([asyncio.ensure_future(e.wait()) for e in waits],
+                                      timeout=self.timeouts.drain + self.timeouts.stop_grace)
+        for waiter in still:
+            waiter.cancel()
+        if not still:
+            return True
+        busy = ", ".join(s.id for s in self.registry.slots.values() if s.state == S.DRAINING)
+        failure = Failure("insufficient_memory", f"Model '{slot.id}' is waiting for room: {busy} did not "
+                          f"finish its requests in {self.timeouts.drain:g} s.", 503, retry_after=self.timeouts.drain)
+        if self._current(slot, ready):
+            slot.cancel_start(failure.message)
+        self.dispatch.give_up(slot, failure)
+        return False
+
+    # -- the worker process -------------------------------------------------------------------
+
+    async def _spawn(self, slot: WorkerSlot, ready: asyncio.Future[None]) -> bool:
+        spare = self.spares.claim()
+        if spare is not None:
+            if await spare.wait(self.timeouts.load) and self._current(slot, ready):
+                self._assign(slot, spare)
+                return True
+            self.spares.release(spare)
+            if not self._current(slot, ready):
+                return False  # unloaded while it waited for the spare
+        identity = slot.next_identity()
+        self.registry.by_identity[identity] = slot
+        argv = self.launcher.argv(slot.config, identity.decode(), self.endpoint)
+        try:
+            process = await launch(self.launcher, argv, slot.id)
+        except OSError as e:
+            self.registry.by_identity.pop(identity, None)
+            self.load_failed(slot, f"could not start the worker: {e}")
+            return False
+        if not self._current(slot, ready):  # unloaded while the process was being created
+            self.registry.by_identity.pop(identity, None)
+            await process.terminate(self.timeouts.stop_grace)
+            return False
+        slot.adopt(process, identity)
+        self.registry.spawn(self.stopper.watch_exit(slot, process, identity), f"exit:{slot.id}")
+        return True
+
+    def _assign(self, slot: WorkerSlot, spare: SpareWorker) -> None:
+        """Hand the spare to this model: it skips the imports (seconds) and goes straight to loading."""
+        assert spare.process is not None
+        self.spares.assigned(spare)
+        self.registry.by_identity[spare.identity] = slot
+        slot.adopt(spare.process, spare.identity)
+        spare.process.label = slot.id
+        model = slot.config
+        self.dispatch.send_control(spare.identity, Assign(model.id, model.path, model.type, self.prompt_cache_bytes))
+        self.registry.spawn(self.stopper.watch_exit(slot, spare.process, spare.identity), f"exit:{slot.id}")
+
+    async def _await_load(self, slot: WorkerSlot) -> None:
+        process = slot.process
+        try:
+            await asyncio.wait_for(asyncio.shield(slot.ready), self.timeouts.load)
+        except TimeoutError:
+            self.load_failed(slot, f"did not finish loading within {self.timeouts.load:g} s (server.load_timeout)")
+            if process is not None:
+                await process.terminate(self.timeouts.stop_grace)
+        except LoadError:
+            pass
+
+    # -- what the worker says -----------------------------------------------------------------
+
+    def on_control(self, slot: WorkerSlot, body: bytes) -> None:
+        message = decode_control(body)
+        if isinstance(message, MemoryReport):
+            slot.on_report(message.memory)
+        elif isinstance(message, Loading):
+            slot.on_loading()
+        elif isinstance(message, Ready):
+            self._on_ready(slot, message)
+        elif isinstance(message, LoadFailed):
+            self.load_failed(slot, message.message, message.out_of_memory)
+
+    def _on_ready(self, slot: WorkerSlot, message: Ready) -> None:
+        if slot.process is None:
+            return
+        if not slot.on_ready(message, self.probe(slot.process.pid)):
+            return  # a load that was given up on (timeout, unload) reporting late
+        error = (slot.estimate - slot.measured) / slot.measured if slot.measured else 0.0
+        log.info("model %s ready in %.2f s (pid %d): measured %s, estimated %s (%+.0f%%)", slot.id,
+                 message.load_seconds, message.pid, fmt_bytes(slot.measured), fmt_bytes(slot.estimate), 100 * error)
+        self.remembered.remember(slot.config, slot.measured)
+        self.spares.refill()
+        self.dispatch.forward_pending(slot)
+        slot.resolve(None)
+
+    # -- failures -----------------------------------------------------------------------------
+
+    def load_failed(self, slot: WorkerSlot, reason: str, out_of_memory: bool = False) -> None:
+        """The load did not succeed: every waiter gets the same error, once. A load that ran out
+        of memory is `insufficient_memory` (503), as a plan that found no room is."""
+        slot.fail_load(reason, out_of_memory, self.timeouts.backoff, self.timeouts.backoff_max)
+        self._respawn_if_pinned(slot)
+        self.spares.refill()
+        code = "insufficient_memory" if out_of_memory else "model_load_failed"
+        self.dispatch.give_up(slot, Failure(code, f"Model '{slot.id}' could not be loaded: {reason}", 503))
+
+    def failed(self, slot: WorkerSlot, reason: str) -> None:
+        """A loaded worker crashed or hung."""
+        slot.record_failure(reason, self.timeouts.backoff, self.timeouts.backoff_max)
+        self._respawn_if_pinned(slot)
+
+    def _respawn_if_pinned(self, slot: WorkerSlot) -> None:
+        if slot.pinned and self.registry.accepting:
+            self.registry.spawn(self._respawn_later(slot, max(0.0, slot.cooldown_until - time.monotonic())),
+                                f"respawn:{slot.id}")
+
+    async def _respawn_later(self, slot: WorkerSlot, delay: float) -> None:
+        """A pinned model is meant to stay loaded: bring it back once its backoff has passed."""
+        await asyncio.sleep(delay)
+        if not slot.state.has_process and self.registry.accepting:
+            await self.ensure_ready(slot)

@@ -1,0 +1,58 @@
+"""The fleet's tables: every configured model's slot, by id, by client name and by worker
+identity, and the routing table of requests in flight. Every component reads the fleet through
+this one object, so a new feature (a catalog, per-model logs, usage) has one place to look."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from mlx_fleet.config import FleetConfig
+from supervisor.policy import Resident
+from supervisor.slot import WorkerSlot
+from supervisor.state import WorkerState
+
+S = WorkerState
+log = logging.getLogger("mlx_fleet.supervisor")
+
+
+class Registry:
+    def __init__(self, config: FleetConfig) -> None:
+        self.slots: dict[str, WorkerSlot] = {m.id: WorkerSlot(m) for m in config.models}
+        self.by_name: dict[str, WorkerSlot] = {name: self.slots[m.id] for name, m in config.model_ids().items()}
+        self.by_identity: dict[bytes, WorkerSlot] = {}
+        # Request id -> (router identity, slot): the whole routing table of the data path.
+        self.routes: dict[bytes, tuple[bytes, WorkerSlot]] = {}
+        default_ttl = config.memory.idle_ttl
+        self.ttls: dict[str, float] = {m.id: m.idle_ttl if m.idle_ttl is not None else default_ttl
+                     for m in config.models}
+        self.accepting = True  # False once shutdown began: nothing new is loaded or admitted
+        self._tasks: set[asyncio.Task] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task:
+        """A background task the fleet keeps a reference to until it ends."""
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def residents(self, exclude: WorkerSlot | None = None, leaving: bool = False) -> list[Resident]:
+        """The policy's view: every worker that holds memory. Leaving ones (draining, stopping)
+        only with `leaving`, and then as never-chosen: their memory is on its way out."""
+        states = (S.STARTING, S.LOADING, S.READY, S.BUSY) + ((S.DRAINING, S.STOPPING) if leaving else ())
+        return [
+            Resident(s.id, s.footprint, s.pinned, bool(s.inflight or s.pending),
+                     s.state in (S.STARTING, S.LOADING, S.DRAINING, S.STOPPING), s.last_used or 0.0)
+            for s in self.slots.values()
+            if s is not exclude and s.state in states
+        ]
+
+    def held(self) -> int:
+        """Bytes every worker with a process holds, leaving ones included: memory leaves this
+        figure only when its process is gone."""
+        return sum(s.footprint for s in self.slots.values() if s.state.has_process)
+
+    def leaving(self) -> list[WorkerSlot]:
+        return [s for s in self.slots.values() if s.state in (S.DRAINING, S.STOPPING)]

@@ -1,0 +1,164 @@
+"""The warm spare pool: worker processes with MLX's libraries already imported, waiting for a model.
+
+A cold model taken by a spare costs its load, not the ~1 s of imports before it. The pool keeps
+`memory.spares` of them (0: none). It is refilled in the background when a load has finished or
+failed (a spare importing beside a load would slow that load), and only while the budget has room
+for one more process. A load claims a spare synchronously, ready ones first, so two loads never
+wait on the same spare, and then waits for it on its own, outside any lock: a slow spare delays
+only the load that took it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mlx_fleet.protocol import Spare, SpareStatus, decode_control
+from supervisor.launcher import Launcher, launch
+from supervisor.memory import RUNTIME_OVERHEAD, footprint
+from supervisor.process import WorkerProcess
+from supervisor.registry import Registry
+
+log = logging.getLogger("mlx_fleet.supervisor")
+MAX_FAILURES = 3  # spares that died in a row before the pool stops trying
+
+
+@dataclass
+class SpareWorker:
+    """A worker process with MLX's libraries imported (once `ready`), waiting to be given a model."""
+
+    identity: bytes
+    process: WorkerProcess | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    gone: asyncio.Event = field(default_factory=asyncio.Event)  # exited, discarded or never started
+    memory: int = RUNTIME_OVERHEAD
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def usable(self) -> bool:
+        return self.ready.is_set() and not self.gone.is_set() and self.process is not None and self.process.alive
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait until it is ready or gone (or the timeout); True if it can take a model."""
+        waiters = [asyncio.ensure_future(self.ready.wait()), asyncio.ensure_future(self.gone.wait())]
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
+        return self.usable
+
+    def status(self) -> SpareStatus:
+        return SpareStatus(pid=self.process.pid if self.process else None,
+                           state="ready" if self.ready.is_set() else "starting", memory=self.memory)
+
+
+class SparePool:
+    def __init__(self, wanted: int, launcher: Launcher, endpoint: str, registry: Registry, budget: int,
+                 stop_grace: float, held: Callable[[], int], probe: Callable[[int], int]) -> None:
+        self.wanted = wanted
+        self.launcher, self.endpoint, self.registry = launcher, endpoint, registry
+        self.budget, self.stop_grace, self.held, self.probe = budget, stop_grace, held, probe
+        self.spares: list[SpareWorker] = []             # in the pool, oldest first
+        self._unassigned: dict[bytes, SpareWorker] = {}  # pooled or claimed, not yet given a model
+        self._count = 0
+        self._failures = 0
+
+    def memory(self) -> int:
+        return sum(s.memory for s in self.spares)
+
+    def refill(self) -> None:
+        """Start a spare if the pool is short of one, the budget has room for it, and no other spare
+        is importing: one import at a time (two at once on a few cores make both, and the load
+        beside them, slower; the next one starts when this one is ready)."""
+        importing = any(not s.ready.is_set() for s in self._unassigned.values())
+        if (len(self.spares) < self.wanted and not importing and self.registry.accepting
+                and self._failures < MAX_FAILURES and self.held() + RUNTIME_OVERHEAD <= self.budget):
+            self._count += 1
+            spare = SpareWorker(f"spare#{self._count}".encode())
+            self.spares.append(spare)
+            self._unassigned[spare.identity] = spare
+            self.registry.spawn(self._run(spare), f"spare:{self._count}")
+
+    async def _run(self, spare: SpareWorker) -> None:
+        argv = self.launcher.spare_argv(spare.identity.decode(), self.endpoint)
+        if argv is None:  # this launcher has no spares
+            self._failures = MAX_FAILURES
+            self._drop(spare, "this launcher has no spares")
+            return
+        try:
+            spare.process = await launch(self.launcher, argv, "spare")
+        except OSError as e:
+            self._failures += 1
+            self._drop(spare, f"could not start: {e}")
+            return
+        if spare.gone.is_set():  # discarded while its process was being created
+            await spare.process.terminate(self.stop_grace)
+            return
+        status = await spare.process.exited
+        self._unassigned.pop(spare.identity, None)
+        if spare in self.spares:  # it died while still a spare
+            self._failures += 1
+            self._drop(spare, f"it {status.describe()}")
+            self.refill()
+        spare.gone.set()
+
+    def on_control(self, identity: bytes, body: bytes) -> bool:
+        """A spare's message (it is ready); False if `identity` is no spare of ours."""
+        spare = self._unassigned.get(identity)
+        if spare is None:
+            return False
+        message = decode_control(body)
+        if isinstance(message, Spare):
+            spare.memory = footprint(self.probe(message.pid), message.memory)
+            spare.ready.set()
+            self._failures = 0
+            self.refill()
+        return True
+
+    def claim(self) -> SpareWorker | None:
+        """Take a spare out of the pool for one load: a ready one if any, else the oldest starting."""
+        if not self.spares:
+            return None
+        spare = next((s for s in self.spares if s.ready.is_set()), self.spares[0])
+        self.spares.remove(spare)
+        return spare
+
+    def release(self, spare: SpareWorker) -> None:
+        """A claimed spare its load did not use: back to the pool if it can still serve, else ended."""
+        if spare.usable and self.registry.accepting:
+            self.spares.insert(0, spare)
+        else:
+            self.discard(spare, "not ready in time" if not spare.gone.is_set() else "it is gone")
+
+    def assigned(self, spare: SpareWorker) -> None:
+        """The spare is a model's worker now: its messages go to that model's slot."""
+        self._unassigned.pop(spare.identity, None)
+
+    def discard(self, spare: SpareWorker, reason: str) -> None:
+        """End a spare, pooled or claimed."""
+        self._drop(spare, reason)
+        if spare.process is not None and spare.process.alive:
+            self.registry.spawn(spare.process.terminate(self.stop_grace), "spare-stop")
+
+    def _drop(self, spare: SpareWorker, reason: str) -> None:
+        if spare in self.spares:
+            self.spares.remove(spare)
+        self._unassigned.pop(spare.identity, None)
+        log.info("warm spare %s discarded: %s", spare.identity.decode(), reason)
+        spare.gone.set()
+
+    def trim(self) -> None:
+        """Measured memory is over budget: the spares go first, newest first."""
+        while self.spares and self.held() > self.budget:
+            self.discard(self.spares[-1], "measured memory is over budget; the spares go first")
+
+    async def close(self) -> None:
+        spares = {s.identity: s for s in (*self._unassigned.values(), *self.spares)}.values()
+        for spare in spares:
+            self._drop(spare, "server shutting down")
+        await asyncio.gather(*(s.process.terminate(self.stop_grace) for s in spares if s.process is not None))
+
+    def status(self) -> list[SpareStatus]:
+        return [s.status() for s in self.spares]
