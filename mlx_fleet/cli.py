@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         return ops_cli.run_keys(args)
     if args.command == "usage":
         return ops_cli.run_usage(args)
+    if args.command == "logs":
+        return ops_cli.run_logs(args)
     from mlx_fleet import admin_cli
 
     return admin_cli.run(args)

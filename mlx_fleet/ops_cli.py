@@ -1,8 +1,8 @@
-"""`mlx-fleet keys | usage`: API keys and usage figures, for people at a terminal.
+"""`mlx-fleet keys | usage | logs`: API keys, usage figures and worker logs, for people at a terminal.
 
 `keys` works on the state database directly, so keys can be made before the server first starts
 (a server bound beyond loopback needs one); a running router sees a change from its next request.
-`usage` asks a running server's admin API.
+`usage` and `logs` ask a running server's admin API.
 """
 
 from __future__ import annotations
@@ -44,6 +44,12 @@ def add_commands(sub: argparse._SubParsersAction, remote: argparse.ArgumentParse
                            parents=[remote])
     usage.add_argument("--by", default="model", choices=["model", "key", "endpoint"])
     usage.add_argument("--since", help="unix seconds, or a duration back from now: 90m, 1h, 7d")
+
+    logs = sub.add_parser("logs", help="a model's worker output", parents=[remote])
+    logs.add_argument("model")
+    logs.add_argument("--tail", type=int, default=100, help="how many of the last lines (default 100)")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing new lines (Ctrl-C stops)")
+    logs.add_argument("--diagnose", action="store_true", help="also why its last load failed, its type and size")
 
 
 def state_dir(args: argparse.Namespace) -> Path:
@@ -107,3 +113,39 @@ def run_usage(args: argparse.Namespace) -> int:
                 [(t.group or "-", str(t.requests), str(t.errors), str(t.prompt_tokens), str(t.completion_tokens),
                   str(t.cached_tokens)) for t in body.data]))
     return 0
+
+
+def run_logs(args: argparse.Namespace, poll: float = 1.0) -> int:
+    path = f"/admin/models/logs/{args.model}"
+    response = call(args, "GET", path, params={"tail": args.tail, "diagnose": str(args.diagnose).lower()})
+    if response is None:
+        return 1
+    if args.json:
+        print(json.dumps(response.json(), indent=2))
+        return 0
+    body = response.json()
+    print("\n".join(body["lines"]))
+    if body.get("diagnosis"):
+        print(format_diagnosis(body["diagnosis"]))
+    try:
+        while args.follow:
+            time.sleep(poll)
+            response = call(args, "GET", path, params={"after": body["offset"], "tail": 10000})
+            if response is None:
+                return 1
+            body = response.json()
+            if body["lines"]:
+                print("\n".join(body["lines"]), flush=True)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def format_diagnosis(d: dict) -> str:
+    lines = ["", f"{d['model_id']}: {d['state']}, type {d['detected_type']}, estimated {d['estimate_bytes']} bytes"
+                 + (" (measured before)" if d["estimate_was_measured"] else ""),
+             f"config: {json.dumps(d['config'])}"]
+    failed = d.get("last_failed_load")
+    if failed:
+        lines += [f"last failed load ({_when(failed['at'])}): {failed['reason']}", failed["traceback"]]
+    return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""`/admin/models/<action>/{model_id}`: is a model ready, and does it answer (one short request).
+"""`/admin/models/{model_id}/<action>`: a model's worker log (and why its last load failed), what a
+load would do now (dry run), whether it is ready, and whether it answers (one short request).
 
 Model ids may hold `/` (hub-style names): such an id must be the last part of a path, so each
 route also answers at `/admin/models/<action>/{model_id}`, as `load/{model_id}` does.
@@ -6,17 +7,24 @@ route also answers at `/admin/models/<action>/{model_id}`, as `load/{model_id}` 
 
 from __future__ import annotations
 
+import asyncio
 import time
+from pathlib import Path
 from typing import Annotated
 
 import msgspec
 from litestar import Response, get, post
 from litestar.datastructures import State
-from litestar.params import FromPath, QueryParameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 
+from mlx_fleet import worker_logs
 from mlx_fleet.config import FleetConfig
 from mlx_fleet.protocol import (
     ChatInput,
+    Diagnose,
+    Diagnosis,
+    DryRun,
+    DryRunResult,
     Embed,
     Embeddings,
     Failure,
@@ -29,7 +37,7 @@ from mlx_fleet.protocol import (
     decode_end,
     encode,
 )
-from router.admin import supervisor_call
+from router.admin import as_json, supervisor_call
 from router.completions import Exchange, resolve_model
 from router.errors import ApiError
 from router.openapi import error_responses
@@ -40,6 +48,36 @@ def model_paths(action: str) -> list[str]:
     """The design documents' `/admin/models/{model_id}/<action>` (an id without `/`), and
     `/admin/models/<action>/{model_id}` for any id."""
     return [f"/admin/models/{{model_id:str}}/{action}", f"/admin/models/{action}/{{model_id:path}}"]
+
+
+class ModelLogs(msgspec.Struct, kw_only=True):
+    model: str
+    lines: list[str]
+    offset: int               # pass back as `after` to get only what is written next (--follow)
+    diagnosis: Diagnosis | None = None
+
+
+@get(model_paths("logs"), responses=error_responses(404))
+async def model_logs(state: State, model_id: FromPath[str],
+                     tail: Annotated[int, QueryParameter(ge=1, le=10000)] = 100, diagnose: FromQuery[bool] = False,
+                     after: Annotated[int | None, QueryParameter(ge=0, le=2**53)] = None) -> Response[ModelLogs]:
+    """The last `tail` lines of the model's worker output (or those after `after`); `diagnose`
+    adds its last failed load (reason, traceback), detected type, size estimate and config entry."""
+    model = resolve_model(state.config, model_id.lstrip("/"))
+    directory = worker_logs.logs_dir(Path(state.config.server.state_dir))
+    if after is None:
+        lines, offset = await asyncio.to_thread(worker_logs.tail, directory, model.id, tail)
+    else:
+        lines, offset = await asyncio.to_thread(worker_logs.read_after, directory, model.id, after, tail)
+    diagnosis = await supervisor_call(state, Diagnose(model.id), Diagnosis) if diagnose else None
+    return as_json(ModelLogs(model=model.id, lines=lines, offset=offset, diagnosis=diagnosis))
+
+
+@post(model_paths("dry-run"), status_code=200, responses=error_responses(404))
+async def model_dry_run(state: State, model_id: FromPath[str]) -> Response[DryRunResult]:
+    """What loading the model would do now (type, size, fit, evictions, warnings); nothing is loaded."""
+    model = resolve_model(state.config, model_id.lstrip("/"))
+    return as_json(await supervisor_call(state, DryRun(model.id), DryRunResult))
 
 
 class Readiness(msgspec.Struct, kw_only=True):
@@ -66,8 +104,7 @@ async def model_readiness(state: State, model_id: FromPath[str]) -> Response[Rea
     status = await supervisor_call(state, GetStatus(), FleetStatus)
     current = next(m.state for m in status.models if m.id == model.id)
     ready = current in ("ready", "busy")
-    return Response(msgspec.json.encode(Readiness(model=model.id, ready=ready, state=current)),
-                    status_code=200 if ready else 503, media_type="application/json")
+    return as_json(Readiness(model=model.id, ready=ready, state=current), 200 if ready else 503)
 
 
 @post(model_paths("test"), status_code=200, responses=error_responses(404, 429))
@@ -97,11 +134,11 @@ async def model_test(state: State, model_id: FromPath[str],
         result = TestResult(model=model.id, type=model.type, latency_ms=_ms(started), output=text,
                             finish_reason=done.finish_reason, prompt_tokens=done.usage.prompt_tokens,
                             completion_tokens=done.usage.completion_tokens)
-    return Response(msgspec.json.encode(result), media_type="application/json")
+    return as_json(result)
 
 
 def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
 
 
-ROUTES = [model_readiness, model_test]
+ROUTES = [model_logs, model_dry_run, model_readiness, model_test]

@@ -3,7 +3,8 @@
 Request counters and histograms are fed by the usage writer's thread from the same records the
 usage table gets, so the request path does no metric work at all; a scrape first flushes the
 queue, so a scrape right after a request counts it. The fleet's own figures (in flight, queued,
-worker memory, per model) are read from the supervisor's status at scrape time.
+worker memory, loads, load time, evictions, crashes, per model) are read from the supervisor's
+status at scrape time.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 from litestar import Response, get
 from litestar.datastructures import State
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
 from mlx_fleet.protocol import FleetStatus
@@ -67,13 +68,21 @@ class FleetCollector(Collector):
         queued = GaugeMetricFamily("mlx_fleet_queued", "Requests waiting for a model (load or batch slot)",
                                    labels=["model"])
         memory = GaugeMetricFamily("mlx_fleet_worker_memory_bytes", "A model's worker, measured", labels=["model"])
+        counters = {name: CounterMetricFamily(f"mlx_fleet_{name}", text, labels=["model"]) for name, text in (
+            ("loads", "Models loaded"), ("load_failures", "Loads that failed"),
+            ("evictions", "Workers ended or drained to make room or get back under the budget"),
+            ("crashes", "Loaded workers that died or hung"))}
+        load_time = SummaryMetricFamily("mlx_fleet_load_duration_seconds", "Time to load a model", labels=["model"])
         up = GaugeMetricFamily("mlx_fleet_supervisor_up", "1 when the supervisor answered this scrape")
         up.add_metric([], 0 if self.status is None else 1)
         for m in self.status.models if self.status is not None else ():
             in_flight.add_metric([m.id], m.in_flight)
             queued.add_metric([m.id], m.queued)
             memory.add_metric([m.id], m.memory.measured or 0)
-        yield from (in_flight, queued, memory, up)
+            for name, family in counters.items():
+                family.add_metric([m.id], getattr(m, name))
+            load_time.add_metric([m.id], count_value=m.loads, sum_value=m.load_seconds_total)
+        yield from (in_flight, queued, memory, *counters.values(), load_time, up)
 
 
 @get("/metrics", opt={"metrics": True}, media_type=CONTENT_TYPE)
