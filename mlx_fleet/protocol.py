@@ -99,16 +99,49 @@ class ImageData(_Wire):
     rgb: bytes
 
 
+class ToolCall(_Wire, gc=False):
+    """A function call: one the assistant made earlier in a conversation, or one it makes now (in
+    a `Delta`). `arguments` is JSON text, as the model wrote it (after parsing and re-encoding)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
 class Message(_Wire):
-    """One chat message; images belong to the message they appeared in, in order."""
+    """One chat message; images belong to the message they appeared in, in order. An assistant
+    message may carry the calls it made; a tool message answers the call `tool_call_id`."""
 
     role: str
     content: str
     images: tuple[ImageData, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+
+
+class Tool(_Wire):
+    """A function the model may call; `parameters_json` is its JSON schema, as text."""
+
+    name: str
+    description: str = ""
+    parameters_json: str = ""
+
+
+class ToolChoice(_Wire):
+    """`auto`: the model decides; `none`: no tools offered; `required`: some call, and `function`:
+    a call of `name`, both guaranteed by constrained decoding."""
+
+    mode: Literal["auto", "none", "required", "function"] = "auto"
+    name: str = ""
 
 
 class ChatInput(_Wire, tag=1):
     messages: tuple[Message, ...]
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice | None = None
+    # Extra arguments for the model's chat template (`enable_thinking`, `reasoning_effort`, ...).
+    template_kwargs: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 class TextInput(_Wire, tag=2):
@@ -122,11 +155,23 @@ class TokensInput(_Wire, tag=3):
 Input = ChatInput | TextInput | TokensInput
 
 
+class ResponseFormat(_Wire):
+    """A constraint on the reply's text, enforced by constrained decoding (never ignored)."""
+
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    schema_json: str = ""  # json_schema: the schema, as text
+    name: str = ""
+    strict: bool = False
+
+
 class Generate(_Wire):
-    """Body of a GENERATE message."""
+    """Body of a GENERATE message. `logprobs`: None for none, else the sampled token's log
+    probability and that many alternatives (0-20) with each token."""
 
     input: Input
     sampling: Sampling
+    response_format: ResponseFormat | None = None
+    logprobs: int | None = None
 
 
 class Embed(_Wire):
@@ -140,11 +185,25 @@ class Embed(_Wire):
 # Stream events (worker -> supervisor -> router)
 
 
+class TokenLogprob(_Wire, gc=False):
+    """One generated token's log probability, and the most likely alternatives at its position."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
 class Delta(_Wire, gc=False):
-    """New text for one request; `tokens` counts the tokens it covers (one, or several coalesced)."""
+    """What one request produced since its last Delta, whatever API the client speaks: answer
+    text, thinking text, complete tool calls (numbered by the consumer in the order they arrive),
+    and per-token log probabilities when asked (a plain token leaves them empty: three bytes).
+    `tokens` counts the tokens it covers."""
 
     text: str
     tokens: int = 1
+    reasoning: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 class Usage(_Wire, gc=False):
@@ -153,7 +212,7 @@ class Usage(_Wire, gc=False):
     cached_tokens: int = 0
 
 
-FinishReason = Literal["stop", "length", "cancelled"]
+FinishReason = Literal["stop", "length", "cancelled", "tool_calls"]
 
 
 class Done(_Wire, tag=1, gc=False):

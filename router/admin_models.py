@@ -130,8 +130,10 @@ async def model_test(state: State, model_id: FromPath[str],
     else:
         sampling = Sampling(max_tokens=max_tokens, temperature=0.0)
         ex.open(Kind.GENERATE, encode(Generate(ChatInput((Message("user", prompt),)), sampling)))
-        text, done = await ex.collect(ex.stream)  # type: ignore[arg-type]
-        result = TestResult(model=model.id, type=model.type, latency_ms=_ms(started), output=text,
+        reply = await ex.collect(ex.stream)  # type: ignore[arg-type]
+        done = reply.done
+        assert done is not None
+        result = TestResult(model=model.id, type=model.type, latency_ms=_ms(started), output=reply.text,
                             finish_reason=done.finish_reason, prompt_tokens=done.usage.prompt_tokens,
                             completion_tokens=done.usage.completion_tokens)
     return as_json(result)

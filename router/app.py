@@ -28,9 +28,9 @@ from mlx_fleet.runtime import Endpoints
 from router import admin, admin_keys, admin_models, admin_system, admin_usage, metrics
 from router import openai_types as oa
 from router.admission import Admission
+from router.chat_request import chat_input, chat_logprobs, response_format
 from router.completions import (
     Exchange,
-    chat_input,
     completion_input,
     decode_request,
     resolve_model,
@@ -69,9 +69,11 @@ async def chat_completions(request: Request, state: State, data: JSONBody[oa.Cha
     sampling = sampling_from(req, req.max_completion_tokens or req.max_tokens, config.server.default_max_tokens,
                              _temperature(config, model))
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    logprobs = chat_logprobs(req)
     messages = await chat_input(req, model, state.images, config.server.max_images_per_request)
-    generate = Generate(messages, sampling)
-    return await respond(_exchange(request, state, req.model, model, "chatcmpl"), generate, True, req.stream, include_usage)
+    generate = Generate(messages, sampling, response_format(req), logprobs)
+    return await respond(_exchange(request, state, req.model, model, "chatcmpl"), generate, True, req.stream,
+                         include_usage)
 
 
 @post("/v1/completions", status_code=200, opt={"scope": "completions"}, dto=_body(oa.CompletionRequest),
@@ -85,8 +87,9 @@ async def completions(request: Request, state: State, data: JSONBody[oa.Completi
                        code="model_not_supported")
     sampling = sampling_from(req, req.max_tokens, config.server.default_max_tokens, _temperature(config, model))
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    generate = Generate(completion_input(req), sampling)
-    return await respond(_exchange(request, state, req.model, model, "cmpl"), generate, False, req.stream, include_usage)
+    generate = Generate(completion_input(req), sampling, None, req.logprobs)
+    return await respond(_exchange(request, state, req.model, model, "cmpl"), generate, False, req.stream,
+                         include_usage)
 
 
 @get("/v1/models", responses=error_responses())

@@ -8,7 +8,6 @@ around the text is precomputed per request and only the text itself is encoded p
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -21,13 +20,11 @@ from litestar.response import Stream
 
 from mlx_fleet.config import FleetConfig, ModelConfig
 from mlx_fleet.protocol import (
-    ChatInput,
-    ImageData,
+    Delta,
     Done,
     Failure,
     Generate,
     Kind,
-    Message,
     Sampling,
     TextInput,
     TokensInput,
@@ -39,7 +36,7 @@ from router import openai_types as oa
 from router.admission import Admission
 from router.errors import ApiError, validation_error
 from router.fleet_client import FleetClient, RequestStream, SupervisorUnavailable
-from router.images import ImagePolicy, load_image
+from router.reply import Reply, chat_logprobs, chat_message, completion_logprobs, is_plain, stream_tool_calls
 from router.usage import UsageRecord
 
 _json = msgspec.json.encode
@@ -111,44 +108,9 @@ def sampling_from(req: oa._Sampling, max_tokens: int | None, default_max_tokens:
     )
 
 
-async def chat_input(req: oa.ChatCompletionRequest, model: ModelConfig, images: ImagePolicy,
-                     max_images: int) -> ChatInput:
-    """Messages for the worker; image parts are fetched and decoded here, never in a worker."""
-    if model.type == "embeddings":
-        raise ApiError(400, f"Model '{model.id}' does not support chat completions.", param="model",
-                       code="model_not_supported")
-    if req.tools:
-        raise ApiError(400, "Tool calling is not supported.", param="tools", code="unsupported_parameter")
-    if req.logprobs:
-        raise ApiError(400, "logprobs are not supported.", param="logprobs", code="unsupported_parameter")
-    parts = [(i, j, part) for i, m in enumerate(req.messages) if isinstance(m.content, list)
-             for j, part in enumerate(m.content) if isinstance(part, oa.ImagePart)]
-    if parts and model.type != "vision":
-        i, j, _ = parts[0]
-        raise ApiError(400, f"Model '{model.id}' does not accept image input.",
-                       param=f"messages[{i}].content[{j}]", code="model_not_supported")
-    if len(parts) > max_images:
-        raise ApiError(400, f"Too many images: {len(parts)}; the limit is {max_images} per request.",
-                       param="messages", code="too_many_images")
-    loaded = await asyncio.gather(*(load_image(p.image_url.url, f"messages[{i}].content[{j}].image_url.url", images)
-                                    for i, j, p in parts))
-    by_message: dict[int, list[ImageData]] = {}
-    for (i, _, _), image in zip(parts, loaded):
-        by_message.setdefault(i, []).append(image)
-    messages = []
-    for i, m in enumerate(req.messages):
-        if isinstance(m.content, list):
-            content = "\n".join(p.text for p in m.content if isinstance(p, oa.TextPart))
-        else:
-            content = m.content or ""
-        role = "system" if m.role == "developer" else m.role
-        messages.append(Message(role, content, tuple(by_message.get(i, ()))))
-    return ChatInput(tuple(messages))
-
-
 def completion_input(req: oa.CompletionRequest) -> TextInput | TokensInput:
-    if req.echo or req.suffix or req.logprobs:
-        raise ApiError(400, "echo, suffix and logprobs are not supported.", code="unsupported_parameter")
+    if req.echo or req.suffix:
+        raise ApiError(400, "echo and suffix are not supported.", code="unsupported_parameter")
     prompt = req.prompt
     if isinstance(prompt, str):
         return TextInput(prompt)
@@ -204,22 +166,25 @@ class Exchange:
             self.admitted = False
             self.admission.leave(self.model)
 
-    async def collect(self, stream: RequestStream) -> tuple[str, Done]:
+    async def collect(self, stream: RequestStream) -> Reply:
         """Everything the request produced, for a non-streamed response."""
-        texts: list[str] = []
+        reply = Reply()
+        first = True
         try:
             while True:
                 for kind, body in await stream.take():
                     if kind == Kind.DELTA:
-                        if not texts:
+                        if first:
+                            first = False
                             self.first_token()
-                        texts.append(decode_delta(body).text)
+                        reply.add(decode_delta(body))
                     else:
                         end = decode_end(body)
                         if isinstance(end, Failure):
                             raise ApiError.from_failure(end)
                         self.finished(end)
-                        return "".join(texts), end
+                        reply.done = end
+                        return reply
         finally:
             self.close()
 
@@ -234,7 +199,10 @@ def _usage(done: Done) -> oa.Usage:
 class _Frames:
     """Precomputed JSON around the per-frame text, for one streamed response."""
 
-    def __init__(self, ex: Exchange, chat: bool) -> None:
+    def __init__(self, ex: Exchange, chat: bool, top_logprobs: bool = False) -> None:
+        self.calls = 0           # tool calls sent so far: the next one's index
+        self.offset = 0          # text sent so far, for text completions' logprobs offsets
+        self.top_logprobs = top_logprobs
         head = {"id": ex.id, "object": "chat.completion.chunk" if chat else "text_completion",
                 "created": ex.created, "model": ex.model}
         self.chat = chat
@@ -247,7 +215,31 @@ class _Frames:
             self._text_suffix = b',"finish_reason":null,"logprobs":null}]}\n\n'
 
     def text(self, text: str) -> bytes:
+        self.offset += len(text)
         return self._text_prefix + _line_json(text) + self._text_suffix
+
+    def parts(self, deltas: list[Delta]) -> bytes:
+        """A chunk with thinking, tool calls or log probabilities besides the text."""
+        text = "".join(d.text for d in deltas)
+        scored = [t for d in deltas for t in d.logprobs]
+        if not self.chat:
+            logprobs = completion_logprobs(scored, self.offset, self.top_logprobs) if scored else None
+            self.offset += len(text)
+            choice = {"index": 0, "text": text, "finish_reason": None, "logprobs": logprobs}
+        else:
+            delta: dict = {}
+            reasoning = "".join(d.reasoning for d in deltas)
+            calls = tuple(c for d in deltas for c in d.tool_calls)
+            if text or not (reasoning or calls):
+                delta["content"] = text
+            if reasoning:
+                delta["reasoning_content"] = reasoning
+            if calls:
+                delta["tool_calls"] = stream_tool_calls(calls, self.calls)
+                self.calls += len(calls)
+            choice = {"index": 0, "delta": delta, "finish_reason": None,
+                      "logprobs": chat_logprobs(scored) if scored else None}
+        return b"data: " + self._head + b',"choices":[' + _line_json(choice) + b"]}\n\n"
 
     def role(self) -> bytes:
         return b"data: " + self._head + b',"choices":[{"index":0,"delta":{"role":"assistant","content":""},' \
@@ -268,14 +260,18 @@ class _Frames:
 
 async def respond(ex: Exchange, request: Generate, chat: bool, stream: bool, include_usage: bool) -> Response:
     rs = ex.open(Kind.GENERATE, encode(request))
+    wants_logprobs = request.logprobs is not None
     if not stream:
-        text, done = await ex.collect(rs)
+        reply = await ex.collect(rs)
+        done = reply.done
         if chat:
             body = oa.ChatCompletion(id=ex.id, created=ex.created, model=ex.model, usage=_usage(done), choices=[
-                oa.ChatChoice(message=oa.AssistantMessage(content=text), finish_reason=done.finish_reason)])
+                oa.ChatChoice(message=chat_message(reply), finish_reason=done.finish_reason,
+                              logprobs=chat_logprobs(reply.logprobs) if wants_logprobs else None)])
         else:
+            logprobs = completion_logprobs(reply.logprobs, 0, bool(request.logprobs)) if wants_logprobs else None
             body = oa.Completion(id=ex.id, created=ex.created, model=ex.model, usage=_usage(done), choices=[
-                oa.CompletionChoice(text=text, finish_reason=done.finish_reason)])
+                oa.CompletionChoice(text=reply.text, finish_reason=done.finish_reason, logprobs=logprobs)])
         return Response(_json(body), media_type="application/json")
 
     if ex.usage is not None:
@@ -290,7 +286,8 @@ async def respond(ex: Exchange, request: Generate, chat: bool, stream: bool, inc
     except BaseException:
         ex.close()
         raise
-    return Stream(_sse(ex, rs, first, _Frames(ex, chat), include_usage), media_type="text/event-stream",
+    return Stream(_sse(ex, rs, first, _Frames(ex, chat, bool(request.logprobs)), include_usage),
+                  media_type="text/event-stream",
                   headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
@@ -300,14 +297,19 @@ async def _sse(ex: Exchange, rs: RequestStream, first: list[tuple[bytes, bytes]]
         opening = frames.role() if frames.chat else b""  # goes out with the first token: one write
         batch = first
         while True:
-            texts: list[str] = []
+            deltas: list[Delta] = []
             end = None
             for kind, body in batch:
                 if kind == Kind.DELTA:
-                    texts.append(decode_delta(body).text)
+                    deltas.append(decode_delta(body))
                 else:
                     end = decode_end(body)
-            out = frames.text("".join(texts)) if texts else b""
+            if not deltas:
+                out = b""
+            elif all(is_plain(d) for d in deltas):
+                out = frames.text("".join(d.text for d in deltas))
+            else:
+                out = frames.parts(deltas)
             if opening:
                 out, opening = opening + out, b""
             if end is None:

@@ -44,11 +44,70 @@ class ImagePart(_Request, kw_only=True, tag="image_url", tag_field="type"):
 ContentPart = TextPart | ImagePart
 
 
+class FunctionCall(_Request, kw_only=True):
+    name: str
+    arguments: str
+
+
+class ToolCall(_Request, kw_only=True):
+    """An assistant's call, in a request's history and in a response alike."""
+
+    id: str
+    type: Literal["function"]
+    function: FunctionCall
+
+
 class ChatMessage(_Request, kw_only=True):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
     tool_call_id: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    refusal: str | None = None
+    reasoning_content: str | None = None  # a thinking model's earlier turn, as clients echo it back
+
+
+class FunctionDef(_Request, kw_only=True):
+    name: Annotated[str, Meta(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolDef(_Request, kw_only=True):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class NamedFunction(_Request, kw_only=True):
+    name: str
+
+
+class NamedToolChoice(_Request, kw_only=True):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class JsonSchemaFormat(_Request, kw_only=True):
+    name: str
+    schema: dict[str, Any] | None = None
+    strict: bool | None = None
+    description: str | None = None
+
+
+class TextFormat(_Request, kw_only=True, tag="text", tag_field="type"):
+    pass
+
+
+class JsonObjectFormat(_Request, kw_only=True, tag="json_object", tag_field="type"):
+    pass
+
+
+class JsonSchemaResponseFormat(_Request, kw_only=True, tag="json_schema", tag_field="type"):
+    json_schema: JsonSchemaFormat
+
+
+ResponseFormatIn = TextFormat | JsonObjectFormat | JsonSchemaResponseFormat
 
 
 class _Sampling(_Request, kw_only=True):
@@ -65,7 +124,11 @@ class _Sampling(_Request, kw_only=True):
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
     seed: int | None = None
+    # Documented fields that do not change the result: accepted and ignored.
     user: str | None = None
+    store: bool | None = None
+    metadata: dict[str, str] | None = None
+    service_tier: str | None = None
     # Extensions that mlx-lm's samplers support and OpenAI's API does not have:
     top_k: Annotated[int, Meta(ge=0)] | None = None
     min_p: Probability | None = None
@@ -76,17 +139,21 @@ class ChatCompletionRequest(_Sampling, kw_only=True):
     messages: Annotated[list[ChatMessage], Meta(min_length=1)]
     max_completion_tokens: PositiveInt | None = None
     logprobs: bool = False
-    response_format: dict[str, Any] | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: Any = None
+    top_logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None
+    response_format: ResponseFormatIn | None = None
+    tools: list[ToolDef] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+    prediction: dict[str, Any] | None = None
 
 
 class CompletionRequest(_Sampling, kw_only=True):
     # A string, one string in a list, or token ids (msgspec cannot tell two list types apart in a union).
     prompt: str | Annotated[list[int | str], Meta(min_length=1)]
     echo: bool = False
-    logprobs: int | None = None
+    logprobs: Annotated[int, Meta(ge=0, le=5)] | None = None
     suffix: str | None = None
 
 
@@ -108,16 +175,45 @@ class Usage(_Response, kw_only=True):
     prompt_tokens_details: PromptTokensDetails | None = None
 
 
-class AssistantMessage(_Response, kw_only=True):
-    role: Literal["assistant"] = "assistant"
-    content: str
+class AssistantMessage(_Response, kw_only=True, omit_defaults=True):
+    """Thinking and tool calls appear only when there are some (`role` has no default, so it stays)."""
+
+    role: Literal["assistant"]
+    content: str | None
+    reasoning_content: str | None = None
+    tool_calls: list[ToolCall] | None = None
+
+
+class TopLogprob(_Response, kw_only=True):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class TokenLogprobOut(_Response, kw_only=True):
+    token: str
+    logprob: float
+    bytes: list[int]
+    top_logprobs: list[TopLogprob]
+
+
+class ChatLogprobs(_Response, kw_only=True):
+    content: list[TokenLogprobOut]
+    refusal: None = None
+
+
+class CompletionLogprobs(_Response, kw_only=True):
+    tokens: list[str]
+    token_logprobs: list[float]
+    top_logprobs: list[dict[str, float]] | None
+    text_offset: list[int]
 
 
 class ChatChoice(_Response, kw_only=True):
     index: int = 0
     message: AssistantMessage
     finish_reason: str
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
 
 
 class ChatCompletion(_Response, kw_only=True):
@@ -133,7 +229,7 @@ class CompletionChoice(_Response, kw_only=True):
     index: int = 0
     text: str
     finish_reason: str
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
 
 
 class Completion(_Response, kw_only=True):

@@ -124,3 +124,13 @@ def admin(server: FleetServer, verb: str, model: str = "", **params) -> httpx.Re
 
 def by_id(status: dict) -> dict[str, dict]:
     return {m["id"]: m for m in status["models"]}
+
+
+def chat_text(client: openai.OpenAI, stream: bool, **request) -> tuple[str, list[str]]:
+    """A chat reply's text and its finish reasons, streamed or not (the two must agree)."""
+    if stream:
+        chunks = list(client.chat.completions.create(stream=True, **request))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        return text, [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    r = client.chat.completions.create(**request)
+    return r.choices[0].message.content, [r.choices[0].finish_reason]

@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from fleet_server import FleetServer
+from fleet_server import FleetServer, chat_text
 
 PROMPT = [{"role": "user", "content": "Tell me about the weather today."}]
 
@@ -96,15 +96,8 @@ def test_stop_string_across_tokens_is_not_emitted(client: openai.OpenAI) -> None
     stop = text[start:start + 3]
     cut = text[: text.find(stop)]
     for stream in (False, True):
-        if stream:
-            chunks = list(client.chat.completions.create(model="tiny", messages=PROMPT, max_tokens=24,
-                                                         temperature=0, stop=[stop, "zzzz"], stream=True))
-            got = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-            reasons = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
-        else:
-            r = client.chat.completions.create(model="tiny", messages=PROMPT, max_tokens=24, temperature=0,
-                                               stop=stop)
-            got, reasons = r.choices[0].message.content, [r.choices[0].finish_reason]
+        got, reasons = chat_text(client, stream, model="tiny", messages=PROMPT, max_tokens=24, temperature=0,
+                                 stop=[stop, "zzzz"] if stream else stop)
         assert got == cut
         assert stop not in got
         assert reasons == ["stop"]

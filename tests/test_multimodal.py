@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import importlib.util
 import io
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -221,3 +222,25 @@ def test_wrong_model_type_and_bad_embedding_input_are_400(mm: FleetServer, path:
     r = httpx.post(f"{mm.base_url}{path}", json=body, timeout=30)
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == param
+
+
+def test_vision_structured_output_and_logprobs(mm: FleetServer) -> None:
+    """The vision worker constrains with the same llguidance grammar (through mlx-vlm's logits
+    processors) and scores tokens with the model's log-softmax; tools it refuses with a 400."""
+    client = strict_client(mm.base_url)
+    schema = {"type": "object", "additionalProperties": False, "required": ["seen"],
+              "properties": {"seen": {"enum": ["cat", "dog", "sky"]}}}
+    r = client.chat.completions.create(model="vlm", messages=vision_messages(data_uri(png())), max_tokens=40,
+                                       temperature=0, logprobs=True, top_logprobs=2,
+                                       response_format={"type": "json_schema",
+                                                        "json_schema": {"name": "seen", "schema": schema}})
+    assert r.choices[0].finish_reason == "stop"
+    assert json.loads(r.choices[0].message.content)["seen"] in ("cat", "dog", "sky")
+    scored = r.choices[0].logprobs.content
+    assert "".join(t.token for t in scored) == r.choices[0].message.content
+    assert all(t.logprob <= 0 and len(t.top_logprobs) == 2 for t in scored)
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="vlm", messages=vision_messages(data_uri(png())), tools=tools,
+                                       max_tokens=4)
+    assert e.value.body["param"] == "tools"

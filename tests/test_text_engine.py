@@ -100,3 +100,37 @@ def test_the_next_turn_starts_from_the_cache_left_by_a_request_that_ran_alone(en
     while engine.active:
         engine.step(sink)
     assert sink.ends[b"2"].usage.cached_tokens >= first.prompt_tokens
+
+
+@pytest.mark.parametrize("steps_before_join", [0, 3, 9])
+def test_a_constrained_request_moved_into_the_batch_keeps_its_grammar(tiny_lm: Path, steps_before_join: int) -> None:
+    """The matcher reads the tokens actually sampled: the token re-fed on the move into the batch
+    is not consumed twice, and the reply is the one the request gets alone."""
+    import json
+
+    from mlx_lm import load
+
+    from mlx_fleet.protocol import ResponseFormat
+    from worker.text_engine import TextEngine
+
+    model, tokenizer = load(str(tiny_lm))
+    schema = {"type": "object", "additionalProperties": False, "required": ["a", "b"],
+              "properties": {"a": {"enum": ["x", "yy"]}, "b": {"type": "integer", "minimum": 0, "maximum": 99}}}
+    constrained = Generate(ChatInput((Message("user", "json please"),)), Sampling(max_tokens=60, temperature=0.0),
+                           ResponseFormat("json_schema", json.dumps(schema)))
+    alone, sink = TextEngine(model, tokenizer, 2048), Sink()
+    alone.submit(b"a", constrained)
+    while alone.active:
+        alone.step(sink)
+    expected = sink.text[b"a"]
+    assert sink.ends[b"a"].finish_reason == "stop" and set(json.loads(expected)) == {"a", "b"}
+
+    engine, sink = TextEngine(model, tokenizer, 2048), Sink()
+    engine.submit(b"a", constrained)
+    for _ in range(steps_before_join):
+        engine.step(sink)
+    engine.submit(b"b", request("another one", 20))
+    while engine.active:
+        engine.step(sink)
+    assert sink.text[b"a"] == expected
+    assert sink.ends[b"b"].finish_reason == "length"

@@ -50,6 +50,10 @@ __all__ = [
     "IM_START",
     "QWEN2_VL_CHAT_TEMPLATE",
     "QWEN2_VL_SPECIAL_TOKENS",
+    "QWEN_THINKING_TEMPLATE",
+    "QWEN_TOOL_TEMPLATE",
+    "NO_SYSTEM_TEMPLATE",
+    "TOOL_SPECIAL_TOKENS",
     "TokenizerInfo",
     "build_bpe_tokenizer",
     "build_tiny_bert",
@@ -153,6 +157,47 @@ def _chatml_template(parts_loop: str) -> str:
 CHATML_TEMPLATE: Final[str] = _chatml_template(_TEXT_PARTS_LOOP)
 #: ChatML where image/video parts become Qwen2-VL's vision placeholder tokens.
 QWEN2_VL_CHAT_TEMPLATE: Final[str] = _chatml_template(_MEDIA_PARTS_LOOP)
+
+#: Qwen-style tool and thinking markers; each is one special token in the fixtures that use them.
+TOOL_SPECIAL_TOKENS: Final[tuple[str, ...]] = ("<tool_call>", "</tool_call>", "<think>", "</think>")
+
+
+def _qwen_tool_template(think: bool) -> str:
+    """Qwen 2.5/3's tool template, trimmed: tools in the system turn, assistant calls as
+    ``<tool_call>{"name": ..., "arguments": ...}</tool_call>``, tool results in a user turn. mlx-lm
+    infers its ``json_tools`` parser from ``<tool_call>`` and ``tool_call.name``. With
+    ``think=True`` the generation prompt opens a ``<think>`` block unless ``enable_thinking`` is
+    false (then it is given closed and empty, as Qwen3 does).
+    """
+    opening = ("{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n"
+               "{% else %}<think>\n{% endif %}") if think else ""
+    return (
+        "{% if tools %}<|im_start|>system\n"
+        "{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] }}\n\n{% endif %}"
+        "# Tools\n<tools>{% for tool in tools %}\n{{ tool | tojson }}{% endfor %}\n</tools>\n"
+        "Call a function as <tool_call>{\"name\": <name>, \"arguments\": <args>}</tool_call><|im_end|>\n"
+        "{% endif %}"
+        "{% for message in messages %}"
+        "{% if message['role'] == 'system' and tools %}"
+        "{% elif message['role'] == 'tool' %}<|im_start|>user\n<tool_response>\n{{ message['content'] }}"
+        "\n</tool_response><|im_end|>\n"
+        "{% else %}<|im_start|>{{ message['role'] }}\n"
+        "{% if message['content'] is string %}{{ message['content'] }}{% endif %}"
+        "{% for tool_call in message.get('tool_calls') or [] %}{% set tool_call = tool_call.function %}"
+        "<tool_call>\n{\"name\": \"{{ tool_call.name }}\", \"arguments\": {{ tool_call.arguments | tojson }}}"
+        "\n</tool_call>{% endfor %}<|im_end|>\n{% endif %}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n" + opening + "{% endif %}"
+    )
+
+
+QWEN_TOOL_TEMPLATE: Final[str] = _qwen_tool_template(think=False)
+QWEN_THINKING_TEMPLATE: Final[str] = _qwen_tool_template(think=True)
+#: Refuses a system message, as Gemma's and older Mistral's templates do.
+NO_SYSTEM_TEMPLATE: Final[str] = (
+    "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+    + CHATML_TEMPLATE
+)
 
 _WORDPIECE_SPECIAL_TOKENS: Final[tuple[str, ...]] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 # Lower-case letters, digits and punctuation (BERT's normalizer lower-cases).
@@ -385,6 +430,8 @@ def build_tiny_lm(
     max_position_embeddings: int = 2048,
     seed: int = 0,
     suppress_eos: bool = True,
+    chat_template: str = CHATML_TEMPLATE,
+    extra_special_tokens: Sequence[str] = (),
 ) -> Path:
     """Write a random-weight ``mlx_lm`` model directory and return ``out_dir``.
 
@@ -393,7 +440,9 @@ def build_tiny_lm(
     and ``save_config`` so ``mlx_lm.load(str(out_dir))`` treats it like any
     converted checkpoint. float32 is the default because MLX's bf16/fp16 CPU
     kernels are slow on Linux. ``suppress_eos`` zeroes the embedding rows of the
-    special tokens (EOS included) so greedy decoding never stops early.
+    special tokens (EOS included) so greedy decoding never stops early. ``chat_template`` and
+    ``extra_special_tokens`` make tool-calling and thinking fixtures (:data:`QWEN_TOOL_TEMPLATE`
+    with :data:`TOOL_SPECIAL_TOKENS`).
     """
     if arch not in _LM_ARCHITECTURES:
         raise ValueError(f"arch must be one of {sorted(_LM_ARCHITECTURES)}, not {arch!r}")
@@ -402,7 +451,8 @@ def build_tiny_lm(
     # (transformers) and tests that only need BERT should not pay for it.
     from mlx_lm.utils import save_config, save_model
 
-    info = build_bpe_tokenizer(out_dir, model_max_length=max_position_embeddings)
+    info = build_bpe_tokenizer(out_dir, extra_special_tokens=extra_special_tokens, chat_template=chat_template,
+                               model_max_length=max_position_embeddings)
     config: dict[str, Any] = {
         "model_type": arch,
         "architectures": [_LM_ARCHITECTURES[arch]],

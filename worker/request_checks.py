@@ -40,3 +40,11 @@ def check_request(request: Generate, sampling: Sampling, prompt_tokens: int, voc
             param,
         )
     return None
+
+
+def unsupported_by_vision(request: Generate) -> Failure | None:
+    """What the vision engine cannot honour is refused, never silently ignored: mlx-vlm's
+    tokenizers carry no tool-call format for mlx-lm's parsers to read."""
+    if isinstance(request.input, ChatInput) and request.input.tools:
+        return Failure("unsupported_parameter", "Tool calling is not supported for vision models yet.", 400, "tools")
+    return None

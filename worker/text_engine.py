@@ -22,21 +22,12 @@ from mlx_lm.generate import BatchGenerator, generate_step
 from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
 from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
-from mlx_fleet.protocol import (
-    ChatInput,
-    Delta,
-    Done,
-    Failure,
-    Generate,
-    Kind,
-    Sampling,
-    TextInput,
-    TokensInput,
-    Usage,
-    encode,
-)
+from mlx_fleet.protocol import Delta, Done, Failure, Generate, Kind, Sampling, Usage, encode
+from worker.constrain import GrammarProcessor, Grammars
 from worker.engine import Emit, Engine
+from worker.reply import ReplyParser, token_logprob
 from worker.request_checks import check_request, fit_to_context
+from worker.request_plan import Refused, plan, prompt_text
 from worker.stops import StopMatcher
 
 _MODEL_KEY = "model"  # one model per worker: the prompt cache needs no other key
@@ -59,6 +50,9 @@ class _Live:
     uid: int | None = None       # its id in the batch, once it is there
     solo: Iterator | None = None  # its generate_step loop, while it runs alone
     cache: list | None = None     # its KV cache, while it runs alone
+    reply: ReplyParser | None = None        # splits thinking and tool calls from the answer
+    grammar: GrammarProcessor | None = None  # constrains what it may generate
+    logprobs: int | None = None             # alternatives wanted with each token's logprob
 
 class TextEngine(Engine):
     def __init__(
@@ -90,6 +84,7 @@ class TextEngine(Engine):
         self._live: dict[bytes, _Live] = {}   # every running request, by request id
         self._by_uid: dict[int, _Live] = {}   # those in the batch, by batch id
         self._solo: _Live | None = None       # the one running alone, if any
+        self._grammars = Grammars(tokenizer._tokenizer, tokenizer.eos_token_ids)
 
     @property
     def active(self) -> bool:
@@ -100,34 +95,37 @@ class TextEngine(Engine):
 
     # -- requests ---------------------------------------------------------------------------
 
-    def prompt_tokens(self, request: Generate) -> list[int]:
-        """The prompt as mlx-lm would tokenize it, so output matches `mlx_lm.generate` exactly."""
-        source = request.input
-        if isinstance(source, TokensInput):
-            return list(source.tokens)
-        if isinstance(source, ChatInput):
-            messages = [{"role": m.role, "content": m.content} for m in source.messages]
-            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        else:
-            assert isinstance(source, TextInput)
-            text = source.prompt
+    def prompt_tokens(self, request: Generate) -> tuple[list[int], list[dict] | None]:
+        """The prompt as mlx-lm would tokenize it, so output matches `mlx_lm.generate` exactly,
+        and the tools it offers; raises `Refused` for a conversation the template rejects."""
+        text, tools = prompt_text(self.tokenizer, request)
+        if isinstance(text, list):
+            return text, tools
         bos = self.tokenizer.bos_token
-        return self.tokenizer.encode(text, add_special_tokens=bos is None or not text.startswith(bos))
+        return self.tokenizer.encode(text, add_special_tokens=bos is None or not text.startswith(bos)), tools
 
     def submit(self, rid: bytes, request: Generate) -> Failure | None:
         """Add a request to the batch, or say why it cannot run."""
-        tokens = self.prompt_tokens(request)
-        sampling = fit_to_context(request.sampling, len(tokens), self.context_length)
-        failure = check_request(request, sampling, len(tokens), self.tokenizer.vocab_size, self.context_length)
-        if failure is not None:
-            return failure
+        try:
+            tokens, tools = self.prompt_tokens(request)
+            sampling = fit_to_context(request.sampling, len(tokens), self.context_length)
+            failure = check_request(request, sampling, len(tokens), self.tokenizer.vocab_size, self.context_length)
+            if failure is not None:
+                return failure
+            shape = plan(self.tokenizer, self._grammars, request, tokens, tools)
+        except Refused as e:
+            return e.failure
         if sampling.seed is not None:
             # MLX has one random stream per process: a seed makes a request reproducible when it
             # runs alone, as OpenAI's own `seed` is best-effort.
             mx.random.seed(sampling.seed)
         cache, rest = self._cached_prefix(tokens)
-        live = _Live(rid, self.tokenizer.detokenizer, StopMatcher(sampling.stop), _sampler(sampling),
-                     _logits_processors(sampling), sampling.max_tokens, tokens, len(tokens) - len(rest))
+        processors = _logits_processors(sampling)
+        if shape.grammar is not None:
+            processors.append(shape.grammar)
+        live = _Live(rid, self.tokenizer.detokenizer, StopMatcher(sampling.stop), _sampler(sampling), processors,
+                     sampling.max_tokens, tokens, len(tokens) - len(rest), reply=shape.reply, grammar=shape.grammar,
+                     logprobs=request.logprobs)
         self._live[rid] = live
         if len(self._live) == 1:
             self._run_alone(live, cache, rest)
@@ -158,6 +156,8 @@ class TextEngine(Engine):
             self._insert(live, None, live.prompt, [], live.max_tokens)
 
     def _insert(self, live: _Live, cache: list | None, rest: list[int], history: list[int], max_tokens: int) -> None:
+        if live.grammar is not None:
+            live.grammar.base = len(live.prompt)  # the batch's history is the whole prompt, then the reply
         (uid,) = self._batch.insert([rest], max_tokens=[max_tokens], caches=[cache], all_tokens=[history],
                                     samplers=[live.sampler], logits_processors=[live.processors])
         live.uid = uid
@@ -211,25 +211,26 @@ class TextEngine(Engine):
         """Advance every request by one token (or one prefill chunk) and emit what came out."""
         live = self._solo
         if live is not None:
-            token, _ = next(live.solo, (None, None))
+            token, logprobs = next(live.solo, (None, None))
             if token is None:  # generate_step ran out: max_tokens reached
                 self._emit_token(live, None, "length", emit)
             else:
                 reason = "stop" if token in self._eos else "length" if len(live.generated) + 1 >= live.max_tokens else None
-                self._emit_token(live, token, reason, emit)
+                self._emit_token(live, token, reason, emit, logprobs=logprobs)
             return
         _, responses = self._batch.next()
         leaving: list[int] = []
         for r in responses:
             live = self._by_uid[r.uid]
-            if self._emit_token(live, r.token, r.finish_reason, emit, r.all_tokens, r.prompt_cache):
+            if self._emit_token(live, r.token, r.finish_reason, emit, r.all_tokens, r.prompt_cache, r.logprobs):
                 leaving.append(r.uid)  # a stop string ended it: it is still in the batch
         if leaving:
             for cache, tokens in self._batch.remove(leaving, return_prompt_caches=True).values():
                 self._remember(tokens, cache)
 
     def _emit_token(self, live: _Live, token: int | None, reason: str | None, emit: Emit,
-                    history: list[int] | None = None, cache: list | None = None) -> bool:
+                    history: list[int] | None = None, cache: list | None = None,
+                    logprobs: mx.array | None = None) -> bool:
         """Detokenize, match stop strings, emit; returns whether a stop string ended a request
         that its generator would otherwise have kept going."""
         detok = live.detokenizer
@@ -243,12 +244,17 @@ class TextEngine(Engine):
         finish = "stop" if stopped else reason
         if finish is not None and not stopped:
             text += live.stops.flush()
-        if text or len(live.generated) == 1:
-            # the first token always goes out, text or not: the client's first byte (the
-            # stream's opening chunk) then marks the model's first token, not the first letter
-            emit(Kind.DELTA, live.rid, encode(Delta(text)))
+        if live.reply is None and live.logprobs is None:
+            if text or len(live.generated) == 1:
+                # the first token always goes out, text or not: the client's first byte (the
+                # stream's opening chunk) then marks the model's first token, not the first letter
+                emit(Kind.DELTA, live.rid, encode(Delta(text)))
+        else:
+            self._emit_shaped(live, text, token if reason != "stop" else None, logprobs, finish is not None, emit)
         if finish is None:
             return False
+        if finish == "stop" and live.reply is not None and live.reply.made_call:
+            finish = "tool_calls"
         solo_cache = live.cache
         self._finish(live, finish, emit)  # the client's answer first; the cache bookkeeping after
         if solo_cache is not None:
@@ -256,6 +262,18 @@ class TextEngine(Engine):
         elif reason is not None:
             self._remember(history, cache)
         return live.uid is not None and reason is None
+
+    def _emit_shaped(self, live: _Live, text: str, token: int | None, logprobs: mx.array | None, final: bool,
+                     emit: Emit) -> None:
+        """A Delta with thinking, tool calls or log probabilities split out (not the plain path)."""
+        reasoning, calls = "", ()
+        if live.reply is not None:
+            text, reasoning, calls = live.reply.feed(text, final)
+        scored = ()
+        if live.logprobs is not None and token is not None and logprobs is not None:
+            scored = (token_logprob(self.tokenizer.decode, token, logprobs, live.logprobs),)
+        if text or reasoning or calls or scored or len(live.generated) == 1:
+            emit(Kind.DELTA, live.rid, encode(Delta(text, 1, reasoning, calls, scored)))
 
     def _finish(self, live: _Live, reason: str, emit: Emit) -> None:
         if live.solo is not None:

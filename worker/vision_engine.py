@@ -39,8 +39,10 @@ from mlx_fleet.protocol import (
     Usage,
     encode,
 )
+from worker.constrain import GrammarError, GrammarProcessor, Grammars, response_format_grammar
 from worker.engine import DEFAULT_CONTEXT, Emit, Engine, config_value, tokenizer_limit, vocab_size
-from worker.request_checks import check_request, fit_to_context
+from worker.reply import token_logprob
+from worker.request_checks import check_request, fit_to_context, unsupported_by_vision
 from worker.stops import StopMatcher
 
 # Roles whose images mlx-vlm's prompt formatter drops (it adds image tokens to user turns only):
@@ -63,6 +65,8 @@ class _Job:
     # Tokens generated since the last Delta (a token whose text the detokenizer holds back
     # is reported with the Delta that finally carries it).
     unreported_tokens: int = 0
+    grammar: GrammarProcessor | None = None  # response_format's constraint
+    logprobs: int | None = None             # alternatives wanted with each token's logprob
 
 
 class VisionEngine(Engine):
@@ -90,6 +94,8 @@ class VisionEngine(Engine):
         self._image_token_index = getattr(self.config, "image_token_index", None)
         self._queue: deque[_Job] = deque()
         self._current: _Job | None = None
+        eos = getattr(self.tokenizer, "eos_token_ids", None) or self.tokenizer.eos_token_id
+        self._grammars = Grammars(self.tokenizer, [eos] if isinstance(eos, int) else eos)
 
     @property
     def active(self) -> bool:
@@ -107,6 +113,9 @@ class VisionEngine(Engine):
 
     def submit(self, rid: bytes, request: Generate) -> Failure | None:
         """Prepare a request (template, tokens, pixels) and queue it, or say why it cannot run."""
+        refused = unsupported_by_vision(request)
+        if refused is not None:
+            return refused
         prepared = self._prepare(request)
         if isinstance(prepared, Failure):
             return prepared
@@ -116,7 +125,15 @@ class VisionEngine(Engine):
         failure = check_request(request, sampling, prompt_tokens, self.vocab_size, self.context_length)
         if failure is not None:
             return failure
-        self._queue.append(_Job(rid, prompt, inputs, prompt_tokens, sampling, StopMatcher(sampling.stop)))
+        grammar = None
+        fmt = request.response_format
+        if fmt is not None and fmt.type != "text":
+            try:
+                grammar = self._grammars.processor(response_format_grammar(fmt), "response_format", None)
+            except GrammarError as e:
+                return Failure("invalid_value", str(e), 400, e.param)
+        self._queue.append(_Job(rid, prompt, inputs, prompt_tokens, sampling, StopMatcher(sampling.stop),
+                                grammar=grammar, logprobs=request.logprobs))
         return None
 
     def _prepare(self, request: Generate) -> tuple[str, dict[str, Any]] | Failure:
@@ -243,6 +260,8 @@ class VisionEngine(Engine):
             "presence_penalty": s.presence_penalty,
             "frequency_penalty": s.frequency_penalty,
         }
+        if job.grammar is not None:
+            kwargs["logits_processors"] = [job.grammar]
         if self._prefill_step_size is not None:
             kwargs["prefill_step_size"] = self._prefill_step_size
         return stream_generate(self.model, self.processor, job.prompt, **kwargs)
@@ -257,8 +276,11 @@ class VisionEngine(Engine):
         text, stopped = job.stops.feed(result.text or "")
         if finish is not None and not stopped:
             text += job.stops.flush()
-        if text or job.completion_tokens == new:  # the first token always goes out (see TextEngine)
-            emit(Kind.DELTA, job.rid, encode(Delta(text, max(1, job.unreported_tokens))))
+        scored = ()
+        if job.logprobs is not None and finish is None and result.logprobs is not None:
+            scored = (token_logprob(self.tokenizer.decode, result.token, result.logprobs, job.logprobs),)
+        if text or scored or job.completion_tokens == new:  # the first token always goes out (see TextEngine)
+            emit(Kind.DELTA, job.rid, encode(Delta(text, max(1, job.unreported_tokens), logprobs=scored)))
             job.unreported_tokens = 0
         if stopped or finish is not None:
             assert job.stream is not None

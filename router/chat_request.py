@@ -1,0 +1,105 @@
+"""An OpenAI chat request as the worker's API-neutral `ChatInput`: messages whole (content
+parts, assistant tool calls, tool results with their call ids), tools with their JSON schemas,
+the tool choice, template arguments, and the response-format constraint. Image parts are fetched
+and decoded here, never in a worker. What can be checked without the model is checked here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from mlx_fleet.config import ModelConfig
+from mlx_fleet.protocol import ChatInput, ImageData, Message, ResponseFormat, Tool, ToolCall, ToolChoice
+from router import openai_types as oa
+from router.errors import ApiError
+from router.images import ImagePolicy, load_image
+
+
+async def chat_input(req: oa.ChatCompletionRequest, model: ModelConfig, images: ImagePolicy,
+                     max_images: int) -> ChatInput:
+    if model.type == "embeddings":
+        raise ApiError(400, f"Model '{model.id}' does not support chat completions.", param="model",
+                       code="model_not_supported")
+    parts = [(i, j, part) for i, m in enumerate(req.messages) if isinstance(m.content, list)
+             for j, part in enumerate(m.content) if isinstance(part, oa.ImagePart)]
+    if parts and model.type != "vision":
+        i, j, _ = parts[0]
+        raise ApiError(400, f"Model '{model.id}' does not accept image input.",
+                       param=f"messages[{i}].content[{j}]", code="model_not_supported")
+    if len(parts) > max_images:
+        raise ApiError(400, f"Too many images: {len(parts)}; the limit is {max_images} per request.",
+                       param="messages", code="too_many_images")
+    loaded = await asyncio.gather(*(load_image(p.image_url.url, f"messages[{i}].content[{j}].image_url.url", images)
+                                    for i, j, p in parts))
+    by_message: dict[int, list[ImageData]] = {}
+    for (i, _, _), image in zip(parts, loaded):
+        by_message.setdefault(i, []).append(image)
+    messages = tuple(_message(m, tuple(by_message.get(i, ()))) for i, m in enumerate(req.messages))
+    tools = tuple(Tool(t.function.name, t.function.description or "",
+                       json.dumps(t.function.parameters) if t.function.parameters is not None else "")
+                  for t in req.tools or ())
+    return ChatInput(messages, tools, _tool_choice(req, tools), _template_kwargs(req))
+
+
+def _message(m: oa.ChatMessage, images: tuple[ImageData, ...]) -> Message:
+    if isinstance(m.content, list):
+        content = "\n".join(p.text for p in m.content if isinstance(p, oa.TextPart))
+    else:
+        content = m.content or ""
+    calls = tuple(ToolCall(c.id, c.function.name, c.function.arguments) for c in m.tool_calls or ())
+    role = "system" if m.role == "developer" else m.role
+    return Message(role, content, images, calls, m.tool_call_id, m.name)
+
+
+def _tool_choice(req: oa.ChatCompletionRequest, tools: tuple[Tool, ...]) -> ToolChoice | None:
+    choice = req.tool_choice
+    if choice is None:
+        return None
+    if isinstance(choice, oa.NamedToolChoice):
+        if not any(t.name == choice.function.name for t in tools):
+            raise ApiError(400, f"Invalid value for 'tool_choice': no function named '{choice.function.name}' "
+                                "was given in 'tools'.", param="tool_choice", code="invalid_value")
+        return ToolChoice("function", choice.function.name)
+    if choice == "required" and not tools:
+        raise ApiError(400, "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are "
+                            "specified.", param="tool_choice", code="invalid_value")
+    return ToolChoice(choice)
+
+
+# Arguments of `apply_chat_template` itself, which the server sets: a client's value would replace
+# the conversation, the tools or the template.
+_RESERVED_TEMPLATE_ARGS = frozenset({"conversation", "messages", "tools", "documents", "chat_template", "tokenize",
+                                     "add_generation_prompt", "continue_final_message", "return_dict",
+                                     "return_assistant_tokens_mask", "tokenizer_kwargs"})
+
+
+def _template_kwargs(req: oa.ChatCompletionRequest) -> dict:
+    kwargs = dict(req.chat_template_kwargs or {})
+    reserved = sorted(_RESERVED_TEMPLATE_ARGS & kwargs.keys())
+    if reserved:
+        raise ApiError(400, f"Invalid value for 'chat_template_kwargs': '{reserved[0]}' is set by the server.",
+                       param="chat_template_kwargs", code="invalid_value")
+    if req.reasoning_effort is not None:
+        kwargs.setdefault("reasoning_effort", req.reasoning_effort)
+        if req.reasoning_effort == "none":
+            kwargs.setdefault("enable_thinking", False)
+    return kwargs
+
+
+def response_format(req: oa.ChatCompletionRequest) -> ResponseFormat | None:
+    fmt = req.response_format
+    if fmt is None or isinstance(fmt, oa.TextFormat):
+        return None
+    if isinstance(fmt, oa.JsonObjectFormat):
+        return ResponseFormat("json_object")
+    spec = fmt.json_schema
+    schema = spec.schema if spec.schema is not None else {"type": "object"}
+    return ResponseFormat("json_schema", json.dumps(schema), spec.name, bool(spec.strict))
+
+
+def chat_logprobs(req: oa.ChatCompletionRequest) -> int | None:
+    if req.top_logprobs is not None and not req.logprobs:
+        raise ApiError(400, "Invalid value for 'top_logprobs': 'logprobs' must be true to use 'top_logprobs'.",
+                       param="top_logprobs", code="invalid_value")
+    return (req.top_logprobs or 0) if req.logprobs else None

@@ -1,0 +1,67 @@
+"""A reply as the worker streams it (answer, thinking, tool calls, log probabilities; see
+`protocol.Delta`) gathered for a whole response, and those parts in OpenAI's chat and text
+completion shapes. Another API's framing reads the same `Reply` and `Delta`s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mlx_fleet.protocol import Delta, Done, TokenLogprob, ToolCall
+from router import openai_types as oa
+
+
+@dataclass(slots=True)
+class Reply:
+    texts: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    done: Done | None = None
+
+    def add(self, delta: Delta) -> None:
+        self.texts.append(delta.text)
+        if delta.reasoning:
+            self.reasoning.append(delta.reasoning)
+        if delta.tool_calls:
+            self.tool_calls.extend(delta.tool_calls)
+        if delta.logprobs:
+            self.logprobs.extend(delta.logprobs)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.texts)
+
+
+def is_plain(delta: Delta) -> bool:
+    return not (delta.reasoning or delta.tool_calls or delta.logprobs)
+
+
+def chat_message(reply: Reply) -> oa.AssistantMessage:
+    text = reply.text
+    calls = [oa.ToolCall(id=c.id, type="function", function=oa.FunctionCall(name=c.name, arguments=c.arguments))
+             for c in reply.tool_calls]
+    return oa.AssistantMessage(role="assistant", content=text if text or not calls else None,
+                               reasoning_content="".join(reply.reasoning) or None, tool_calls=calls or None)
+
+
+def chat_logprobs(items: list[TokenLogprob]) -> oa.ChatLogprobs:
+    return oa.ChatLogprobs(content=[
+        oa.TokenLogprobOut(token=t.token, logprob=t.logprob, bytes=list(t.token.encode()),
+                           top_logprobs=[oa.TopLogprob(token=a, logprob=v, bytes=list(a.encode())) for a, v in t.top])
+        for t in items])
+
+
+def completion_logprobs(items: list[TokenLogprob], offset: int, top: bool) -> oa.CompletionLogprobs:
+    offsets = []
+    for t in items:
+        offsets.append(offset)
+        offset += len(t.token)
+    return oa.CompletionLogprobs(tokens=[t.token for t in items], token_logprobs=[t.logprob for t in items],
+                                 top_logprobs=[dict(t.top) for t in items] if top else None, text_offset=offsets)
+
+
+def stream_tool_calls(calls: tuple[ToolCall, ...], first_index: int) -> list[dict]:
+    """Whole calls as stream deltas: index, id and name with the arguments, in one piece each."""
+    return [{"index": first_index + i, "id": c.id, "type": "function",
+             "function": {"name": c.name, "arguments": c.arguments}} for i, c in enumerate(calls)]

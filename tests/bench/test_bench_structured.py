@@ -1,0 +1,68 @@
+"""Constrained decoding's cost: decode speed of streams with a JSON schema vs the same streams
+without one, on the same fleet and model (goal: >= 0.9x unconstrained).
+
+The schema keeps the model writing until max_tokens (an array of integers that must hold more
+items than the budget allows), so both sides decode the same number of tokens; its grammar is
+llguidance's, applied per sequence (see worker/constrain.py). Widths 1 (the lone-request loop)
+and 8 (the batch). Waves alternate which side goes first each round.
+
+    agg tok/s     a wave's completion tokens ÷ (first send → last [DONE]); median over rounds
+    ratio         schema ÷ free, per round, then the median
+
+Settings: BENCH_MODEL (default tiny), BENCH_ROUNDS (default 5), BENCH_MAX_TOKENS (default 64
+for tiny). Results: bench-results/structured.json.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from benchlib import chat_body, max_tokens, med, models_setting, paired_ratio, rounds, save, start_fleet, \
+    story_prompt, table, wait_settled, wave
+
+pytestmark = [pytest.mark.bench, pytest.mark.timeout(3600)]
+
+LONG_JSON = {"type": "json_schema", "json_schema": {"name": "numbers", "schema": {
+    "type": "object", "required": ["numbers"], "additionalProperties": False,
+    "properties": {"numbers": {"type": "array", "minItems": 10000, "items": {"type": "integer"}}}}}}
+
+
+def test_json_schema_decode_speed_vs_free(bench_dir, state_dir, models, info):
+    kind = models_setting("tiny")[0]
+    model = models.get(kind)
+    n = max_tokens(kind, 64 if kind == "tiny" else None)
+    n_rounds = rounds(5)
+
+    def bodies(width: int, constrained: bool) -> list[dict]:
+        out = [chat_body("bench", story_prompt(), n) for _ in range(width)]
+        for body in out:
+            if constrained:
+                body["response_format"] = LONG_JSON
+        return out
+
+    fleet = start_fleet(bench_dir / f"structured-{kind}", {"bench": model.path}, state_dir=state_dir)
+    results: dict[int, dict[str, list]] = {}
+    try:
+        for width in (1, 8):
+            waves = {"free": [], "schema": []}
+            for side in waves:  # warm: load the model, build llguidance's view of the vocabulary
+                wave(fleet.base_url, bodies(width, side == "schema"))
+            wait_settled(fleet)
+            for r in range(n_rounds):
+                for side in ("free", "schema") if r % 2 == 0 else ("schema", "free"):
+                    waves[side].append(wave(fleet.base_url, bodies(width, side == "schema")))
+            results[width] = waves
+    finally:
+        fleet.stop()
+
+    rows, payload = [], {}
+    for width, waves in results.items():
+        agg = {side: [w.tok_s for w in ws] for side, ws in waves.items()}
+        failed = {side: sum(len(w.failed) for w in ws) for side, ws in waves.items()}
+        ratio = paired_ratio(agg["schema"], agg["free"])
+        rows.append([width, med(agg["free"]), med(agg["schema"]), ratio, f"{failed['free']}/{failed['schema']}"])
+        payload[width] = {"agg_tok_s": agg, "failed": failed, "ratio": ratio}
+    table(f"JSON schema vs free decoding on {kind}, {n} tokens per stream, {n_rounds} rounds (ratio = schema / free)",
+          ["streams", "free agg tok/s", "schema agg tok/s", "ratio", "failed free/schema"], rows)
+    save("structured", {"model": kind, "max_tokens": n, "rounds": n_rounds, "widths": payload}, info=info)
+    assert all(not any(p["failed"].values()) for p in payload.values())

@@ -1,0 +1,53 @@
+"""Grammar processor and reply parser in-process, on a tiny model with Qwen's tool markers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlx.core as mx
+import pytest
+
+from tiny_models import QWEN_TOOL_TEMPLATE, TOOL_SPECIAL_TOKENS, build_tiny_lm
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory: pytest.TempPathFactory):
+    from mlx_lm import load
+
+    path = build_tiny_lm(tmp_path_factory.mktemp("m") / "tools", arch="qwen2", chat_template=QWEN_TOOL_TEMPLATE,
+                         extra_special_tokens=TOOL_SPECIAL_TOKENS)
+    return load(str(path))[1]
+
+
+def test_grammar_waits_for_the_end_of_thinking(tokenizer) -> None:
+    from mlx_fleet.protocol import ResponseFormat
+    from worker.constrain import Grammars, response_format_grammar
+
+    think_end = tokenizer.convert_tokens_to_ids("</think>")
+    grammars = Grammars(tokenizer._tokenizer, tokenizer.eos_token_ids)
+    processor = grammars.processor(response_format_grammar(ResponseFormat("json_object")), "x", think_end)
+    logits = mx.zeros((1, tokenizer.vocab_size))
+    prompt = mx.array(tokenizer.encode("hello"))
+    processor.base = prompt.shape[0]
+    thinking = mx.concatenate([prompt, mx.array(tokenizer.encode("some thoughts"))])
+    assert mx.all(processor(thinking, logits) == 0).item()  # thinking: nothing masked
+    done = mx.concatenate([thinking, mx.array([think_end])])
+    allowed = mx.isfinite(processor(done, logits))[0]
+    assert allowed.sum().item() < tokenizer.vocab_size / 4  # the answer: JSON only
+    assert allowed[tokenizer.encode("{")[0]].item()
+
+
+@pytest.mark.parametrize("text,calls,content", [
+    ('<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n</tool_call>', [("f", {"a": 1})], ""),
+    ("before <tool_call>not json</tool_call> after", [], "before <tool_call>not json</tool_call> after"),
+])
+def test_reply_parser_splits_calls_and_gives_back_broken_ones_as_text(tokenizer, text, calls, content) -> None:
+    from worker.reply import ReplyParser
+
+    parser = ReplyParser(tokenizer, "normal", [{"type": "function", "function": {"name": "f"}}])
+    pieces = [parser.feed(ch, False) for ch in text] + [parser.feed("", True)]
+    assert "".join(p[0] for p in pieces) == content
+    got = [c for p in pieces for c in p[2]]
+    assert [(c.name, json.loads(c.arguments)) for c in got] == calls
+    assert parser.made_call == bool(calls)

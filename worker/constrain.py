@@ -1,0 +1,149 @@
+"""Constrained decoding with llguidance: a grammar per request, applied as a per-sequence logits
+processor, so it runs the same on mlx-lm's lone-request `generate_step` and inside its
+`BatchGenerator`, where the batch's other sequences never pay for it.
+
+The matcher advances from the tokens the generator actually sampled (the history it passes to
+the processor), never from a count of its own calls: when a lone request moves into the batch,
+its last token is fed again, and the matcher must not consume it twice. A thinking model's
+grammar waits until its thinking block has closed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import llguidance
+import llguidance.hf
+import llguidance.numpy
+import mlx.core as mx
+import numpy as np
+
+from mlx_fleet.protocol import ResponseFormat, Tool
+
+# Compact JSON, as OpenAI's structured outputs produce it; without flexible whitespace a weak
+# model cannot spend its whole budget on blank lines inside an object.
+_JSON_OPTIONS = {"item_separator": ", ", "key_separator": ": ", "whitespace_flexible": False}
+_ANY_OBJECT = {"type": "object"}
+
+
+class GrammarError(ValueError):
+    """A grammar llguidance cannot compile: the client's fault, reported against `param`."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+def response_format_grammar(fmt: ResponseFormat) -> str | None:
+    if fmt.type == "text":
+        return None
+    schema = _ANY_OBJECT if fmt.type == "json_object" else fmt.schema_json
+    try:
+        return llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=_JSON_OPTIONS)
+    except ValueError as e:
+        raise GrammarError("response_format", f"Invalid JSON schema: {e}") from None
+
+
+def tool_call_grammar(tools: tuple[Tool, ...], start: str, end: str, as_tokens: bool) -> str:
+    """One call, in the `json_tools` format (`<tool_call>{"name": ..., "arguments": {...}}</tool_call>`,
+    Qwen's and Hermes'), whose arguments validate against the chosen function's schema."""
+    alternatives = []
+    for tool in tools:
+        parameters = json.loads(tool.parameters_json) if tool.parameters_json else _ANY_OBJECT
+        call = {"type": "object", "additionalProperties": False, "required": ["name", "arguments"],
+                "properties": {"name": {"const": tool.name}, "arguments": parameters}, "x-guidance": _JSON_OPTIONS}
+        alternatives.append("%json " + json.dumps(call, separators=(",", ":")))
+    open_, close = (start, end) if as_tokens else (json.dumps(start), json.dumps(end))
+    lark = f'start: {open_} "\\n" call "\\n" {close}\ncall: ' + " | ".join(alternatives) + "\n"
+    return llguidance.LLMatcher.grammar_from_lark(lark)
+
+
+class Grammars:
+    """Compiles grammars against one (Hugging Face fast) tokenizer. Building llguidance's view of
+    a vocabulary walks all of it (~1 s for 150k tokens): it is built on the first constrained
+    request, once."""
+
+    def __init__(self, hf_tokenizer: Any, eos_ids: Iterable[int]) -> None:
+        self._tokenizer = hf_tokenizer
+        self._eos = sorted(eos_ids)
+        self._llg: llguidance.LLTokenizer | None = None
+
+    @property
+    def llg(self) -> llguidance.LLTokenizer:
+        if self._llg is None:
+            self._llg = llguidance.hf.from_tokenizer(self._tokenizer, eos_token=self._eos)
+        return self._llg
+
+    def processor(self, grammar: str, param: str, think_end: int | None) -> GrammarProcessor:
+        """A fresh processor for one request; `think_end` holds it back until that token."""
+        error = llguidance.LLMatcher.validate_grammar(grammar, self.llg)
+        if error:
+            raise GrammarError(param, f"The grammar cannot be compiled: {error}")
+        return GrammarProcessor(llguidance.LLMatcher(self.llg, grammar, log_level=0), self.llg.vocab_size, think_end)
+
+
+class GrammarProcessor:
+    """mlx-lm logits processor: `(history, logits) -> logits` with the disallowed tokens at -inf.
+
+    `base` is where the generated tokens start in the history the generator passes: a fresh
+    generator's first call passes only prompt (whatever part of it that generator was given), and
+    an engine that hands a running request to another generator sets it (the whole prompt, for
+    mlx-lm's batch). So the matcher reads exactly the sampled tokens it has not seen yet.
+    """
+
+    __slots__ = ("_matcher", "_mask", "_think_end", "_seen", "base")
+
+    def __init__(self, matcher: llguidance.LLMatcher, vocab_size: int, think_end: int | None) -> None:
+        self._matcher = matcher
+        self._mask = llguidance.numpy.allocate_token_bitmask(1, vocab_size)
+        self._think_end = think_end  # None: the grammar applies from the first token
+        self._seen = 0               # generated tokens read so far
+        self.base: int | None = None
+
+    def __call__(self, history: mx.array, logits: mx.array) -> mx.array:
+        if self.base is None:
+            self.base = history.shape[-1]
+        elif history.shape[-1] - self.base > self._seen:
+            fresh = history[self.base + self._seen:].tolist()
+            self._seen += len(fresh)
+            self._advance(fresh)
+        return logits if self._think_end is not None else _APPLY(logits, self._fill())
+
+    def _advance(self, tokens: list[int]) -> None:
+        if self._think_end is not None:
+            if self._think_end not in tokens:
+                return
+            tokens = tokens[tokens.index(self._think_end) + 1:]
+            self._think_end = None
+        if tokens:
+            self._matcher.consume_tokens(tokens)
+
+    def _fill(self) -> np.ndarray:
+        llguidance.numpy.fill_next_token_bitmask(self._matcher, self._mask, 0)
+        return self._mask
+
+
+_SHIFTS = mx.arange(32, dtype=mx.int32)
+
+
+def _apply_with_shifts(logits: mx.array, mask: np.ndarray) -> mx.array:
+    """The bitmask unpacked with shifts and applied with `mx.where`: works on every backend
+    (llguidance's own MLX path is a Metal kernel, which the CPU backend cannot run)."""
+    allowed = ((mx.array(mask)[..., None] >> _SHIFTS) & 1).reshape(1, -1).astype(mx.bool_)
+    vocab = logits.shape[-1]
+    if allowed.shape[-1] >= vocab:
+        allowed = allowed[:, :vocab]
+    else:  # a vocabulary padded past the tokenizer's: those ids never decode
+        allowed = mx.concatenate([allowed, mx.zeros((1, vocab - allowed.shape[-1]), dtype=mx.bool_)], axis=1)
+    return mx.where(allowed, logits, mx.array(-mx.inf, dtype=logits.dtype))
+
+
+def _apply_on_metal(logits: mx.array, mask: np.ndarray) -> mx.array:
+    import llguidance.mlx
+
+    return llguidance.mlx.apply_token_bitmask(logits, mask)
+
+
+_APPLY = _apply_on_metal if mx.default_device() == mx.gpu and mx.metal.is_available() else _apply_with_shifts
