@@ -40,8 +40,9 @@ def _json(value: object) -> Response:
 
 
 @get("/admin/usage", responses=_ERRORS)
-async def usage_rows(state: State, model: FromQuery[str | None] = None, key: FromQuery[str | None] = None, since: Since = None,
-                     until: Since = None, limit: Annotated[int, QueryParameter(ge=1, le=10000)] = 100,
+async def usage_rows(state: State, model: FromQuery[str | None] = None, key: FromQuery[str | None] = None,
+                     since: Since = None, until: Since = None,
+                     limit: Annotated[int, QueryParameter(ge=1, le=10000)] = 100,
                      offset: Annotated[int, QueryParameter(ge=0, le=2**53)] = 0) -> Response[q.UsageRows]:
     await _fresh(state)
     found = await in_db(state, q.rows, model, key, _time(since, "since"), _time(until, "until"), limit, offset)
@@ -49,7 +50,8 @@ async def usage_rows(state: State, model: FromQuery[str | None] = None, key: Fro
 
 
 @get("/admin/usage/aggregate", responses=_ERRORS)
-async def usage_aggregate(state: State, by: FromQuery[q.GroupBy] = "model", since: Since = None) -> Response[q.Aggregate]:
+async def usage_aggregate(state: State, by: FromQuery[q.GroupBy] = "model",
+                          since: Since = None) -> Response[q.Aggregate]:
     await _fresh(state)
     start = _time(since, "since")
     return _json(q.Aggregate(by=by, since=start, data=await in_db(state, q.aggregate, by, start)))

@@ -43,7 +43,7 @@ from router.fleet_client import FleetClient, SupervisorUnavailable
 from router.images import ImagePolicy
 from router.openapi import ClosedStructs, document_streams, error_responses, json_body, openapi_config
 from router.security import Guard, host_check_factory
-from router.usage import UsageWriter, usage_middleware_factory, usage_record
+from router.usage import UsageWriter, state_db_lifespan, usage_middleware_factory, usage_record
 
 log = logging.getLogger("mlx_fleet.router")
 
@@ -62,7 +62,8 @@ def _body(kind: type) -> type:
 
 @post("/v1/chat/completions", status_code=200, opt={"scope": "chat"}, dto=_body(oa.ChatCompletionRequest),
       return_dto=None, responses=error_responses(404, 413, 429))
-async def chat_completions(request: Request, state: State, data: JSONBody[oa.ChatCompletionRequest]) -> Response[oa.ChatCompletion]:
+async def chat_completions(request: Request, state: State,
+                           data: JSONBody[oa.ChatCompletionRequest]) -> Response[oa.ChatCompletion]:
     config: FleetConfig = state.config
     req = data
     model = resolve_model(config, req.model)
@@ -161,21 +162,10 @@ def create_app(
     request_metrics = metrics.RequestMetrics()
     usage = UsageWriter(state_dir, float(config.usage.retention), observers=[request_metrics.observe])
     key_index = KeyIndex(statedb.db_path(state_dir))
-
-    @asynccontextmanager
-    async def state_db(app: Litestar) -> AsyncIterator[None]:
-        usage.start()  # creates the tables the key index reads
-        try:
-            yield
-        finally:
-            await asyncio.to_thread(usage.flush)
-            usage.stop()
-            key_index.close()
-
     host_check = host_check_factory(server)
     return Litestar(
         route_handlers=ROUTES,
-        lifespan=[state_db, fleet_connection],
+        lifespan=[state_db_lifespan(usage, key_index), fleet_connection],
         on_startup=[document_streams],
         state=State({"config": config, "started": started, "models_body": _models_body(config, started),
                      "admission": Admission(server.max_requests_per_model, server.max_requests),

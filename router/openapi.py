@@ -59,7 +59,8 @@ class JsonBody(AbstractDTO[T], Generic[T]):
 
 def json_body(model: type[T], decode: Callable[[bytes], T]) -> type[JsonBody[T]]:
     """The DTO for a route whose body is a `model`, decoded by `decode`."""
-    return type(f"{model.__name__}Body", (JsonBody[model],), {"decode": staticmethod(decode)})  # type: ignore[valid-type]
+    base = JsonBody[model]  # type: ignore[valid-type]
+    return type(f"{model.__name__}Body", (base,), {"decode": staticmethod(decode)})
 
 
 _ERRORS = {400: "Invalid request", 401: "No key or a wrong key", 403: "The key may not do this",

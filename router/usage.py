@@ -8,12 +8,14 @@ to the state database in one transaction; it also deletes rows older than `usage
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from litestar import Request
@@ -128,6 +130,23 @@ def usage_middleware_factory(queue: collections.deque[UsageRecord]) -> Callable[
         return UsageMiddleware(app, queue)
 
     return middleware
+
+
+def state_db_lifespan(usage: UsageWriter, key_index: keys.KeyIndex):
+    """The app's lifespan part for the state database: the writer starts first (it creates the
+    tables the key index reads) and, at the end, writes what is queued before it stops."""
+
+    @asynccontextmanager
+    async def lifespan(app: object) -> AsyncIterator[None]:
+        usage.start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(usage.flush)
+            usage.stop()
+            key_index.close()
+
+    return lifespan
 
 
 class UsageWriter:
