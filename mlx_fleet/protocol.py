@@ -100,8 +100,7 @@ class ImageData(_Wire):
 
 
 class ToolCall(_Wire, gc=False):
-    """A function call: one the assistant made earlier in a conversation, or one it makes now (in
-    a `Delta`). `arguments` is JSON text, as the model wrote it (after parsing and re-encoding)."""
+    """A function call the assistant made earlier in a conversation. `arguments` is JSON text."""
 
     id: str
     name: str
@@ -193,16 +192,29 @@ class TokenLogprob(_Wire, gc=False):
     top: tuple[tuple[str, float], ...] = ()
 
 
+class ToolCallDelta(_Wire, gc=False):
+    """A piece of the tool call numbered `index` in this reply (0, 1, ... in the order the model
+    makes them). A call's pieces arrive in order: its first carries `id` and `name` (the call's
+    start), each carries the next text of its `arguments` (possibly none), and its last has `done`
+    (the arguments are whole). A call the worker cannot stream is one piece with all of these.
+    The arguments' pieces concatenate to JSON text, exactly what a non-streamed reply carries."""
+
+    index: int
+    arguments: str = ""
+    id: str = ""
+    name: str = ""
+    done: bool = False
+
+
 class Delta(_Wire, gc=False):
     """What one request produced since its last Delta, whatever API the client speaks: answer
-    text, thinking text, complete tool calls (numbered by the consumer in the order they arrive),
-    and per-token log probabilities when asked (a plain token leaves them empty: three bytes).
-    `tokens` counts the tokens it covers."""
+    text, thinking text, pieces of tool calls, and per-token log probabilities when asked (a plain
+    token leaves them empty: three bytes). `tokens` counts the tokens it covers."""
 
     text: str
     tokens: int = 1
     reasoning: str = ""
-    tool_calls: tuple[ToolCall, ...] = ()
+    tool_calls: tuple[ToolCallDelta, ...] = ()
     logprobs: tuple[TokenLogprob, ...] = ()
 
 

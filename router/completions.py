@@ -200,7 +200,6 @@ class _Frames:
     """Precomputed JSON around the per-frame text, for one streamed response."""
 
     def __init__(self, ex: Exchange, chat: bool, top_logprobs: bool = False) -> None:
-        self.calls = 0           # tool calls sent so far: the next one's index
         self.offset = 0          # text sent so far, for text completions' logprobs offsets
         self.top_logprobs = top_logprobs
         head = {"id": ex.id, "object": "chat.completion.chunk" if chat else "text_completion",
@@ -229,14 +228,15 @@ class _Frames:
         else:
             delta: dict = {}
             reasoning = "".join(d.reasoning for d in deltas)
-            calls = tuple(c for d in deltas for c in d.tool_calls)
+            calls = stream_tool_calls([c for d in deltas for c in d.tool_calls])
+            if not (text or reasoning or calls or scored):
+                return b""  # only the end of a call, which OpenAI's stream does not mark
             if text or not (reasoning or calls):
                 delta["content"] = text
             if reasoning:
                 delta["reasoning_content"] = reasoning
             if calls:
-                delta["tool_calls"] = stream_tool_calls(calls, self.calls)
-                self.calls += len(calls)
+                delta["tool_calls"] = calls
             choice = {"index": 0, "delta": delta, "finish_reason": None,
                       "logprobs": chat_logprobs(scored) if scored else None}
         return b"data: " + self._head + b',"choices":[' + _line_json(choice) + b"]}\n\n"

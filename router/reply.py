@@ -7,15 +7,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mlx_fleet.protocol import Delta, Done, TokenLogprob, ToolCall
+from mlx_fleet.protocol import Delta, Done, TokenLogprob, ToolCallDelta
 from router import openai_types as oa
+
+
+@dataclass(slots=True)
+class CallParts:
+    """One tool call gathered from its pieces."""
+
+    id: str
+    name: str
+    arguments: list[str]
 
 
 @dataclass(slots=True)
 class Reply:
     texts: list[str] = field(default_factory=list)
     reasoning: list[str] = field(default_factory=list)
-    tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_calls: list[CallParts] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)
     done: Done | None = None
 
@@ -23,8 +32,10 @@ class Reply:
         self.texts.append(delta.text)
         if delta.reasoning:
             self.reasoning.append(delta.reasoning)
-        if delta.tool_calls:
-            self.tool_calls.extend(delta.tool_calls)
+        for piece in delta.tool_calls:
+            if piece.index == len(self.tool_calls):
+                self.tool_calls.append(CallParts(piece.id, piece.name, []))
+            self.tool_calls[piece.index].arguments.append(piece.arguments)
         if delta.logprobs:
             self.logprobs.extend(delta.logprobs)
 
@@ -39,7 +50,8 @@ def is_plain(delta: Delta) -> bool:
 
 def chat_message(reply: Reply) -> oa.AssistantMessage:
     text = reply.text
-    calls = [oa.ToolCall(id=c.id, type="function", function=oa.FunctionCall(name=c.name, arguments=c.arguments))
+    calls = [oa.ToolCall(id=c.id, type="function",
+                         function=oa.FunctionCall(name=c.name, arguments="".join(c.arguments)))
              for c in reply.tool_calls]
     return oa.AssistantMessage(role="assistant", content=text if text or not calls else None,
                                reasoning_content="".join(reply.reasoning) or None, tool_calls=calls or None)
@@ -61,7 +73,19 @@ def completion_logprobs(items: list[TokenLogprob], offset: int, top: bool) -> oa
                                  top_logprobs=[dict(t.top) for t in items] if top else None, text_offset=offsets)
 
 
-def stream_tool_calls(calls: tuple[ToolCall, ...], first_index: int) -> list[dict]:
-    """Whole calls as stream deltas: index, id and name with the arguments, in one piece each."""
-    return [{"index": first_index + i, "id": c.id, "type": "function",
-             "function": {"name": c.name, "arguments": c.arguments}} for i, c in enumerate(calls)]
+def stream_tool_calls(pieces: list[ToolCallDelta]) -> list[dict]:
+    """Pieces of calls as OpenAI's `delta.tool_calls`: a call's first item has its index, id, type
+    and name (and the first of its arguments), the next ones its index and more arguments. The
+    pieces of one call that arrived together are one item; a piece that only ends a call is none
+    (OpenAI's stream has no such event)."""
+    items: list[dict] = []
+    for p in pieces:
+        last = items[-1] if items else None
+        if last is not None and last["index"] == p.index:
+            last["function"]["arguments"] += p.arguments
+        elif p.name:
+            items.append({"index": p.index, "id": p.id, "type": "function",
+                          "function": {"name": p.name, "arguments": p.arguments}})
+        elif p.arguments:
+            items.append({"index": p.index, "function": {"arguments": p.arguments}})
+    return items

@@ -14,7 +14,14 @@ import openai
 import pytest
 
 from fleet_server import FleetServer, chat_text, strict_client, write_config
-from tiny_models import NO_SYSTEM_TEMPLATE, QWEN_THINKING_TEMPLATE, QWEN_TOOL_TEMPLATE, TOOL_SPECIAL_TOKENS, build_tiny_lm
+from tiny_models import (
+    NO_SYSTEM_TEMPLATE,
+    QWEN_THINKING_TEMPLATE,
+    QWEN_TOOL_TEMPLATE,
+    TOOL_SPECIAL_TOKENS,
+    always_writes,
+    build_tiny_lm,
+)
 
 USER = [{"role": "user", "content": "What is the weather in Paris?"}]
 # Bounded values: a random model would otherwise write one string or number until max_tokens.
@@ -38,6 +45,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "thinker": build_tiny_lm(root / "thinker", arch="qwen2", seed=2, chat_template=QWEN_THINKING_TEMPLATE,
                                  extra_special_tokens=TOOL_SPECIAL_TOKENS),
         "nosystem": build_tiny_lm(root / "nosystem", seed=3, chat_template=NO_SYSTEM_TEMPLATE),
+        # opens a tool call at every step and never writes one that parses
+        "opener": always_writes(build_tiny_lm(root / "opener", arch="qwen2", seed=4, chat_template=QWEN_TOOL_TEMPLATE,
+                                              extra_special_tokens=TOOL_SPECIAL_TOKENS), "<tool_call>"),
     }
 
 
@@ -136,16 +146,38 @@ def test_forced_call_is_valid_against_its_schema(client: openai.OpenAI, choice) 
     assert "<tool_call>" not in (r.choices[0].message.content or "")
 
 
-def test_streamed_call_arrives_as_tool_call_deltas(client: openai.OpenAI) -> None:
-    chunks = list(client.chat.completions.create(model="tools", messages=USER, tools=TOOLS, tool_choice="required",
-                                                 max_tokens=120, temperature=0, stream=True))
+@pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "get_weather"}}])
+def test_streamed_call_arguments_arrive_as_deltas_equal_to_the_whole_call(client: openai.OpenAI, choice) -> None:
+    kwargs = dict(model="tools", messages=USER, tools=TOOLS, tool_choice=choice, max_tokens=120, temperature=0)
+    chunks = list(client.chat.completions.create(stream=True, **kwargs))
     deltas = [d for c in chunks if c.choices for d in c.choices[0].delta.tool_calls or ()]
     content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert deltas and deltas[0].index == 0 and deltas[0].id.startswith("call_") and deltas[0].function.name
+    first, *rest = deltas
+    assert first.index == 0 and first.id.startswith("call_") and first.type == "function" and first.function.name
+    assert rest and all(d.index == 0 and d.id is None and d.function.name is None for d in rest)
+    assert len([d for d in deltas if d.function.arguments]) >= 2  # streamed, not sent whole
     arguments = "".join(d.function.arguments or "" for d in deltas)
-    assert _valid(json.loads(arguments), {"get_weather": WEATHER, "get_time": CLOCK}[deltas[0].function.name])
+    assert _valid(json.loads(arguments), {"get_weather": WEATHER, "get_time": CLOCK}[first.function.name])
     assert "<tool_call>" not in content and "tool_call" not in content
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
+    (whole,) = client.chat.completions.create(**kwargs).choices[0].message.tool_calls
+    assert (whole.function.name, whole.function.arguments) == (first.function.name, arguments)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_under_auto_a_block_that_never_parses_is_plain_content(client: openai.OpenAI, stream: bool) -> None:
+    kwargs = dict(model="opener", messages=USER, tools=TOOLS, max_tokens=12, temperature=0)
+    if stream:
+        chunks = list(client.chat.completions.create(stream=True, **kwargs))
+        assert not any(c.choices[0].delta.tool_calls for c in chunks if c.choices)
+        content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    else:
+        choice = client.chat.completions.create(**kwargs).choices[0]
+        assert choice.message.tool_calls is None
+        content, finish = choice.message.content, [choice.finish_reason]
+    assert content == "<tool_call>" * 12  # the block, markers and all: an answer, not half a call
+    assert finish == ["length"]
 
 
 def test_a_conversation_with_calls_and_results_renders_through_the_template(client: openai.OpenAI) -> None:
@@ -292,3 +324,7 @@ def test_langchain_bind_tools_and_structured_output(server: FleetServer) -> None
     assert call["name"] == "get_time" and call["args"]["zone"] in ("utc", "cet")
     verdict = llm.with_structured_output(Verdict).invoke("Is the sky blue?")
     assert isinstance(verdict, Verdict) and 0 <= verdict.score <= 9
+    chunks = list(llm.bind_tools([get_time], tool_choice="get_time").stream("What time is it?"))
+    assert sum(bool(c.tool_call_chunks) for c in chunks) >= 2  # the arguments arrived in pieces
+    (streamed,) = sum(chunks[1:], chunks[0]).tool_calls  # LangChain's own accumulation of the pieces
+    assert streamed["name"] == "get_time" and streamed["args"] == call["args"]

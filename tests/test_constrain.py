@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import mlx.core as mx
@@ -36,18 +35,3 @@ def test_grammar_waits_for_the_end_of_thinking(tokenizer) -> None:
     allowed = mx.isfinite(processor(done, logits))[0]
     assert allowed.sum().item() < tokenizer.vocab_size / 4  # the answer: JSON only
     assert allowed[tokenizer.encode("{")[0]].item()
-
-
-@pytest.mark.parametrize("text,calls,content", [
-    ('<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n</tool_call>', [("f", {"a": 1})], ""),
-    ("before <tool_call>not json</tool_call> after", [], "before <tool_call>not json</tool_call> after"),
-])
-def test_reply_parser_splits_calls_and_gives_back_broken_ones_as_text(tokenizer, text, calls, content) -> None:
-    from worker.reply import ReplyParser
-
-    parser = ReplyParser(tokenizer, "normal", [{"type": "function", "function": {"name": "f"}}])
-    pieces = [parser.feed(ch, False) for ch in text] + [parser.feed("", True)]
-    assert "".join(p[0] for p in pieces) == content
-    got = [c for p in pieces for c in p[2]]
-    assert [(c.name, json.loads(c.arguments)) for c in got] == calls
-    assert parser.made_call == bool(calls)

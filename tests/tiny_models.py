@@ -635,3 +635,32 @@ def build_tiny_bert(out_dir: Path, *, seed: int = 0) -> Path:
     mx.save_safetensors(str(out_dir / "model.safetensors"), weights, metadata={"format": "mlx"})
     _write_json(out_dir / "config.json", config)
     return out_dir
+
+
+def always_writes(model_dir: Path, token: str) -> Path:
+    """Make a model built by :func:`build_tiny_lm` write the special ``token`` at every step
+    (a model that opens a tool call and never writes one that parses).
+
+    Greedy decoding of random weights settles on repeating one token; ``token``'s (tied)
+    embedding row becomes a copy of that token's, 5% longer. Its logit then beats the other's
+    wherever that one's is positive, and as input it acts as the other did, so the model keeps
+    writing it. The settled token can change with the new row: repeated until it is ``token``.
+    """
+    from mlx_lm import load
+    from mlx_lm.generate import generate_step
+    from mlx_lm.sample_utils import make_sampler
+    from mlx_lm.utils import save_model
+
+    model, tokenizer = load(str(model_dir))
+    target = tokenizer.convert_tokens_to_ids(token)
+    prompt = mx.array(tokenizer.apply_chat_template([{"role": "user", "content": "Hello"}], add_generation_prompt=True))
+    for _ in range(4):
+        written = [t for t, _ in generate_step(prompt, model, max_tokens=16, sampler=make_sampler(temp=0.0))]
+        settled = max(set(written), key=written.count)
+        if settled == target:
+            save_model(model_dir, model)
+            return model_dir
+        embedding = model.model.embed_tokens.weight
+        embedding[target] = 1.05 * embedding[settled]
+        model.model.embed_tokens.weight = embedding
+    raise RuntimeError(f"the model at {model_dir} does not settle on writing {token!r}")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlx_fleet.protocol import ChatInput, Failure, Generate, TextInput, TokensInput
+from worker.call_stream import is_json_tools
 from worker.chat_prompt import TemplateRefused, offered_tools, render, template_tools
 from worker.constrain import GrammarError, GrammarProcessor, Grammars, response_format_grammar, tool_call_grammar
 from worker.reply import ReplyParser, initial_state
@@ -69,7 +70,7 @@ def _grammar(tokenizer: Any, request: Generate, tools: list[dict] | None) -> tup
         if fmt is not None and fmt.type != "text":
             raise GrammarError("response_format", "A response_format cannot be combined with a tool_choice that "
                                                   "forces a call.")
-        if not getattr(tokenizer.tool_parser, "__module__", "").endswith(".json_tools"):
+        if not is_json_tools(tokenizer):
             raise GrammarError("tool_choice", f"tool_choice '{choice.mode}' needs a model whose tool calls are "
                                               "JSON between <tool_call> markers; this model's are not.")
         start, end = tokenizer.tool_call_start, tokenizer.tool_call_end
