@@ -87,8 +87,12 @@ def document_streams(app: Litestar) -> None:
         assert operation is not None and operation.responses is not None
         ok = operation.responses["200"]
         assert isinstance(ok, OpenAPIResponse) and ok.content is not None
+        # OpenAPI 3.1: the schema of one event (its fields as the SSE format names them)
         ok.content["text/event-stream"] = OpenAPIMediaType(schema=Schema(
-            type=OpenAPIType.STRING, description="data: {chunk JSON} events, then data: [DONE]"))
+            type=OpenAPIType.OBJECT, required=["data"], description="Server-sent events, one per chunk",
+            properties={"data": Schema(type=OpenAPIType.STRING,
+                                       description="a chunk object as JSON; the last event's data is [DONE]"),
+                        "event": Schema(type=OpenAPIType.STRING)}))
 
 
 class ClosedStructs(StructSchemaPlugin):

@@ -70,6 +70,13 @@ def test_every_answer_is_documented_and_none_is_a_server_error(api_server: Fleet
                 continue  # no parameter or body to make invalid
             except (Exception, BaseExceptionGroup) as e:  # noqa: BLE001 -- collected, reported together
                 failures.append(f"{operation.label} ({mode.value}): {e}")
+    # and, whatever was generated, one stream and one plain answer of each completions route
+    for path in ("/v1/chat/completions", "/v1/completions"):
+        payload = {"messages": [{"role": "user", "content": "hi"}]} if "chat" in path else {"prompt": "hi"}
+        for stream in (True, False):
+            case = spec[path]["POST"].Case(body={"model": "tiny", "max_tokens": 4, "stream": stream, **payload},
+                                           media_type="application/json")
+            _check(case, api_server)
     assert not failures, "\n\n".join(failures)
 
 
