@@ -68,14 +68,15 @@ def _age(t: float | None, now: float) -> str:
 
 def format_status(status: FleetStatus) -> str:
     now = time.time()
-    header = ("MODEL", "TYPE", "STATE", "PID", "MEASURED", "ESTIMATED", "PIN", "IN FLIGHT", "QUEUED",
-              "SERVED", "TOKENS", "IDLE", "TTL LEFT")
+    header = ("MODEL", "TYPE", "TIER", "SOURCE", "STATE", "PID", "MEASURED", "ESTIMATED", "PIN", "IN FLIGHT",
+              "QUEUED", "SERVED", "TOKENS", "IDLE", "TTL LEFT")
     rows: list[tuple[str, ...]] = []
     for m in status.models:
         ttl = m.ttl_remaining
-        rows.append((m.id, m.type, m.state, str(m.pid or "-"), _mem(m.memory.measured), _mem(m.memory.estimated),
-                     "yes" if m.pinned else "", str(m.in_flight), str(m.queued), str(m.served),
-                     str(m.tokens_generated), _age(m.last_used, now), f"{ttl:.0f}s" if ttl is not None else "-"))
+        rows.append((m.id, m.type, m.tier or "-", m.source or "-", m.state, str(m.pid or "-"),
+                     _mem(m.memory.measured), _mem(m.memory.estimated), "yes" if m.pinned else "", str(m.in_flight),
+                     str(m.queued), str(m.served), str(m.tokens_generated), _age(m.last_used, now),
+                     f"{ttl:.0f}s" if ttl is not None else "-"))
     lines = table(header, rows).splitlines()
     for m in status.models:
         if m.last_error:

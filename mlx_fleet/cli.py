@@ -36,35 +36,63 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="overrides server.host")
     serve.add_argument("--port", type=int, help="overrides server.port")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    remote = argparse.ArgumentParser(add_help=False)
-    remote.add_argument("--url", default=os.environ.get("MLX_FLEET_URL", "http://127.0.0.1:8000"),
-                        help="the server (default: $MLX_FLEET_URL or http://127.0.0.1:8000)")
-    remote.add_argument("--admin-key", default=os.environ.get("MLX_FLEET_SERVER_ADMIN_KEY", ""),
-                        help="default: $MLX_FLEET_SERVER_ADMIN_KEY")
-    remote.add_argument("--json", action="store_true", help="print the raw JSON answer")
     for name, text in (("status", "show every model's state and memory, and the pool's"),
                        ("load", "load a model (if needed) and pin it"),
                        ("unload", "drain a model's requests and end its worker")):
-        cmd = sub.add_parser(name, help=text, parents=[remote])
+        cmd = sub.add_parser(name, help=text)
         if name != "status":
             cmd.add_argument("model")
         if name == "unload":
             cmd.add_argument("--force", action="store_true", help="end it now; in-flight requests get an error")
+        _client_options(cmd)
+    models = sub.add_parser("models", help="the model catalog: list, rescan, enable, disable, set a tier")
+    actions = models.add_subparsers(dest="action")
+    for name, text, operands in (("list", "every model in the catalog (the default)", ()),
+                                 ("scan", "look at the scan folders and the hub cache again", ()),
+                                 ("enable", "serve a disabled model again", ("model",)),
+                                 ("disable", "stop serving a model (and unload it)", ("model",)),
+                                 ("tier", "put a model in a tier", ("model", "tier"))):
+        action = actions.add_parser(name, help=text)
+        for operand in operands:
+            action.add_argument(operand)
+        _client_options(action, inherited=True)
+    profile = sub.add_parser("profile", help="named sets of models to keep loaded")
+    actions = profile.add_subparsers(dest="action")
+    _client_options(actions.add_parser("list", help="every profile, and which one is active (the default)"),
+                    inherited=True)
+    use = actions.add_parser("use", help="load and pin a profile's models, unpinning the previous profile's")
+    use.add_argument("name")
+    _client_options(use, inherited=True)
+    for cmd in (models, profile):
+        _client_options(cmd)
     from mlx_fleet import ops_cli
 
-    ops_cli.add_commands(sub, remote)
+    ops_cli.add_commands(sub, _client_options)
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
-    if args.command == "keys":
-        return ops_cli.run_keys(args)
-    if args.command == "usage":
-        return ops_cli.run_usage(args)
-    if args.command == "logs":
-        return ops_cli.run_logs(args)
+    if args.command in ("models", "profile"):
+        from mlx_fleet import catalog_cli
+
+        return catalog_cli.run(args)
+    if args.command in ops_cli.COMMANDS:
+        return ops_cli.COMMANDS[args.command](args)
     from mlx_fleet import admin_cli
 
     return admin_cli.run(args)
+
+
+def _client_options(cmd: argparse.ArgumentParser, inherited: bool = False) -> None:
+    """Where the server is, and how to print its answer: every command that talks to one. A
+    sub-command's own copies default to nothing, so they never undo what its parent was given."""
+    defaults = {"url": os.environ.get("MLX_FLEET_URL", "http://127.0.0.1:8000"),
+                "admin_key": os.environ.get("MLX_FLEET_SERVER_ADMIN_KEY", ""), "json": False}
+    if inherited:
+        defaults = dict.fromkeys(defaults, argparse.SUPPRESS)
+    cmd.add_argument("--url", default=defaults["url"],
+                     help="the server (default: $MLX_FLEET_URL or http://127.0.0.1:8000)")
+    cmd.add_argument("--admin-key", default=defaults["admin_key"], help="default: $MLX_FLEET_SERVER_ADMIN_KEY")
+    cmd.add_argument("--json", action="store_true", default=defaults["json"], help="print the raw JSON answer")
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -1,9 +1,9 @@
 """The fleet's configuration: one TOML file, validated strictly, overridable from the environment.
 
 Unknown keys are errors (a typo in a memory budget must not silently become the default), and
-every error names the file, the key and the problem. Every `[server]`, `[memory]` and `[usage]` key can also
-be set with `MLX_FLEET_<SECTION>_<KEY>` (the value is read as a TOML value, or as a plain string
-when it is not one), which is how a launchd plist or a container sets them.
+every error names the file, the key and the problem. Every `[server]`, `[memory]`, `[catalog]` and
+`[usage]` key can also be set with `MLX_FLEET_<SECTION>_<KEY>` (the value is read as a TOML value,
+or as a plain string when it is not one), which is how a launchd plist or a container sets them.
 """
 
 from __future__ import annotations
@@ -19,12 +19,14 @@ from typing import Any, Literal
 import msgspec
 
 from mlx_fleet.model_types import detect_type
-from mlx_fleet.units import TEXT_VALUES, ByteSize, Duration, MemoryBudget
+from mlx_fleet.units import TEXT_VALUES, ByteSize, Duration, MemoryBudget, ParameterCount
 
 ModelType = Literal["auto", "text", "vision", "embeddings"]
 Policy = Literal["lru", "preload"]
 
-MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+# A name, or a Hugging Face repo id ("org/name"); "tier:..." is kept for tier requests.
+MODEL_ID = re.compile(r"^(?!tier:)[A-Za-z0-9][A-Za-z0-9._:-]*(/[A-Za-z0-9][A-Za-z0-9._:-]*)?$")
+MODEL_ID_MAX = 128
 
 
 class ConfigError(Exception):
@@ -105,19 +107,32 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     temperature: float | None = None  # this model's default sampling temperature
 
 
+class CatalogConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    # Folders searched for models (a directory with config.json and safetensors, or a GGUF file).
+    scan: list[str] = []
+    # How many folder levels below each scan folder are searched.
+    max_depth: int = 3
+    # Serve the models in the Hugging Face cache by their repo ids ("org/name").
+    hf_cache: bool = False
+    # Parameter counts where `balanced` and `powerful` begin.
+    tier_thresholds: list[ParameterCount] = msgspec.field(
+        default_factory=lambda: [ParameterCount("7B"), ParameterCount("14B")])
+    # The profile activated at startup, and whether /health waits until its models are ready.
+    profile: str = ""
+    wait_for_profile: bool = False
+
+
+class ProfileConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    models: list[str]
+
+
 class FleetConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     memory: MemoryConfig = msgspec.field(default_factory=MemoryConfig)
     usage: UsageConfig = msgspec.field(default_factory=UsageConfig)
+    catalog: CatalogConfig = msgspec.field(default_factory=CatalogConfig)
+    profiles: dict[str, ProfileConfig] = {}
     models: list[ModelConfig] = []
-
-    def model_ids(self) -> dict[str, ModelConfig]:
-        """Every name a client may send (ids and aliases) mapped to its model."""
-        names: dict[str, ModelConfig] = {}
-        for model in self.models:
-            for name in (model.id, *model.aliases):
-                names[name] = model
-        return names
 
 
 def load_config(path: Path | None, environ: dict[str, str] | None = None) -> FleetConfig:
@@ -139,8 +154,8 @@ def load_config(path: Path | None, environ: dict[str, str] | None = None) -> Fle
         raise ConfigError(f"{source}: {_explain(e)}") from None
     if path is None and not config.models:
         config.models = default_models()
-    elif path is not None and not config.models:
-        raise ConfigError(f"{source}: models: at least one [[models]] entry is required")
+    elif path is not None and not config.models and not (config.catalog.scan or config.catalog.hf_cache):
+        raise ConfigError(f"{source}: models: at least one [[models]] entry (or a [catalog] scan) is required")
     _check(config, source, base=Path(path).parent if path else Path.cwd())
     return config
 
@@ -174,7 +189,8 @@ def decode_config(data: bytes) -> FleetConfig:
 
 
 def _apply_environment(data: dict, environ: dict[str, str], source: str) -> None:
-    for section, struct in (("server", ServerConfig), ("memory", MemoryConfig), ("usage", UsageConfig)):
+    for section, struct in (("server", ServerConfig), ("memory", MemoryConfig), ("catalog", CatalogConfig),
+                            ("usage", UsageConfig)):
         for field in msgspec.structs.fields(struct):
             name = f"MLX_FLEET_{section.upper()}_{field.name.upper()}"
             if name not in environ:
@@ -228,10 +244,10 @@ def _check(config: FleetConfig, source: str, base: Path) -> None:
     for i, model in enumerate(config.models):
         where = f"models.{i}"
         for name in (model.id, *model.aliases):
-            if not MODEL_ID.match(name):
+            if not valid_model_id(name):
                 raise ConfigError(
-                    f"{source}: {where}.id: {name!r} is not a valid model name "
-                    "(letters, digits, '.', '_', ':' and '-'; at most 128)"
+                    f"{source}: {where}.id: {name!r} is not a valid model name (letters, digits, '.', '_', "
+                    f"':' and '-', optionally 'org/name'; at most {MODEL_ID_MAX}; not 'tier:...')"
                 )
             if name in seen:
                 raise ConfigError(f"{source}: {where}: the name {name!r} is already used by model {seen[name]!r}")
@@ -239,8 +255,29 @@ def _check(config: FleetConfig, source: str, base: Path) -> None:
         model.path = _resolve_model_path(model.path, base)
         if model.type == "auto":
             model.type = detect_type(model.path)
-    if memory.policy == "preload" and not any(m.preload for m in config.models):
-        raise ConfigError(f"{source}: memory.policy: 'preload' serves only preloaded models, and none has preload = true")
+    if memory.policy == "preload" and not any(m.preload for m in config.models) and not config.catalog.profile:
+        raise ConfigError(f"{source}: memory.policy: 'preload' serves only preloaded models (or the active "
+                          "profile's), and none has preload = true")
+    _check_catalog(config, source)
+
+
+def _check_catalog(config: FleetConfig, source: str) -> None:
+    catalog = config.catalog
+    if catalog.max_depth < 0:
+        raise ConfigError(f"{source}: catalog.max_depth: must be at least 0")
+    counts = catalog.tier_thresholds
+    if len(counts) != 2 or not 0 < counts[0] < counts[1]:
+        raise ConfigError(f"{source}: catalog.tier_thresholds: two rising parameter counts, such as "
+                          "['7B', '14B'] (where 'balanced' and 'powerful' begin)")
+    if catalog.wait_for_profile and not catalog.profile:
+        raise ConfigError(f"{source}: catalog.wait_for_profile: needs catalog.profile")
+    for name, profile in config.profiles.items():
+        if not profile.models:
+            raise ConfigError(f"{source}: profiles.{name}.models: a profile needs at least one model")
+
+
+def valid_model_id(name: str) -> bool:
+    return len(name) <= MODEL_ID_MAX and MODEL_ID.match(name) is not None
 
 
 def _resolve_model_path(path: str, base: Path) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -72,6 +73,11 @@ SENTENCE_TRANSFORMERS_MARKERS: Final[tuple[str, ...]] = (
 
 _IMAGE_TOKEN_KEYS: Final[tuple[str, ...]] = ("image_token_id", "image_token_index")
 
+# Words in a model's name that give its kind away when its config.json does not (a vision model
+# whose config carries no tower, an embedding model published as a plain decoder).
+_VISION_NAME_WORDS: Final[frozenset[str]] = frozenset({"vl", "vlm", "vision"})
+_EMBEDDING_NAME_WORDS: Final[frozenset[str]] = frozenset({"minilm", "sentence", "e5", "bge"})
+
 
 def detect_type(path: str) -> ModelKind:
     """The engine that serves the model at `path` (a directory, a `.gguf` file or a repo id)."""
@@ -80,7 +86,7 @@ def detect_type(path: str) -> ModelKind:
     config_file = find_config(path)
     if config_file is None:
         return "text"
-    config = _read_json(config_file)
+    config = read_json(config_file)
     if config is None:
         return "text"
     return classify(config, config_file.parent)
@@ -100,6 +106,16 @@ def classify(config: dict[str, Any], model_dir: Path | None = None) -> ModelKind
     if _has_vision(config) or model_type in VISION_MODEL_TYPES:
         return "vision"
     return "text"
+
+
+def kind_from_name(name: str) -> ModelKind | None:
+    """The kind a model's name announces (`Qwen2.5-VL-3B`, `bge-small`, `nomic-embed-text`), if any."""
+    words = [w for w in re.split(r"[-_./\s]+", name.lower()) if w]
+    if any(w.startswith("embed") or w in _EMBEDDING_NAME_WORDS for w in words):
+        return "embeddings"
+    if any(w in _VISION_NAME_WORDS for w in words):
+        return "vision"
+    return None
 
 
 def find_config(path: str) -> Path | None:
@@ -160,7 +176,7 @@ def _mtime(p: Path) -> float:
         return 0.0
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -198,7 +214,7 @@ _ENGINE_PACKAGES: Final[dict[str, str]] = {"text": "mlx_lm", "vision": "mlx_vlm"
 def model_type_of(path: str) -> str | None:
     """config.json's `model_type` (None for a GGUF file or a model whose config is not at hand)."""
     config_file = None if path.lower().endswith(".gguf") else find_config(path)
-    config = _read_json(config_file) if config_file is not None else None
+    config = read_json(config_file) if config_file is not None else None
     if not config:
         return None
     return str(config.get("model_type") or "").lower() or None

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -22,8 +23,8 @@ from mlx_fleet.config import ConfigError, ServerConfig, load_config
 from router.usage_queries import Aggregate
 
 
-def add_commands(sub: argparse._SubParsersAction, remote: argparse.ArgumentParser) -> None:
-    """`remote`: a parent parser with --url, --admin-key and --json."""
+def add_commands(sub: argparse._SubParsersAction, client_options: Callable[[argparse.ArgumentParser], None]) -> None:
+    """`client_options` adds --url, --admin-key and --json to a command that talks to a server."""
     cmd = sub.add_parser("keys", help="create, list and revoke API keys (in the state database)")
     cmd.add_argument("--config", type=Path, help="fleet.toml, for its server.state_dir")
     cmd.add_argument("--state-dir", help="default: server.state_dir from --config, $MLX_FLEET_SERVER_STATE_DIR "
@@ -40,12 +41,13 @@ def add_commands(sub: argparse._SubParsersAction, remote: argparse.ArgumentParse
     revoke = verbs.add_parser("revoke", help="revoke a key: refused from the next request on")
     revoke.add_argument("id")
 
-    usage = sub.add_parser("usage", help="requests, errors and tokens, by model, key or endpoint",
-                           parents=[remote])
+    usage = sub.add_parser("usage", help="requests, errors and tokens, by model, key or endpoint")
+    client_options(usage)
     usage.add_argument("--by", default="model", choices=["model", "key", "endpoint"])
     usage.add_argument("--since", help="unix seconds, or a duration back from now: 90m, 1h, 7d")
 
-    logs = sub.add_parser("logs", help="a model's worker output", parents=[remote])
+    logs = sub.add_parser("logs", help="a model's worker output")
+    client_options(logs)
     logs.add_argument("model")
     logs.add_argument("--tail", type=int, default=100, help="how many of the last lines (default 100)")
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing new lines (Ctrl-C stops)")
@@ -149,3 +151,6 @@ def format_diagnosis(d: dict) -> str:
     if failed:
         lines += [f"last failed load ({_when(failed['at'])}): {failed['reason']}", failed["traceback"]]
     return "\n".join(lines)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"keys": run_keys, "usage": run_usage, "logs": run_logs}

@@ -337,19 +337,63 @@ class Ping(_Wire, tag=4):
     """Is the supervisor there? Answered at once, with nothing computed."""
 
 
-class Diagnose(_Wire, tag=5):
+class GetCatalog(_Wire, tag=5):
+    """The registry (`mlx_fleet.catalog.entry.Registry`): every model, enabled or not; with a
+    tier, only that tier's enabled models, smallest first."""
+
+    tier: str | None = None
+
+
+class Rescan(_Wire, tag=6):
+    pass
+
+
+class SetModel(_Wire, tag=7):
+    """Enable or disable a model, or set its tier (None leaves that choice as it is)."""
+
+    model: str
+    enabled: bool | None = None
+    tier: str | None = None
+
+
+class ResolveTier(_Wire, tag=8):
+    """Which model answers a `tier:NAME` request: its id (a loaded one of the tier if any)."""
+
+    tier: str
+    embeddings: bool = False
+
+
+class GetProfiles(_Wire, tag=9):
+    pass
+
+
+class SaveProfile(_Wire, tag=10):
+    name: str
+    models: tuple[str, ...]
+
+
+class DeleteProfile(_Wire, tag=11):
+    name: str
+
+
+class ActivateProfile(_Wire, tag=12):
+    name: str
+
+
+class Diagnose(_Wire, tag=13):
     """What is known about a model and its last failed load (`logs?diagnose=true`)."""
 
     model: str
 
 
-class DryRun(_Wire, tag=6):
+class DryRun(_Wire, tag=14):
     """What loading a model would do now, without doing it."""
 
     model: str
 
 
-Call = GetStatus | LoadModel | UnloadModel | Ping | Diagnose | DryRun
+Call = (GetStatus | LoadModel | UnloadModel | Ping | GetCatalog | Rescan | SetModel | ResolveTier | GetProfiles
+        | SaveProfile | DeleteProfile | ActivateProfile | Diagnose | DryRun)
 
 
 class Reply(_Wire):
@@ -419,6 +463,9 @@ class ModelStatus(_Json, kw_only=True):
     model_type: ModelKind
     size_gb: float | None             # measured, else estimated, while it has a process
     preloaded: bool                   # pinned: preloaded or loaded by an administrator
+    # The catalog's view: the model's tier, and where it came from ("config", "scan", "hf_cache").
+    tier: str | None = None
+    source: str | None = None
 
 
 class LoadResult(ModelStatus, kw_only=True):

@@ -18,6 +18,8 @@ _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_COUNT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMBT]?)\s*$", re.IGNORECASE)
+_COUNT_SCALE = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "t": 10**12}
 
 
 class _AsWritten:
@@ -83,7 +85,20 @@ class MemoryBudget(_AsWritten):
         return hash((self.percent, self.size))
 
 
-TEXT_VALUES: tuple[type[Any], ...] = (Duration, ByteSize, MemoryBudget)
+class ParameterCount(_AsWritten, int):
+    """A model's number of parameters, from `"7B"`, `"500M"`, `"1.5b"`, `"300K"` or `"1234"`."""
+
+    def __new__(cls, text: str) -> ParameterCount:
+        match = _COUNT.match(text)
+        if not match:
+            raise ValueError(f"{text!r} is not a parameter count such as '7B' or '500M'")
+        number, unit = match.groups()
+        value = super().__new__(cls, int(float(number) * _COUNT_SCALE[unit.lower()]))
+        value.text = text.strip()
+        return value
+
+
+TEXT_VALUES: tuple[type[Any], ...] = (Duration, ByteSize, MemoryBudget, ParameterCount)
 """The config value types that are written as text and parsed once."""
 
 

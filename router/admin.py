@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
@@ -38,7 +39,7 @@ async def in_db(state: State, fn: Callable[..., T], *args: Any) -> T:
     return await asyncio.to_thread(statedb.call, state.db_path, fn, *args)
 
 
-async def supervisor_call(state: State, call: Call, result: type[T], timeout: float | None = None) -> T:
+async def ask(state: State, call: Call, result: type[T], timeout: float | None = None) -> T:
     """One admin call; its result checked against the type the supervisor promised."""
     client: FleetClient = state.fleet
     try:
@@ -66,17 +67,19 @@ def as_json(body: msgspec.Struct, status_code: int = 200) -> Response:
 
 @get("/admin/models/status", responses=error_responses())
 async def models_status(state: State) -> Response[FleetStatus]:
-    return as_json(await supervisor_call(state, GetStatus(), FleetStatus))
+    return as_json(await ask(state, GetStatus(), FleetStatus))
 
 
-@post("/admin/models/load/{model_id:str}", status_code=200, responses=error_responses(404))
-async def load_model(state: State, model_id: FromPath[str]) -> Response[LoadResult]:
-    return as_json(await supervisor_call(state, LoadModel(model_id), LoadResult, LOAD_CALL_TIMEOUT))
+# Model ids may be Hugging Face repo ids: `POST /admin/models/load/mlx-community/Qwen3-4B-4bit`.
+@post("/admin/models/load/{model_id:path}", status_code=200, responses=error_responses(404))
+async def load_model(state: State, model_id: FromPath[Path]) -> Response[LoadResult]:
+    return as_json(await ask(state, LoadModel(str(model_id).strip("/")), LoadResult, LOAD_CALL_TIMEOUT))
 
 
-@post("/admin/models/unload/{model_id:str}", status_code=200, responses=error_responses(404))
-async def unload_model(state: State, model_id: FromPath[str], force: FromQuery[bool] = False) -> Response[UnloadResult]:
-    return as_json(await supervisor_call(state, UnloadModel(model_id, force), UnloadResult, LOAD_CALL_TIMEOUT))
+@post("/admin/models/unload/{model_id:path}", status_code=200, responses=error_responses(404))
+async def unload_model(state: State, model_id: FromPath[Path], force: FromQuery[bool] = False) -> Response[UnloadResult]:
+    unload = UnloadModel(str(model_id).strip("/"), force)
+    return as_json(await ask(state, unload, UnloadResult, LOAD_CALL_TIMEOUT))
 
 
 @get("/admin/health", responses=error_responses())

@@ -25,15 +25,15 @@ from mlx_fleet.config import FleetConfig, ModelConfig
 from mlx_fleet.keys import KeyIndex
 from mlx_fleet.protocol import Failure, Generate
 from mlx_fleet.runtime import Endpoints
-from router import admin, admin_keys, admin_models, admin_system, admin_usage, metrics
+from router import admin, admin_keys, admin_models, admin_system, admin_usage, catalog_admin, metrics
 from router import openai_types as oa
 from router.admission import Admission
+from router.catalog_view import CatalogView
 from router.chat_request import chat_input, chat_logprobs, response_format
 from router.completions import (
     Exchange,
     completion_input,
     decode_request,
-    resolve_model,
     respond,
     sampling_from,
 )
@@ -66,14 +66,14 @@ async def chat_completions(request: Request, state: State,
                            data: JSONBody[oa.ChatCompletionRequest]) -> Response[oa.ChatCompletion]:
     config: FleetConfig = state.config
     req = data
-    model = resolve_model(config, req.model)
+    model, name = await state.catalog.resolve(state.fleet, req.model)
     sampling = sampling_from(req, req.max_completion_tokens or req.max_tokens, config.server.default_max_tokens,
                              _temperature(config, model))
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     logprobs = chat_logprobs(req)
     messages = await chat_input(req, model, state.images, config.server.max_images_per_request)
     generate = Generate(messages, sampling, response_format(req), logprobs)
-    return await respond(_exchange(request, state, req.model, model, "chatcmpl"), generate, True, req.stream,
+    return await respond(_exchange(request, state, name, model, "chatcmpl"), generate, True, req.stream,
                          include_usage)
 
 
@@ -82,20 +82,20 @@ async def chat_completions(request: Request, state: State,
 async def completions(request: Request, state: State, data: JSONBody[oa.CompletionRequest]) -> Response[oa.Completion]:
     config: FleetConfig = state.config
     req = data
-    model = resolve_model(config, req.model)
+    model, name = await state.catalog.resolve(state.fleet, req.model)
     if model.type == "embeddings":
         raise ApiError(400, f"Model '{req.model}' does not support text completions.", param="model",
                        code="model_not_supported")
     sampling = sampling_from(req, req.max_tokens, config.server.default_max_tokens, _temperature(config, model))
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     generate = Generate(completion_input(req), sampling, None, req.logprobs)
-    return await respond(_exchange(request, state, req.model, model, "cmpl"), generate, False, req.stream,
+    return await respond(_exchange(request, state, name, model, "cmpl"), generate, False, req.stream,
                          include_usage)
 
 
 @get("/v1/models", responses=error_responses())
 async def list_models(state: State) -> Response[oa.ModelList]:
-    return Response(state.models_body, media_type="application/json")
+    return Response(state.catalog.models_body, media_type="application/json")
 
 
 class Health(msgspec.Struct):
@@ -104,19 +104,19 @@ class Health(msgspec.Struct):
 
 @get("/health", opt={"public": True}, responses=error_responses())
 async def health(state: State) -> Response[Health]:
+    """Ready: the supervisor answers, the catalog is known and (with `wait_for_profile`) the
+    startup profile's models are loaded."""
     try:
-        await state.fleet.ping(timeout=2.0)
+        failure = await state.fleet.ping(timeout=2.0)
     except SupervisorUnavailable as e:
         raise ApiError(503, f"The model server is not available: {e}", code="supervisor_unavailable") from None
+    if failure is not None:
+        raise ApiError.from_failure(failure)
+    if not state.catalog.loaded.is_set():
+        raise ApiError(503, "The model catalog is not loaded yet.", code="catalog_loading")
     if state.admission.draining:
         raise ApiError(503, "The server is shutting down.", code="shutting_down")
     return Response(b'{"status":"ok"}', media_type="application/json")
-
-
-def _models_body(config: FleetConfig, started: float) -> bytes:
-    """The model list never changes while the server runs: encoded once."""
-    cards = [oa.ModelCard(id=m.id, created=int(started), type=m.type) for m in config.models]
-    return msgspec.json.encode(oa.ModelList(data=cards))
 
 
 @get("/openapi.json", include_in_schema=False)
@@ -126,7 +126,8 @@ async def openapi_json(request: Request) -> Response:
 
 
 ROUTES = [chat_completions, completions, embeddings, list_models, health, openapi_json, metrics.metrics,
-          *admin.ROUTES, *admin_models.ROUTES, *admin_keys.ROUTES, *admin_usage.ROUTES, *admin_system.ROUTES]
+          *admin.ROUTES, *catalog_admin.ROUTES, *admin_models.ROUTES, *admin_keys.ROUTES, *admin_usage.ROUTES,
+          *admin_system.ROUTES]
 
 
 def create_app(
@@ -151,11 +152,13 @@ def create_app(
         client.start()
         app.state.fleet = client
         watcher = asyncio.create_task(watch(client), name="supervisor-watch") if supervisor_alive else None
+        catalog = asyncio.create_task(app.state.catalog.keep_fetching(client), name="catalog-fetch")
         try:
             yield
         finally:
-            if watcher is not None:
-                watcher.cancel()
+            for task in (watcher, catalog):
+                if task is not None:
+                    task.cancel()
             await client.close()
 
     state_dir = Path(server.state_dir).expanduser()
@@ -167,7 +170,7 @@ def create_app(
         route_handlers=ROUTES,
         lifespan=[state_db_lifespan(usage, key_index), fleet_connection],
         on_startup=[document_streams],
-        state=State({"config": config, "started": started, "models_body": _models_body(config, started),
+        state=State({"config": config, "started": started, "catalog": CatalogView(config, started),
                      "admission": Admission(server.max_requests_per_model, server.max_requests),
                      "images": ImagePolicy(max_dimension=server.image_max_dimension, allow_urls=server.image_urls,
                                            allowed_hosts=tuple(server.image_allowed_hosts)),

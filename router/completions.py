@@ -18,7 +18,7 @@ import msgspec
 from litestar import Response
 from litestar.response import Stream
 
-from mlx_fleet.config import FleetConfig, ModelConfig
+from mlx_fleet.config import ModelConfig
 from mlx_fleet.protocol import (
     Delta,
     Done,
@@ -75,14 +75,6 @@ def decode_request(body: bytes, kind: type[RequestT]) -> RequestT:
                                 "you aren't using your HTTP library correctly. The OpenAI API expects a JSON "
                                 "payload, but what was sent was not valid JSON.)") from None
         raise ApiError(400, "Request body must be a JSON object.") from None
-
-
-def resolve_model(config: FleetConfig, name: str) -> ModelConfig:
-    model = config.model_ids().get(name)
-    if model is None:
-        raise ApiError(404, f"The model `{name}` does not exist or you do not have access to it.",
-                       code="model_not_found")
-    return model
 
 
 def sampling_from(req: oa._Sampling, max_tokens: int | None, default_max_tokens: int,

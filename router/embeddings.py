@@ -18,7 +18,7 @@ from litestar.params import JSONBody
 from msgspec import Meta
 
 from mlx_fleet.protocol import Embed, Embeddings, Failure, Kind, decode_end, encode
-from router.completions import Exchange, decode_request, resolve_model
+from router.completions import Exchange, decode_request
 from router.errors import ApiError
 from router.openapi import error_responses, json_body
 from router.usage import usage_record
@@ -89,12 +89,12 @@ def _decode_body(body: bytes) -> EmbeddingRequest:
       return_dto=None, responses=error_responses(404, 413, 429))
 async def embeddings(request: Request, state: State, data: JSONBody[EmbeddingRequest]) -> Response[EmbeddingList]:
     req = data
-    model = resolve_model(state.config, req.model)
+    model, name = await state.catalog.resolve(state.fleet, req.model, embeddings=True)
     if model.type != "embeddings":
         raise ApiError(400, f"Model '{req.model}' does not support embeddings.", param="model",
                        code="model_not_supported")
     usage = usage_record(request, model.id)
-    ex = Exchange.new(state.fleet, state.admission, req.model, "emb", usage)
+    ex = Exchange.new(state.fleet, state.admission, name, "emb", usage)
     stream = ex.open(Kind.EMBED, encode(_inputs(req.input)))
     try:
         frames = await stream.take()
@@ -114,6 +114,5 @@ async def embeddings(request: Request, state: State, data: JSONBody[EmbeddingReq
     tokens = sum(end.token_counts)
     if usage is not None:
         usage.tokens(tokens, 0)
-    payload = EmbeddingList(data=vectors, model=req.model,
-                            usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens))
+    payload = EmbeddingList(data=vectors, model=name, usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens))
     return Response(msgspec.json.encode(payload), media_type="application/json")

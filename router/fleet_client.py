@@ -155,14 +155,14 @@ class FleetClient:
         if not stream.ended and self.streams.pop(stream.rid, None) is not None:
             self.sock.send_multipart((Kind.CANCEL, stream.rid))
 
-    async def ping(self, timeout: float) -> None:
-        """Raise SupervisorUnavailable unless the supervisor answers. Concurrent callers share one
-        round trip (a monitor polling /health from many connections costs the supervisor one
-        answer per round trip, not one per request); each still waits for an answer that arrives
-        after it asked."""
+    async def ping(self, timeout: float) -> Failure | None:
+        """Raise SupervisorUnavailable unless the supervisor answers; its answer is None when it
+        is ready, else why not. Concurrent callers share one round trip (a monitor polling
+        /health from many connections costs the supervisor one answer per round trip, not one per
+        request); each still waits for an answer that arrives after it asked."""
         if self._ping is None or self._ping.done():
             self._ping = asyncio.ensure_future(self.call(Ping(), timeout))
-        await asyncio.shield(self._ping)
+        return (await asyncio.shield(self._ping)).failure
 
     async def call(self, call: Call, timeout: float | None = None) -> Reply:
         if self.down is not None:

@@ -9,6 +9,8 @@ import signal
 import sys
 from pathlib import Path
 
+from mlx_fleet.catalog.registry import Catalog
+from mlx_fleet.catalog.store import CatalogStore
 from mlx_fleet.config import decode_config
 from mlx_fleet.heap import freeze_startup_heap
 from mlx_fleet.runtime import Endpoints
@@ -31,8 +33,11 @@ def main(argv: list[str] | None = None) -> int:
                                     endpoints.sink)
 
     async def run() -> None:
-        supervisor = Supervisor(config, endpoints.frontend, endpoints.backend, launcher,
-                                parent_pid=args.parent_pid, remembered=Remembered(state_dir / "measured.json"))
+        catalog = Catalog(config, CatalogStore(state_dir))
+        found = catalog.rescan()
+        logging.info("catalog: %d models (%d found on disk)", len(catalog.entries), found.models_found)
+        supervisor = Supervisor(config, endpoints.frontend, endpoints.backend, launcher, parent_pid=args.parent_pid,
+                                remembered=Remembered(state_dir / "measured.json"), catalog=catalog)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: asyncio.ensure_future(supervisor.shutdown()))

@@ -26,6 +26,7 @@ from mlx_fleet.protocol import (
     UnloadResult,
     decode_call,
 )
+from supervisor.catalog_service import CATALOG_CALLS, CatalogService
 from supervisor.dispatch import Dispatcher
 from supervisor.loading import Loader
 from supervisor.registry import Registry
@@ -39,11 +40,13 @@ log = logging.getLogger("mlx_fleet.supervisor")
 class AdminRpc:
     def __init__(self, config: FleetConfig, registry: Registry, dispatch: Dispatcher, loader: Loader,
                  stopper: Stopper, spares: SparePool, budget: int, timeouts: Timeouts,
-                 held: Callable[[], int]) -> None:
+                 held: Callable[[], int], catalog: CatalogService) -> None:
         self.config, self.registry, self.dispatch, self.loader = config, registry, dispatch, loader
         self.stopper, self.spares, self.budget, self.timeouts, self.held = stopper, spares, budget, timeouts, held
+        self.catalog = catalog
         self.calls: dict[type, Callable[[Any], Awaitable[Reply]]] = {
             Ping: self._ping, GetStatus: self._status, LoadModel: self._load, UnloadModel: self._unload,
+            **dict.fromkeys(CATALOG_CALLS, catalog.reply),
         }
 
     async def answer(self, router: bytes, call_id: bytes, body: bytes) -> None:
@@ -57,13 +60,14 @@ class AdminRpc:
         self.dispatch.reply(router, call_id, reply)
 
     async def _ping(self, call: Ping) -> Reply:
-        return Reply(result="pong")
+        """Ready, or why not (`wait_for_profile` while the startup profile loads)."""
+        return Reply(self.catalog.not_ready(), "pong")
 
     async def _status(self, call: GetStatus) -> Reply:
         return Reply(result=self.status())
 
     async def _load(self, call: LoadModel) -> Reply:
-        slot = self.registry.by_name.get(call.model)
+        slot = self.registry.lookup(call.model)
         if slot is None:
             return Reply(Failure("model_not_found", f"The model `{call.model}` is not configured.", 404))
         failure = await self.loader.ensure_ready(slot)
@@ -75,7 +79,7 @@ class AdminRpc:
         return Reply(result=LoadResult(**{f: getattr(model, f) for f in model.__struct_fields__}))
 
     async def _unload(self, call: UnloadModel) -> Reply:
-        slot = self.registry.by_name.get(call.model)
+        slot = self.registry.existing(call.model)
         if slot is None or not slot.state.has_process:
             return Reply(Failure("model_not_loaded", f"Model not loaded: {call.model}", 404))
         started = time.monotonic()
@@ -91,6 +95,9 @@ class AdminRpc:
         vm = psutil.virtual_memory()
         now, used = time.time(), self.held()
         models = [s.status(now, self.registry.ttls.get(s.id, 0)) for s in self.registry.slots.values()]
+        for model in models:
+            if (entry := self.registry.catalog.get(model.id)) is not None:
+                model.tier, model.source = entry.tier, entry.source
         loaded = [m for m in models if m.state not in ("stopped", "failed")]  # those with a process
         spares = self.spares.status()
         memory = self.config.memory

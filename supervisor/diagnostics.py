@@ -34,7 +34,7 @@ class Diagnostics:
         return {Diagnose: self._diagnose, DryRun: self._dry_run}
 
     def _slot(self, model: str) -> WorkerSlot | None:
-        return self.registry.by_name.get(model)
+        return self.registry.lookup(model)
 
     @staticmethod
     def _unknown(model: str) -> Reply:

@@ -73,7 +73,7 @@ class Dispatcher:
                 self.registry.spawn(self.answer(router, rid, frames[3]), "admin-call")
 
     def _admit(self, router: bytes, kind: bytes, rid: bytes, model: str, body: bytes) -> None:
-        slot = self.registry.by_name.get(model)
+        slot = self.registry.lookup(model)
         if slot is None:
             self.reply_end(router, rid, failure_body(
                 "model_not_found", f"The model `{model}` does not exist or you do not have access to it.", 404))

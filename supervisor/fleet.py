@@ -15,9 +15,11 @@ import logging
 import os
 from collections.abc import Callable
 
+from mlx_fleet.catalog.registry import Catalog
 from mlx_fleet.config import FleetConfig
 from mlx_fleet.protocol import FleetStatus
 from supervisor.admin import AdminRpc
+from supervisor.catalog_service import CatalogService
 from supervisor.diagnostics import Diagnostics
 from supervisor.dispatch import Dispatcher
 from supervisor.housekeeping import Housekeeper
@@ -46,13 +48,15 @@ class Supervisor:
         remembered: Remembered | None = None,
         budget: int | None = None,
         probe: Callable[[int], int] = tree_rss,
+        catalog: Catalog | None = None,
     ) -> None:
-        """`probe`: a worker's memory as seen from outside (its process tree's RSS); tests inject it."""
+        """`probe`: a worker's memory as seen from outside (its process tree's RSS); tests inject it.
+        `catalog`: the scanned catalog (without one, the configured models only)."""
         self.config = config
         self.budget = budget_bytes(config.memory.budget) if budget is None else budget
         self.timeouts = timeouts or Timeouts.from_config(config.server)
         self.parent_pid = parent_pid
-        self.registry = registry = Registry(config)
+        self.registry = registry = Registry(config, catalog)
         self.dispatch = dispatch = Dispatcher(registry, frontend, backend)
         self.spares = SparePool(config.memory.spares, launcher, backend, registry, self.budget,
                                 self.timeouts.stop_grace, self.held, probe)
@@ -65,8 +69,9 @@ class Supervisor:
                              int(config.memory.prompt_cache), probe)
         self.housekeeper = Housekeeper(config, registry, self.stopper, self.spares, self.budget, self.timeouts,
                                        self.held, probe)
+        self.catalog = CatalogService(config, registry, self.loader, self.stopper, self.timeouts)
         self.admin = AdminRpc(config, registry, dispatch, self.loader, self.stopper, self.spares, self.budget,
-                              self.timeouts, self.held)
+                              self.timeouts, self.held, self.catalog)
         self.admin.calls.update(Diagnostics(config, registry, remembered, self.budget).calls())
         dispatch.refuse_cold, dispatch.load = self.loader.refuse, self.loader.request
         dispatch.on_worker_control, dispatch.on_other_control = self.loader.on_control, self.spares.on_control
@@ -88,11 +93,13 @@ class Supervisor:
                  spawn(self.housekeeper.run(), "housekeeping")]
         if self.parent_pid is not None:
             loops.append(spawn(self._watch_parent(), "parent-watch"))
-        preload = [s for s in self.registry.slots.values() if s.config.preload]
+        preload = [s for s in self.registry.slots.values() if s.config.preload and self.registry.lookup(s.id)]
         if preload:
             spawn(self._preload(preload), "preload")
         else:
             self.spares.refill()
+        if self.config.catalog.profile:
+            spawn(self.catalog.startup(), "profile")
         try:
             await self.stopped.wait()
         finally:

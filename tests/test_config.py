@@ -9,6 +9,7 @@ import msgspec
 import psutil
 import pytest
 
+from mlx_fleet.catalog.registry import Catalog
 from mlx_fleet.config import (
     ConfigError,
     FleetConfig,
@@ -452,7 +453,8 @@ def test_duplicate_alias_is_refused(tmp_path):
     assert "already used" in refused(tmp_path, text)
 
 
-@pytest.mark.parametrize("name", ["../etc", "a/b", "", "-lead", ".hidden", "sp ace", "a" * 129, "é"])
+@pytest.mark.parametrize("name", ["../etc", "a/b/c", "a/", "/a", "a/../b", "", "-lead", ".hidden", "sp ace", "a" * 129,
+                                  "é", "tier:fast"])
 def test_invalid_model_ids_are_refused(tmp_path, name):
     message = refused(tmp_path, f'[[models]]\nid = "{name}"\npath = "org/m"\n')
     assert "not a valid model name" in message
@@ -462,7 +464,7 @@ def test_invalid_alias_is_refused(tmp_path):
     assert "not a valid model name" in refused(tmp_path, MODEL + 'aliases = ["../x"]\n')
 
 
-@pytest.mark.parametrize("name", ["m", "Qwen2.5-0.5B", "llama3:8b", "a_b", "a" * 128])
+@pytest.mark.parametrize("name", ["m", "Qwen2.5-0.5B", "llama3:8b", "a_b", "a" * 128, "mlx-community/Qwen3-4B-4bit"])
 def test_valid_model_ids_are_accepted(tmp_path, name):
     assert load(tmp_path, f'[[models]]\nid = "{name}"\npath = "org/m"\n').models[0].id == name
 
@@ -509,7 +511,7 @@ def test_preload_policy_with_a_preloaded_model_is_accepted(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Defaults and model_ids
+# Defaults, and the names a client may send
 
 
 def test_no_config_file_gives_default_models():
@@ -531,23 +533,25 @@ def test_default_budget_is_a_valid_share_of_physical_memory():
     assert 0 < config.memory.budget.of(total) <= total
 
 
-def test_model_ids_maps_ids_and_aliases():
+def test_ids_and_aliases_name_their_model():
     config = FleetConfig(models=[
         ModelConfig(id="a", path="org/a", aliases=["alpha", "first"]),
         ModelConfig(id="b", path="org/b"),
     ])
-    names = config.model_ids()
-    assert set(names) == {"a", "alpha", "first", "b"}
-    assert names["a"] is config.models[0]
-    assert names["alpha"] is config.models[0] and names["first"] is config.models[0]
-    assert names["b"] is config.models[1]
+    catalog = Catalog(config)
+    catalog.rescan()
+    assert set(catalog.names) == {"a", "alpha", "first", "b"}
+    assert catalog.model_config(catalog.get("alpha")) is config.models[0] is catalog.model_config(catalog.get("first"))
+    assert catalog.model_config(catalog.get("b")) is config.models[1]
 
 
-def test_model_ids_of_default_config_include_alias():
-    names = load_config(None, environ={}).model_ids()
-    assert names["smollm2"] is names["SmolLM2-135M-Instruct"]
+def test_the_default_models_aliases():
+    catalog = Catalog(load_config(None, environ={}))
+    catalog.rescan()
+    assert catalog.get("SmolLM2-135M-Instruct").id == "smollm2"
 
 
-def test_model_ids_of_loaded_file(tmp_path):
-    config = load(tmp_path, MODEL + 'aliases = ["mm"]\n')
-    assert {k: v.id for k, v in config.model_ids().items()} == {"m": "m", "mm": "m"}
+def test_aliases_of_a_loaded_file(tmp_path):
+    catalog = Catalog(load(tmp_path, MODEL + 'aliases = ["mm"]\n'))
+    catalog.rescan()
+    assert catalog.names == {"m": "m", "mm": "m"}

@@ -113,7 +113,8 @@ def test_cli_status_load_unload(tmp_path: Path, three_models: dict[str, Path]) -
         out = cli("status")
         assert out.returncode == 0
         header, row = out.stdout.splitlines()[:2]
-        assert header.split()[:3] == ["MODEL", "TYPE", "STATE"] and row.split()[:3] == ["a", "text", "ready"]
+        assert header.split()[:5] == ["MODEL", "TYPE", "TIER", "SOURCE", "STATE"]
+        assert row.split()[:5] == ["a", "text", "fast", "config", "ready"]
         assert "policy lru" in out.stdout
         out = cli("unload", "a")
         assert out.returncode == 0 and "a: drained, released" in out.stdout

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from mlx_fleet.model_types import classify, detect_type, find_config, hf_cache_dir, hf_cache_snapshot
+from mlx_fleet.model_types import classify, detect_type, find_config, hf_cache_dir, hf_cache_snapshot, kind_from_name
 from tiny_models import build_tiny_bert, build_tiny_lm, build_tiny_qwen2_vl
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -207,3 +207,13 @@ def test_snapshot_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert hf_cache_snapshot("org/a") == pinned
     assert find_config("org/a") == pinned / "config.json"
     assert detect_type("org/a") == "embeddings"
+
+
+@pytest.mark.parametrize("name, kind", [
+    ("mlx-community/Qwen2.5-VL-3B-Instruct-4bit", "vision"), ("SmolVLM-vlm", "vision"), ("vision-tiny", "vision"),
+    ("nomic-embed-text-v1.5", "embeddings"), ("Qwen3-Embedding-0.6B", "embeddings"), ("all-MiniLM-L6-v2", "embeddings"),
+    ("bge-small-en", "embeddings"), ("intfloat/e5-large", "embeddings"), ("sentence-t5-base", "embeddings"),
+    ("Qwen3-4B-4bit", None), ("devil-7b", None), ("bged", None),
+])
+def test_kind_from_name(name: str, kind: str | None) -> None:
+    assert kind_from_name(name) == kind

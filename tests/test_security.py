@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -38,14 +39,16 @@ def every_route() -> list[tuple[str, str]]:
     routes = []
     for route in app.routes:
         for method in route.methods - {"OPTIONS", "HEAD"}:
-            routes.append((method, route.path.replace("{model_id:str}", "m")))
+            routes.append((method, re.sub(r"\{[a-z_]+:[a-z]+\}", "m", route.path)))
     return sorted(routes)
 
 
 def test_route_table_is_what_we_think() -> None:
     paths = {p for _, p in every_route()}
     assert {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/admin/models/status",
-            "/admin/models/load/m", "/admin/models/unload/m", "/admin/health"} <= paths
+            "/admin/models/load/m", "/admin/models/unload/m", "/admin/health", "/admin/models/registry",
+            "/admin/models/rescan", "/admin/models/m", "/admin/models/tiers/m", "/admin/profiles",
+            "/admin/profiles/m", "/admin/profiles/m/activate"} <= paths
     assert len(ROUTES) == len({h.fn for h in ROUTES})
 
 

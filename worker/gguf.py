@@ -41,6 +41,8 @@ from typing import Any, Final
 import mlx.core as mx
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
 
+from mlx_fleet.gguf_header import unsupported_reason
+
 __all__ = [
     "FORMAT_VERSION",
     "SUPPORTED_DTYPES",
@@ -308,16 +310,9 @@ def _read_gguf(src: Path) -> tuple[dict[str, mx.array], _Metadata]:
 
 
 def _check_architecture(meta: _Metadata) -> None:
-    arch = meta.get("general.architecture")
-    if arch != "llama":
-        raise GGUFConversionError(
-            f"{meta.src}: unsupported architecture {arch!r}; only 'llama' GGUF files can be converted"
-        )
-    if (meta.get("llama.expert_count") or 0) > 0:
-        raise GGUFConversionError(f"{meta.src}: mixture-of-experts llama models are not supported")
-    scaling = meta.get("llama.rope.scaling.type")
-    if scaling not in (None, "none"):
-        raise GGUFConversionError(f"{meta.src}: RoPE scaling {scaling!r} is not supported")
+    reason = unsupported_reason(meta.get)
+    if reason is not None:
+        raise GGUFConversionError(f"{meta.src}: {reason}")
 
 
 # --------------------------------------------------------------------------- #
