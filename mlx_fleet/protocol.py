@@ -14,11 +14,12 @@ Frame layouts (the socket's own identity frame, on ROUTER sockets, comes before 
 
     router -> supervisor   GENERATE rid model_id body(Generate)    CANCEL rid
                            EMBED    rid model_id body(Embed)
+                           COUNT    rid model_id body(Generate)
                            CALL     call_id body(Call)
     supervisor -> worker   GENERATE rid body(Generate)             CANCEL rid
-                           EMBED    rid body(Embed)
+                           EMBED    rid body(Embed)                COUNT rid body(Generate)
                            CONTROL  b"" body(Shutdown | Assign)
-    worker -> router sink  DELTA+rid+body(Delta)   END+rid+body(Done | Failure | Embeddings)
+    worker -> router sink  DELTA+rid+body(Delta)   END+rid+body(Done | Failure | Embeddings | TokenCount)
                            (one frame: kind, the 12-byte request id, the body, concatenated)
     worker -> supervisor   END rid body(...)       (the same END, for accounting)
                            CONTROL b"" body(Spare | Loading | Ready | LoadFailed | MemoryReport)
@@ -45,6 +46,7 @@ class Kind(bytes, enum.Enum):
 
     GENERATE = b"G"
     EMBED = b"M"
+    COUNT = b"T"  # how many tokens a Generate's prompt is, generating nothing
     CANCEL = b"C"
     DELTA = b"D"
     END = b"E"
@@ -87,7 +89,8 @@ class Sampling(_Wire, gc=False):
     repetition_penalty: float | None = None
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
-    # The client gave no limit: the worker may shorten it to what fits in the context.
+    # The worker may shorten max_tokens to what fits in the context: the client gave no limit,
+    # or gave it as a ceiling (Anthropic's API, whose clients ask for more than most contexts hold).
     max_tokens_is_default: bool = False
 
 
@@ -232,6 +235,7 @@ class Done(_Wire, tag=1, gc=False):
 
     finish_reason: FinishReason
     usage: Usage
+    stop_sequence: str | None = None  # the stop string that ended it, if one did
 
 
 class Failure(_Wire, tag=2):
@@ -253,7 +257,13 @@ class Embeddings(_Wire, tag=3):
     token_counts: tuple[int, ...]
 
 
-End = Done | Failure | Embeddings
+class TokenCount(_Wire, tag=4):
+    """The answer to a COUNT: the prompt's length, tokenized exactly as a generation would be."""
+
+    input_tokens: int
+
+
+End = Done | Failure | Embeddings | TokenCount
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,9 +16,8 @@ from litestar.params import FromPath, FromQuery, JSONBody
 
 from mlx_fleet import keys
 from router.admin import in_db
-from router.completions import decode_request
 from router.errors import ApiError
-from router.openapi import error_responses, json_body
+from router.openapi import body_dto, error_responses
 
 
 class CreateKey(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -35,10 +34,6 @@ class Revoked(msgspec.Struct, kw_only=True):
     revoked: bool = True
 
 
-def _decode_create(body: bytes) -> CreateKey:
-    return decode_request(body, CreateKey)
-
-
 async def _in_db(state: State, fn, *args):
     try:
         return await in_db(state, fn, *args)
@@ -48,7 +43,7 @@ async def _in_db(state: State, fn, *args):
         raise ApiError(400, str(e), code="invalid_value") from None
 
 
-@post("/admin/keys", status_code=201, dto=json_body(CreateKey, _decode_create), return_dto=None,
+@post("/admin/keys", status_code=201, dto=body_dto(CreateKey), return_dto=None,
       responses=error_responses())
 async def create_key(state: State, data: JSONBody[CreateKey]) -> Response[keys.CreatedKey]:
     created = await _in_db(state, keys.create_key, data.name, data.scopes)

@@ -7,7 +7,6 @@ validation errors can be worded like OpenAI's and nothing is parsed twice.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -25,15 +24,27 @@ from mlx_fleet.config import FleetConfig, ModelConfig
 from mlx_fleet.keys import KeyIndex
 from mlx_fleet.protocol import Failure, Generate
 from mlx_fleet.runtime import Endpoints
-from router import admin, admin_keys, admin_models, admin_system, admin_usage, catalog_admin, metrics
+from router import (
+    admin,
+    admin_keys,
+    admin_models,
+    admin_system,
+    admin_usage,
+    catalog_admin,
+    messages,
+    metrics,
+    responses,
+)
 from router import openai_types as oa
 from router.admission import Admission
 from router.catalog_view import CatalogView
 from router.chat_request import chat_input, chat_logprobs, response_format
 from router.completions import (
+    CompletionFrames,
     Exchange,
+    completion_body,
     completion_input,
-    decode_request,
+    default_temperature,
     respond,
     sampling_from,
 )
@@ -41,26 +52,18 @@ from router.embeddings import embeddings
 from router.errors import ApiError, api_error_handler, http_error_handler, internal_error_handler
 from router.fleet_client import FleetClient, SupervisorUnavailable
 from router.images import ImagePolicy
-from router.openapi import ClosedStructs, document_streams, error_responses, json_body, openapi_config
+from router.openapi import ClosedStructs, body_dto, document_streams, error_responses, openapi_config
 from router.security import Guard, host_check_factory
 from router.usage import UsageWriter, state_db_lifespan, usage_middleware_factory, usage_record
 
 log = logging.getLogger("mlx_fleet.router")
 
 
-def _temperature(config: FleetConfig, model: ModelConfig) -> float:
-    return config.server.default_temperature if model.temperature is None else model.temperature
-
-
 def _exchange(request: Request, state: State, name: str, model: ModelConfig, prefix: str) -> Exchange:
     return Exchange.new(state.fleet, state.admission, name, prefix, usage_record(request, model.id))
 
 
-def _body(kind: type) -> type:
-    return json_body(kind, functools.partial(decode_request, kind=kind))
-
-
-@post("/v1/chat/completions", status_code=200, opt={"scope": "chat"}, dto=_body(oa.ChatCompletionRequest),
+@post("/v1/chat/completions", status_code=200, opt={"scope": "chat"}, dto=body_dto(oa.ChatCompletionRequest),
       return_dto=None, responses=error_responses(404, 413, 429))
 async def chat_completions(request: Request, state: State,
                            data: JSONBody[oa.ChatCompletionRequest]) -> Response[oa.ChatCompletion]:
@@ -68,16 +71,17 @@ async def chat_completions(request: Request, state: State,
     req = data
     model, name = await state.catalog.resolve(state.fleet, req.model)
     sampling = sampling_from(req, req.max_completion_tokens or req.max_tokens, config.server.default_max_tokens,
-                             _temperature(config, model))
+                             default_temperature(config, model))
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     logprobs = chat_logprobs(req)
     messages = await chat_input(req, model, state.images, config.server.max_images_per_request)
+    ex = _exchange(request, state, name, model, "chatcmpl")
     generate = Generate(messages, sampling, response_format(req), logprobs)
-    return await respond(_exchange(request, state, name, model, "chatcmpl"), generate, True, req.stream,
-                         include_usage)
+    framer = CompletionFrames(ex, True, include_usage, bool(logprobs)) if req.stream else None
+    return await respond(ex, generate, framer, completion_body(ex, generate, True))
 
 
-@post("/v1/completions", status_code=200, opt={"scope": "completions"}, dto=_body(oa.CompletionRequest),
+@post("/v1/completions", status_code=200, opt={"scope": "completions"}, dto=body_dto(oa.CompletionRequest),
       return_dto=None, responses=error_responses(404, 413, 429))
 async def completions(request: Request, state: State, data: JSONBody[oa.CompletionRequest]) -> Response[oa.Completion]:
     config: FleetConfig = state.config
@@ -86,11 +90,12 @@ async def completions(request: Request, state: State, data: JSONBody[oa.Completi
     if model.type == "embeddings":
         raise ApiError(400, f"Model '{req.model}' does not support text completions.", param="model",
                        code="model_not_supported")
-    sampling = sampling_from(req, req.max_tokens, config.server.default_max_tokens, _temperature(config, model))
+    sampling = sampling_from(req, req.max_tokens, config.server.default_max_tokens, default_temperature(config, model))
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    ex = _exchange(request, state, name, model, "cmpl")
     generate = Generate(completion_input(req), sampling, None, req.logprobs)
-    return await respond(_exchange(request, state, name, model, "cmpl"), generate, False, req.stream,
-                         include_usage)
+    framer = CompletionFrames(ex, False, include_usage, bool(req.logprobs)) if req.stream else None
+    return await respond(ex, generate, framer, completion_body(ex, generate, False))
 
 
 @get("/v1/models", responses=error_responses())
@@ -125,9 +130,9 @@ async def openapi_json(request: Request) -> Response:
     return Response(request.app.openapi_schema.to_schema(), media_type="application/json")
 
 
-ROUTES = [chat_completions, completions, embeddings, list_models, health, openapi_json, metrics.metrics,
-          *admin.ROUTES, *catalog_admin.ROUTES, *admin_models.ROUTES, *admin_keys.ROUTES, *admin_usage.ROUTES,
-          *admin_system.ROUTES]
+ROUTES = [chat_completions, completions, responses.responses, *messages.ROUTES, embeddings, list_models, health,
+          openapi_json, metrics.metrics, *admin.ROUTES, *catalog_admin.ROUTES, *admin_models.ROUTES,
+          *admin_keys.ROUTES, *admin_usage.ROUTES, *admin_system.ROUTES]
 
 
 def create_app(

@@ -1,55 +1,42 @@
 """An OpenAI chat request as the worker's API-neutral `ChatInput`: messages whole (content
 parts, assistant tool calls, tool results with their call ids), tools with their JSON schemas,
 the tool choice, template arguments, and the response-format constraint. Image parts are fetched
-and decoded here, never in a worker. What can be checked without the model is checked here.
+and decoded by `router.conversation`, never in a worker. What can be checked without the model
+is checked here.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 from mlx_fleet.config import ModelConfig
-from mlx_fleet.protocol import ChatInput, ImageData, Message, ResponseFormat, Tool, ToolCall, ToolChoice
+from mlx_fleet.protocol import ChatInput, ResponseFormat, Tool, ToolCall, ToolChoice
 from router import openai_types as oa
+from router.conversation import Turn, chat_messages
 from router.errors import ApiError
-from router.images import ImagePolicy, load_image
+from router.images import ImagePolicy
 
 
 async def chat_input(req: oa.ChatCompletionRequest, model: ModelConfig, images: ImagePolicy,
                      max_images: int) -> ChatInput:
-    if model.type == "embeddings":
-        raise ApiError(400, f"Model '{model.id}' does not support chat completions.", param="model",
-                       code="model_not_supported")
-    parts = [(i, j, part) for i, m in enumerate(req.messages) if isinstance(m.content, list)
-             for j, part in enumerate(m.content) if isinstance(part, oa.ImagePart)]
-    if parts and model.type != "vision":
-        i, j, _ = parts[0]
-        raise ApiError(400, f"Model '{model.id}' does not accept image input.",
-                       param=f"messages[{i}].content[{j}]", code="model_not_supported")
-    if len(parts) > max_images:
-        raise ApiError(400, f"Too many images: {len(parts)}; the limit is {max_images} per request.",
-                       param="messages", code="too_many_images")
-    loaded = await asyncio.gather(*(load_image(p.image_url.url, f"messages[{i}].content[{j}].image_url.url", images)
-                                    for i, j, p in parts))
-    by_message: dict[int, list[ImageData]] = {}
-    for (i, _, _), image in zip(parts, loaded):
-        by_message.setdefault(i, []).append(image)
-    messages = tuple(_message(m, tuple(by_message.get(i, ()))) for i, m in enumerate(req.messages))
+    turns = [_turn(i, m) for i, m in enumerate(req.messages)]
+    messages = await chat_messages(turns, model, images, max_images, "messages", "chat completions")
     tools = tuple(Tool(t.function.name, t.function.description or "",
                        json.dumps(t.function.parameters) if t.function.parameters is not None else "")
                   for t in req.tools or ())
     return ChatInput(messages, tools, _tool_choice(req, tools), _template_kwargs(req))
 
 
-def _message(m: oa.ChatMessage, images: tuple[ImageData, ...]) -> Message:
+def _turn(i: int, m: oa.ChatMessage) -> Turn:
+    turn = Turn("system" if m.role == "developer" else m.role, tool_call_id=m.tool_call_id, name=m.name,
+                tool_calls=tuple(ToolCall(c.id, c.function.name, c.function.arguments) for c in m.tool_calls or ()))
     if isinstance(m.content, list):
-        content = "\n".join(p.text for p in m.content if isinstance(p, oa.TextPart))
+        turn.text = "\n".join(p.text for p in m.content if isinstance(p, oa.TextPart))
+        turn.images = [(p.image_url.url, f"messages[{i}].content[{j}].image_url.url")
+                       for j, p in enumerate(m.content) if isinstance(p, oa.ImagePart)]
     else:
-        content = m.content or ""
-    calls = tuple(ToolCall(c.id, c.function.name, c.function.arguments) for c in m.tool_calls or ())
-    role = "system" if m.role == "developer" else m.role
-    return Message(role, content, images, calls, m.tool_call_id, m.name)
+        turn.text = m.content or ""
+    return turn
 
 
 def _tool_choice(req: oa.ChatCompletionRequest, tools: tuple[Tool, ...]) -> ToolChoice | None:

@@ -4,6 +4,10 @@ A streamed response waits for the first frame before it sends any header, so a r
 fails before producing anything (model cannot load, worker crashed) gets a plain JSON error with
 the right status instead of a 200 stream. After that, every frame is encoded once: the JSON
 around the text is precomputed per request and only the text itself is encoded per frame.
+
+The loop that reads a request's stream is the same for every API (chat and text completions
+here, Responses and Anthropic Messages in their own modules): each API only says how its events
+are framed, through a `Framer`.
 """
 
 from __future__ import annotations
@@ -12,22 +16,24 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import msgspec
 from litestar import Response
 from litestar.response import Stream
 
-from mlx_fleet.config import ModelConfig
+from mlx_fleet.config import FleetConfig, ModelConfig
 from mlx_fleet.protocol import (
     Delta,
     Done,
+    End,
     Failure,
     Generate,
     Kind,
     Sampling,
     TextInput,
     TokensInput,
+    ToolCallDelta,
     decode_delta,
     decode_end,
     encode,
@@ -49,7 +55,7 @@ RequestT = TypeVar("RequestT")
 _LINE_BREAKS = ((b"\xc2\x85", b"\\u0085"), (b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"))
 
 
-def _line_json(value: object) -> bytes:
+def line_json(value: object) -> bytes:
     """JSON that stays on one line for every line splitter."""
     out = _json(value)
     if b"\xc2\x85" in out or b"\xe2\x80" in out:
@@ -59,7 +65,7 @@ def _line_json(value: object) -> bytes:
 
 
 def decode_request(body: bytes, kind: type[RequestT]) -> RequestT:
-    """A request body as `kind`, or a 400 worded as OpenAI words it."""
+    """A request body as `kind` (a msgspec struct), or a 400 worded like OpenAI's."""
     decoder = _DECODERS.get(kind) or _DECODERS.setdefault(kind, msgspec.json.Decoder(kind).decode)
     if not body.strip():
         raise ApiError(400, "We could not parse the JSON body of your request. The body is empty.")
@@ -75,6 +81,10 @@ def decode_request(body: bytes, kind: type[RequestT]) -> RequestT:
                                 "you aren't using your HTTP library correctly. The OpenAI API expects a JSON "
                                 "payload, but what was sent was not valid JSON.)") from None
         raise ApiError(400, "Request body must be a JSON object.") from None
+
+
+def default_temperature(config: FleetConfig, model: ModelConfig) -> float:
+    return config.server.default_temperature if model.temperature is None else model.temperature
 
 
 def sampling_from(req: oa._Sampling, max_tokens: int | None, default_max_tokens: int,
@@ -158,6 +168,18 @@ class Exchange:
             self.admitted = False
             self.admission.leave(self.model)
 
+    async def one_answer(self, kind: bytes, body: bytes) -> End:
+        """The END of a request that streams nothing (embeddings, token counts)."""
+        stream = self.open(kind, body)
+        try:
+            frames = await stream.take()
+        finally:
+            self.close()
+        end = decode_end(frames[-1][1])
+        if isinstance(end, Failure):
+            raise ApiError.from_failure(end)
+        return end
+
     async def collect(self, stream: RequestStream) -> Reply:
         """Everything the request produced, for a non-streamed response."""
         reply = Reply()
@@ -188,16 +210,62 @@ def _usage(done: Done) -> oa.Usage:
                     prompt_tokens_details=oa.PromptTokensDetails(cached_tokens=u.cached_tokens))
 
 
-class _Frames:
-    """Precomputed JSON around the per-frame text, for one streamed response."""
+class Framer(Protocol):
+    """How one API frames a streamed answer. `_sse` calls it, in this order: `opening` once, with
+    the first batch (so the client's first byte marks the model's first token); for each batch
+    of deltas, `text` when they carry only answer text (the fast path: per-token work belongs
+    there alone) or `parts` when they carry thinking, tool calls or log probabilities; then
+    `finish` (everything after the last delta, end of stream included) or `error`. Each returns
+    the bytes to write."""
 
-    def __init__(self, ex: Exchange, chat: bool, top_logprobs: bool = False) -> None:
+    def opening(self) -> bytes: ...
+    def text(self, text: str) -> bytes: ...
+    def parts(self, deltas: list[Delta]) -> bytes: ...
+    def finish(self, done: Done) -> bytes: ...
+    def error(self, failure: Failure) -> bytes: ...
+
+
+class BlockFramer:
+    """What the Responses and Anthropic framers share: a reply streamed as a sequence of blocks
+    (their output items, content blocks) in the order the model produced them: thinking, answer
+    text, each tool call (its start, its arguments' text as the model writes it, its end). A
+    subclass names its two text kinds and says how a delta of either kind, and a piece of a
+    call, is framed."""
+
+    thinking_kind = "thinking"
+    answer_kind = "text"
+
+    def _delta(self, kind: str, text: str) -> bytes:
+        raise NotImplementedError
+
+    def _call(self, piece: ToolCallDelta) -> bytes:
+        raise NotImplementedError
+
+    def text(self, text: str) -> bytes:
+        # a token with no text (yet), or tool-call markup: nothing to say
+        return self._delta(self.answer_kind, text) if text else b""
+
+    def parts(self, deltas: list[Delta]) -> bytes:
+        out = b""
+        for d in deltas:
+            if d.reasoning:
+                out += self._delta(self.thinking_kind, d.reasoning)
+            out += self.text(d.text)
+            for piece in d.tool_calls:
+                out += self._call(piece)
+        return out
+
+
+class CompletionFrames:
+    """Chat and text completion chunks: precomputed JSON around the per-frame text."""
+
+    def __init__(self, ex: Exchange, chat: bool, include_usage: bool = False, top_logprobs: bool = False) -> None:
         self.offset = 0          # text sent so far, for text completions' logprobs offsets
         self.top_logprobs = top_logprobs
         head = {"id": ex.id, "object": "chat.completion.chunk" if chat else "text_completion",
                 "created": ex.created, "model": ex.model}
-        self.chat = chat
-        self._head = _line_json(head)[:-1]  # without the closing brace
+        self.chat, self.include_usage = chat, include_usage
+        self._head = line_json(head)[:-1]  # without the closing brace
         if chat:
             self._text_prefix = b"data: " + self._head + b',"choices":[{"index":0,"delta":{"content":'
             self._text_suffix = b'},"finish_reason":null,"logprobs":null}]}\n\n'
@@ -207,7 +275,7 @@ class _Frames:
 
     def text(self, text: str) -> bytes:
         self.offset += len(text)
-        return self._text_prefix + _line_json(text) + self._text_suffix
+        return self._text_prefix + line_json(text) + self._text_suffix
 
     def parts(self, deltas: list[Delta]) -> bytes:
         """A chunk with thinking, tool calls or log probabilities besides the text."""
@@ -231,40 +299,49 @@ class _Frames:
                 delta["tool_calls"] = calls
             choice = {"index": 0, "delta": delta, "finish_reason": None,
                       "logprobs": chat_logprobs(scored) if scored else None}
-        return b"data: " + self._head + b',"choices":[' + _line_json(choice) + b"]}\n\n"
+        return b"data: " + self._head + b',"choices":[' + line_json(choice) + b"]}\n\n"
 
-    def role(self) -> bytes:
+    def opening(self) -> bytes:
+        if not self.chat:
+            return b""
         return b"data: " + self._head + b',"choices":[{"index":0,"delta":{"role":"assistant","content":""},' \
                                         b'"finish_reason":null,"logprobs":null}]}\n\n'
 
-    def finish(self, reason: str) -> bytes:
+    def finish(self, done: Done) -> bytes:
         body = b'"delta":{}' if self.chat else b'"text":""'
-        return (b"data: " + self._head + b',"choices":[{"index":0,' + body + b',"finish_reason":'
-                + _line_json(reason) + b',"logprobs":null}]}\n\n')
-
-    def usage(self, done: Done) -> bytes:
-        return b"data: " + self._head + b',"choices":[],"usage":' + _line_json(_usage(done)) + b"}\n\n"
+        out = (b"data: " + self._head + b',"choices":[{"index":0,' + body + b',"finish_reason":'
+               + line_json(done.finish_reason) + b',"logprobs":null}]}\n\n')
+        if self.include_usage:
+            out += b"data: " + self._head + b',"choices":[],"usage":' + line_json(_usage(done)) + b"}\n\n"
+        return out + _DONE
 
     @staticmethod
     def error(failure: Failure) -> bytes:
-        return b"data: " + _line_json(ApiError.from_failure(failure).envelope()) + b"\n\n"
+        return b"data: " + line_json(ApiError.from_failure(failure).envelope()) + b"\n\n"
 
 
-async def respond(ex: Exchange, request: Generate, chat: bool, stream: bool, include_usage: bool) -> Response:
-    rs = ex.open(Kind.GENERATE, encode(request))
+def completion_body(ex: Exchange, request: Generate, chat: bool) -> Callable[[Reply], bytes]:
+    """The non-streamed answer of a chat or text completion."""
     wants_logprobs = request.logprobs is not None
-    if not stream:
-        reply = await ex.collect(rs)
+
+    def body(reply: Reply) -> bytes:
         done = reply.done
         if chat:
-            body = oa.ChatCompletion(id=ex.id, created=ex.created, model=ex.model, usage=_usage(done), choices=[
+            return _json(oa.ChatCompletion(id=ex.id, created=ex.created, model=ex.model, usage=_usage(done), choices=[
                 oa.ChatChoice(message=chat_message(reply), finish_reason=done.finish_reason,
-                              logprobs=chat_logprobs(reply.logprobs) if wants_logprobs else None)])
-        else:
-            logprobs = completion_logprobs(reply.logprobs, 0, bool(request.logprobs)) if wants_logprobs else None
-            body = oa.Completion(id=ex.id, created=ex.created, model=ex.model, usage=_usage(done), choices=[
-                oa.CompletionChoice(text=reply.text, finish_reason=done.finish_reason, logprobs=logprobs)])
-        return Response(_json(body), media_type="application/json")
+                              logprobs=chat_logprobs(reply.logprobs) if wants_logprobs else None)]))
+        logprobs = completion_logprobs(reply.logprobs, 0, bool(request.logprobs)) if wants_logprobs else None
+        return _json(oa.Completion(id=ex.id, created=ex.created, model=ex.model, usage=_usage(done), choices=[
+            oa.CompletionChoice(text=reply.text, finish_reason=done.finish_reason, logprobs=logprobs)]))
+    return body
+
+
+async def respond(ex: Exchange, request: Generate, framer: Framer | None,
+                  whole: Callable[[Reply], bytes]) -> Response:
+    """Run `request`: streamed through `framer`, or (without one) answered whole by `whole(reply)`."""
+    rs = ex.open(Kind.GENERATE, encode(request))
+    if framer is None:
+        return Response(whole(await ex.collect(rs)), media_type="application/json")
 
     if ex.usage is not None:
         ex.usage.stream = True
@@ -278,15 +355,14 @@ async def respond(ex: Exchange, request: Generate, chat: bool, stream: bool, inc
     except BaseException:
         ex.close()
         raise
-    return Stream(_sse(ex, rs, first, _Frames(ex, chat, bool(request.logprobs)), include_usage),
-                  media_type="text/event-stream",
+    return Stream(_sse(ex, rs, first, framer), media_type="text/event-stream",
                   headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-async def _sse(ex: Exchange, rs: RequestStream, first: list[tuple[bytes, bytes]], frames: _Frames,
-               include_usage: bool) -> AsyncIterator[bytes]:
+async def _sse(ex: Exchange, rs: RequestStream, first: list[tuple[bytes, bytes]],
+               framer: Framer) -> AsyncIterator[bytes]:
     try:
-        opening = frames.role() if frames.chat else b""  # goes out with the first token: one write
+        opening = framer.opening()  # goes out with the first token: one write
         batch = first
         while True:
             deltas: list[Delta] = []
@@ -299,9 +375,9 @@ async def _sse(ex: Exchange, rs: RequestStream, first: list[tuple[bytes, bytes]]
             if not deltas:
                 out = b""
             elif all(is_plain(d) for d in deltas):
-                out = frames.text("".join(d.text for d in deltas))
+                out = framer.text("".join(d.text for d in deltas))
             else:
-                out = frames.parts(deltas)
+                out = framer.parts(deltas)
             if opening:
                 out, opening = opening + out, b""
             if end is None:
@@ -310,14 +386,10 @@ async def _sse(ex: Exchange, rs: RequestStream, first: list[tuple[bytes, bytes]]
                 batch = await rs.take()
                 continue
             if isinstance(end, Failure):
-                yield out + frames.error(end)
-                return
-            ex.finished(end)
-            tail = frames.finish(end.finish_reason)
-            if include_usage:
-                tail += frames.usage(end)
-            yield out + tail + _DONE
+                yield out + framer.error(end)
+            else:
+                ex.finished(end)
+                yield out + framer.finish(end)
             return
     finally:
         ex.close()  # a client that went away stops its generation within one step
-

@@ -17,10 +17,10 @@ from litestar.datastructures import State
 from litestar.params import JSONBody
 from msgspec import Meta
 
-from mlx_fleet.protocol import Embed, Embeddings, Failure, Kind, decode_end, encode
-from router.completions import Exchange, decode_request
+from mlx_fleet.protocol import Embed, Embeddings, Kind, encode
+from router.completions import Exchange
 from router.errors import ApiError
-from router.openapi import error_responses, json_body
+from router.openapi import body_dto, error_responses
 from router.usage import usage_record
 
 MAX_INPUTS = 2048
@@ -81,11 +81,7 @@ def _vector(row: bytes, encoding: str) -> list[float] | str:
     return floats.tolist()
 
 
-def _decode_body(body: bytes) -> EmbeddingRequest:
-    return decode_request(body, EmbeddingRequest)
-
-
-@post("/v1/embeddings", status_code=200, opt={"scope": "embeddings"}, dto=json_body(EmbeddingRequest, _decode_body),
+@post("/v1/embeddings", status_code=200, opt={"scope": "embeddings"}, dto=body_dto(EmbeddingRequest),
       return_dto=None, responses=error_responses(404, 413, 429))
 async def embeddings(request: Request, state: State, data: JSONBody[EmbeddingRequest]) -> Response[EmbeddingList]:
     req = data
@@ -95,14 +91,7 @@ async def embeddings(request: Request, state: State, data: JSONBody[EmbeddingReq
                        code="model_not_supported")
     usage = usage_record(request, model.id)
     ex = Exchange.new(state.fleet, state.admission, name, "emb", usage)
-    stream = ex.open(Kind.EMBED, encode(_inputs(req.input)))
-    try:
-        frames = await stream.take()
-    finally:
-        ex.close()
-    end = decode_end(frames[-1][1])
-    if isinstance(end, Failure):
-        raise ApiError.from_failure(end)
+    end = await ex.one_answer(Kind.EMBED, encode(_inputs(req.input)))
     assert isinstance(end, Embeddings)
     if req.dimensions is not None and req.dimensions != end.dim:
         raise ApiError(400, f"Model '{req.model}' gives {end.dim}-dimensional embeddings and cannot shorten "

@@ -1,4 +1,5 @@
-"""Every error the HTTP API returns, in OpenAI's envelope: {"error": {message, type, param, code}}."""
+"""Every error the HTTP API returns: in OpenAI's envelope {"error": {message, type, param, code}},
+or, on Anthropic's routes (/v1/messages), in Anthropic's {"type": "error", "error": {type, message}}."""
 
 from __future__ import annotations
 
@@ -16,6 +17,12 @@ log = logging.getLogger("mlx_fleet.router")
 _TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "invalid_request_error",
           404: "invalid_request_error", 405: "invalid_request_error", 413: "invalid_request_error",
           429: "rate_limit_exceeded"}
+
+
+# Anthropic names an error by its status alone; any other 5xx is its generic "api_error".
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                    404: "not_found_error", 405: "invalid_request_error", 413: "request_too_large",
+                    429: "rate_limit_error", 529: "overloaded_error"}
 
 
 class ErrorBody(msgspec.Struct):
@@ -44,13 +51,18 @@ class ApiError(Exception):
         kind = _TYPES.get(self.status, "invalid_request_error" if self.status < 500 else "server_error")
         return Envelope(ErrorBody(self.message, kind, self.param, self.code))
 
-    def response(self) -> Response:
+    def anthropic_envelope(self) -> dict[str, object]:
+        kind = _ANTHROPIC_TYPES.get(self.status, "invalid_request_error" if self.status < 500 else "api_error")
+        return {"type": "error", "error": {"type": kind, "message": self.message}}
+
+    def response(self, anthropic: bool = False) -> Response:
+        body = self.anthropic_envelope() if anthropic else self.envelope()
         headers = {}
         if self.retry_after is not None:
             headers["Retry-After"] = str(max(1, round(self.retry_after)))
         if self.status >= 500 and self.code == "worker_crashed":
             headers["x-should-retry"] = "false"
-        return Response(msgspec.json.encode(self.envelope()), status_code=self.status,
+        return Response(msgspec.json.encode(body), status_code=self.status,
                         media_type="application/json", headers=headers)
 
 
@@ -58,16 +70,25 @@ def api_error_handler(_: Request, exc: ApiError) -> Response:
     return exc.response()
 
 
-def http_error_handler(request: Request, exc: HTTPException) -> Response:
+def _from_http(request: Request, exc: HTTPException) -> ApiError:
     if isinstance(exc, NotFoundException):
-        return ApiError(404, f"Invalid URL ({request.method} {request.url.path})").response()
+        return ApiError(404, f"Invalid URL ({request.method} {request.url.path})")
     if isinstance(exc, MethodNotAllowedException):
-        return ApiError(405, f"Method {request.method} not allowed for {request.url.path}").response()
+        return ApiError(405, f"Method {request.method} not allowed for {request.url.path}")
     if exc.status_code == 413:
-        return ApiError(413, "Request body is too large.", code="request_too_large").response()
+        return ApiError(413, "Request body is too large.", code="request_too_large")
     if isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
-        return _parameter_error(exc.extra[0]).response()
-    return ApiError(exc.status_code, str(exc.detail)).response()
+        return _parameter_error(exc.extra[0])
+    return ApiError(exc.status_code, str(exc.detail))
+
+
+def http_error_handler(request: Request, exc: HTTPException) -> Response:
+    return _from_http(request, exc).response()
+
+
+def _internal(request: Request, exc: Exception) -> ApiError:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return ApiError(500, "The server had an error while processing your request.", code="internal_error")
 
 
 def _parameter_error(problem: dict) -> ApiError:
@@ -80,8 +101,15 @@ def _parameter_error(problem: dict) -> ApiError:
 
 
 def internal_error_handler(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return ApiError(500, "The server had an error while processing your request.", code="internal_error").response()
+    return _internal(request, exc).response()
+
+
+# Anthropic's routes answer every error in Anthropic's shape (its SDK and Claude Code read that).
+ANTHROPIC_ERROR_HANDLERS = {
+    ApiError: lambda _, exc: exc.response(anthropic=True),
+    HTTPException: lambda request, exc: _from_http(request, exc).response(anthropic=True),
+    Exception: lambda request, exc: _internal(request, exc).response(anthropic=True),
+}
 
 
 # -- request decoding errors -----------------------------------------------------------------

@@ -8,8 +8,9 @@ with no Litestar validation on top. Every route documents the error envelope for
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Generator
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import msgspec
 from litestar import Litestar
@@ -21,6 +22,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Reference, Schema
 from litestar.typing import FieldDefinition
 
+from router.completions import decode_request
 from router.errors import Envelope
 
 T = TypeVar("T")
@@ -68,14 +70,31 @@ _ERRORS = {400: "Invalid request", 401: "No key or a wrong key", 403: "The key m
            500: "The model's worker failed", 503: "The fleet cannot serve this now"}
 
 
-def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
-    """The OpenAI error envelope for each of `statuses` (every route: 400, 401, 403, 500, 503)."""
+class AnthropicError(msgspec.Struct):
+    type: str
+    message: str
+
+
+class AnthropicEnvelope(msgspec.Struct):
+    """Anthropic's error shape, which `/v1/messages` answers with."""
+
+    type: Literal["error"]
+    error: AnthropicError
+
+
+def error_responses(*statuses: int, envelope: type = Envelope) -> dict[int, ResponseSpec]:
+    """The error envelope for each of `statuses` (every route: 400, 401, 403, 500, 503)."""
     codes = sorted({400, 401, 403, 500, 503, *statuses})
-    return {code: ResponseSpec(data_container=Envelope, description=_ERRORS.get(code, "Error"),
+    return {code: ResponseSpec(data_container=envelope, description=_ERRORS.get(code, "Error"),
                                generate_examples=False) for code in codes}
 
 
-STREAMED = ("/v1/chat/completions", "/v1/completions")
+def body_dto(kind: type) -> type:
+    """The DTO of a route whose JSON body is a `kind`, decoded with OpenAI-worded errors."""
+    return json_body(kind, functools.partial(decode_request, kind=kind))
+
+
+STREAMED = ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages")
 
 
 def document_streams(app: Litestar) -> None:
@@ -91,7 +110,8 @@ def document_streams(app: Litestar) -> None:
         ok.content["text/event-stream"] = OpenAPIMediaType(schema=Schema(
             type=OpenAPIType.OBJECT, required=["data"], description="Server-sent events, one per chunk",
             properties={"data": Schema(type=OpenAPIType.STRING,
-                                       description="a chunk object as JSON; the last event's data is [DONE]"),
+                                       description="one chunk or event object as JSON (chat and text completions "
+                                                   "end with [DONE])"),
                         "event": Schema(type=OpenAPIType.STRING)}))
 
 

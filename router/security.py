@@ -50,10 +50,13 @@ def _mask(key: str) -> str:
     return f"{key[:3]}***{key[-2:]}" if len(key) > 8 else "***"
 
 
-def _bearer(connection: ASGIConnection) -> str | None:
+def _presented_key(connection: ASGIConnection) -> str | None:
+    """A Bearer token, or Anthropic's `x-api-key` header (its SDK and Claude Code send either)."""
     header = connection.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return connection.headers.get("x-api-key", "").strip() or None
 
 
 class Guard:
@@ -82,7 +85,7 @@ class Guard:
     def _check_admin(self, connection: ASGIConnection, rings: list[KeyRing]) -> None:
         if not any(rings):
             return  # no keys configured: allowed only because the config refuses that off loopback
-        token = _required_bearer(connection)
+        token = _required_key(connection)
         if any(ring.holds(token) for ring in rings):
             return
         if self.api.holds(token) or (self.keys is not None and self.keys.holder(token) is not None):
@@ -92,7 +95,7 @@ class Guard:
     def _check_api(self, connection: ASGIConnection, scope: str | None) -> None:
         if not self.api and not self.keys:
             return
-        token = _required_bearer(connection)
+        token = _required_key(connection)
         record = connection.scope.get(USAGE_SCOPE_KEY)  # type: ignore[call-overload]
         if self.api.holds(token):
             if record is not None:
@@ -108,11 +111,12 @@ class Guard:
                                 f"{connection.url.path} needs. Missing scopes: {scope}.", code="missing_scope")
 
 
-def _required_bearer(connection: ASGIConnection) -> str:
-    token = _bearer(connection)
+def _required_key(connection: ASGIConnection) -> str:
+    token = _presented_key(connection)
     if token is None:
         raise ApiError(401, "You didn't provide an API key. You need to provide your API key in an "
-                            "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
+                            "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), or in "
+                            "an x-api-key header.")
     return token
 
 

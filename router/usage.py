@@ -27,7 +27,8 @@ log = logging.getLogger("mlx_fleet.router")
 
 USAGE_SCOPE_KEY = "mlx_fleet.usage"
 # The recorded routes and their endpoint names (which are also the key scopes they need).
-ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions", "/v1/embeddings": "embeddings"}
+ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions", "/v1/embeddings": "embeddings",
+             "/v1/responses": "responses", "/v1/messages": "messages"}
 MAX_QUEUED = 100_000  # a writer that cannot keep up loses the oldest records, never memory
 
 MIGRATIONS = [

@@ -65,7 +65,7 @@ class Dispatcher:
         while True:
             frames = await recv(copy=True)
             router, kind, rid = frames[0], frames[1], frames[2]
-            if kind == Kind.GENERATE or kind == Kind.EMBED:
+            if kind == Kind.GENERATE or kind == Kind.EMBED or kind == Kind.COUNT:
                 self._admit(router, kind, rid, frames[3].decode(), frames[4])
             elif kind == Kind.CANCEL:
                 self._cancel(rid)

@@ -70,9 +70,12 @@ def test_a_key_reaches_only_its_scopes(ops: FleetServer) -> None:
         chat(client)
     error = refused.value.body
     assert error["code"] == "missing_scope" and "'chat'" in error["message"]
+    for path, scope in (("/v1/responses", "responses"), ("/v1/messages", "messages")):
+        r = httpx.post(f"{ops.base_url}{path}", json={"model": "tiny", "input": "hi"}, headers={"x-api-key": key["key"]})
+        assert r.status_code == 403 and f"'{scope}'" in r.text, (path, r.text)
     listed = admin_get(ops, "/admin/keys", q="embedder").json()["data"]
     assert [k["id"] for k in listed] == [key["id"]] and "key" not in listed[0]
-    assert listed[0]["requests"] == 2 and listed[0]["last_used_at"] >= listed[0]["created_at"]
+    assert listed[0]["requests"] == 4 and listed[0]["last_used_at"] >= listed[0]["created_at"]
 
 
 def test_a_key_revoked_by_the_cli_is_refused_at_the_next_request(ops: FleetServer) -> None:

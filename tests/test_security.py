@@ -21,6 +21,7 @@ from router.app import ROUTES, create_app
 
 API_KEY, ADMIN_KEY = "sk-user-0123456789", "sk-admin-0123456789"
 PUBLIC = {"/health"}
+ANTHROPIC = {"/v1/messages", "/v1/messages/count_tokens"}  # errors in Anthropic's shape there
 
 
 def keyed_app(**server) -> TestClient:
@@ -45,7 +46,8 @@ def every_route() -> list[tuple[str, str]]:
 
 def test_route_table_is_what_we_think() -> None:
     paths = {p for _, p in every_route()}
-    assert {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/admin/models/status",
+    assert {"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages", "/v1/messages/count_tokens",
+            "/v1/models", "/health", "/admin/models/status",
             "/admin/models/load/m", "/admin/models/unload/m", "/admin/health", "/admin/models/registry",
             "/admin/models/rescan", "/admin/models/m", "/admin/models/tiers/m", "/admin/profiles",
             "/admin/profiles/m", "/admin/profiles/m/activate"} <= paths
@@ -61,10 +63,17 @@ def test_every_non_public_route_refuses_a_request_without_a_key(method: str, pat
             return
         assert r.status_code == 401, (method, path, r.status_code)
         error = r.json()["error"]
-        assert error["type"] == "invalid_request_error" and "API key" in error["message"]
-        r = client.request(method, path, json={}, headers={"Authorization": "Bearer wrong-key-value"})
-        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
-        assert "wrong-key-value" not in r.text  # masked
+        kind = "authentication_error" if path in ANTHROPIC else "invalid_request_error"
+        assert error["type"] == kind and "API key" in error["message"]
+        for wrong in ({"Authorization": "Bearer wrong-key-value"}, {"x-api-key": "wrong-key-value"}):
+            r = client.request(method, path, json={}, headers=wrong)
+            assert r.status_code == 401
+            body = r.json()
+            if path in ANTHROPIC:
+                assert body["type"] == "error" and body["error"]["type"] == "authentication_error"
+            else:
+                assert body["error"]["code"] == "invalid_api_key"
+            assert "wrong-key-value" not in r.text  # masked
 
 
 def test_admin_and_user_keys_are_separate() -> None:
@@ -77,6 +86,8 @@ def test_admin_and_user_keys_are_separate() -> None:
         assert client.get("/v1/models", headers=admin).status_code == 401
         assert client.get("/v1/models", headers=user).status_code == 200
         assert client.get("/v1/models", headers={"Authorization": f"Basic {API_KEY}"}).status_code == 401
+        assert client.get("/v1/models", headers={"x-api-key": API_KEY}).status_code == 200  # Anthropic's header
+        assert client.get("/admin/models/status", headers={"x-api-key": API_KEY}).status_code == 403
 
 
 def test_dns_rebinding_host_is_refused_on_loopback() -> None:
@@ -136,18 +147,21 @@ def test_public_bind_without_keys_is_refused(tmp_path: Path) -> None:
 
 
 def test_admission_limit_is_429_before_any_stream(tmp_path: Path, tiny_lm: Path) -> None:
+    """Chat, Responses and Anthropic Messages requests share the model's admission limit."""
     config = write_config(tmp_path / "fleet.toml", {"tiny": tiny_lm}, "[server]\nmax_requests_per_model = 2\n")
     server = FleetServer(config, tmp_path / "state").wait_ready()
+    hi = [{"role": "user", "content": "hi"}]
+    requests = [("/v1/chat/completions", {"messages": hi, "max_tokens": 200}),
+                ("/v1/responses", {"input": "hi", "max_output_tokens": 200}),
+                ("/v1/messages", {"messages": hi, "max_tokens": 200})] * 2
 
     async def burst() -> list[httpx.Response]:
-        body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 200,
-                "stream": True}
         async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
-            async def one() -> httpx.Response:
-                async with client.stream("POST", "/v1/chat/completions", json=body) as r:
+            async def one(path: str, body: dict) -> httpx.Response:
+                async with client.stream("POST", path, json={"model": "tiny", "stream": True, **body}) as r:
                     await r.aread()
                     return r
-            return await asyncio.gather(*(one() for _ in range(6)))
+            return await asyncio.gather(*(one(path, body) for path, body in requests))
     try:
         responses = asyncio.run(burst())
         codes = sorted(r.status_code for r in responses)
@@ -155,8 +169,11 @@ def test_admission_limit_is_429_before_any_stream(tmp_path: Path, tiny_lm: Path)
         refused = [r for r in responses if r.status_code == 429]
         assert refused, codes
         for r in refused:
-            assert r.headers["content-type"].startswith("application/json")
-            assert r.json()["error"]["code"] == "rate_limit_exceeded" and int(r.headers["retry-after"]) >= 1
+            assert r.headers["content-type"].startswith("application/json") and int(r.headers["retry-after"]) >= 1
+            if r.request.url.path == "/v1/messages":
+                assert r.json()["type"] == "error" and r.json()["error"]["type"] == "rate_limit_error"
+            else:
+                assert r.json()["error"]["code"] == "rate_limit_exceeded"
         with pytest.raises(openai.RateLimitError):
             raise openai.RateLimitError("check the SDK maps it", response=refused[0], body=refused[0].json())
         assert strict_client(server.base_url).chat.completions.create(

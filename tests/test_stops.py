@@ -181,3 +181,12 @@ def test_any_split_gives_same_result_as_whole_text(text, stops):
         emitted, stopped, rest = run(stops, pieces)
         assert stopped == bool(positions), (size, pieces)
         assert "".join(emitted) + ("" if stopped else rest) == expected, (size, pieces)
+
+
+def test_the_stop_string_that_was_reached_is_remembered():
+    matcher = StopMatcher(("END", "</x", "zz"))
+    assert matcher.feed("a </") == ("a ", False) and matcher.matched is None
+    assert matcher.feed("x> END") == ("", True)
+    assert matcher.matched == "</x"
+    later = StopMatcher(("bb", "ab"))
+    assert later.feed("xab") == ("x", True) and later.matched == "ab"  # the earliest in the text wins

@@ -637,6 +637,23 @@ def build_tiny_bert(out_dir: Path, *, seed: int = 0) -> Path:
     return out_dir
 
 
+def end_answers_at(model_dir: Path, text: str) -> Path:
+    """Make a built model end its answers where it would write ``text`` (one token): that token
+    joins ``eos_token_id`` in ``config.json``, which mlx-lm reads as the end of a sequence.
+
+    Random weights (with ``suppress_eos``) never reach the real end-of-sequence token, so every
+    answer ends at its length limit; a client that needs a finished answer (an agent's final
+    output, a Responses ``response.completed``) needs a model that ends on its own. Greedy
+    decoding of these models soon repeats one token, so ending at that token ends every answer.
+    """
+    (token,) = Tokenizer.from_file(str(model_dir / "tokenizer.json")).encode(text).ids
+    config = json.loads((model_dir / "config.json").read_text())
+    eos = config["eos_token_id"]
+    config["eos_token_id"] = [*(eos if isinstance(eos, list) else [eos]), token]
+    _write_json(model_dir / "config.json", config)
+    return model_dir
+
+
 def always_writes(model_dir: Path, token: str) -> Path:
     """Make a model built by :func:`build_tiny_lm` write the special ``token`` at every step
     (a model that opens a tool call and never writes one that parses).

@@ -151,6 +151,14 @@ class Worker:
                 failure = self._unsupported(e)
             if failure is not None:
                 self.emit(Kind.END, rid, encode(failure))
+        elif kind == Kind.COUNT:
+            try:
+                answer = engine.count(decode_generate(body))
+            except Unsupported as e:
+                answer = self._unsupported(e)
+            except Exception as e:  # noqa: BLE001 - one bad input must not end the worker
+                answer = Failure("internal_error", f"Counting failed: {type(e).__name__}: {e}", 500)
+            self.emit(Kind.END, rid, encode(answer))
         elif kind == Kind.EMBED:
             try:
                 answer = engine.embed(decode_embed(body))

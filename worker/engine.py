@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from mlx_fleet.protocol import Embed, Embeddings, Failure, Generate
+from mlx_fleet.protocol import Embed, Embeddings, Failure, Generate, TokenCount
 
 Emit = Callable[[bytes, bytes, bytes], None]
 """emit(kind, request_id, body): hands one message to the socket."""
@@ -41,6 +41,10 @@ class Engine(Protocol):
     def submit(self, rid: bytes, request: Generate) -> Failure | None:
         """Accept a generation request (its tokens go out through `step`), or say why it cannot run."""
         raise Unsupported("chat and text completions")
+
+    def count(self, request: Generate) -> TokenCount | Failure:
+        """How many tokens the prompt of `request` is, tokenized exactly as `submit` would."""
+        raise Unsupported("token counting")
 
     def embed(self, request: Embed) -> Embeddings | Failure:
         """Answer an embedding request whole."""

@@ -9,20 +9,22 @@ from __future__ import annotations
 
 
 class StopMatcher:
-    __slots__ = ("_stops", "_held")
+    __slots__ = ("_stops", "_held", "matched")
 
     def __init__(self, stops: tuple[str, ...]) -> None:
         self._stops = tuple(s for s in stops if s)
         self._held = ""
+        self.matched: str | None = None  # the stop string that was reached (Anthropic reports it)
 
     def feed(self, text: str) -> tuple[str, bool]:
         """Return the text that is safe to emit, and whether a stop string was reached."""
         if not self._stops:
             return text, False
         buffer = self._held + text
-        first = min((i for i in (buffer.find(s) for s in self._stops) if i >= 0), default=-1)
+        first, stop = min(((i, s) for s in self._stops if (i := buffer.find(s)) >= 0), default=(-1, None))
         if first >= 0:
             self._held = ""
+            self.matched = stop
             return buffer[:first], True
         keep = self._partial_tail(buffer)
         self._held = buffer[len(buffer) - keep:] if keep else ""

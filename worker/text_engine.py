@@ -22,7 +22,7 @@ from mlx_lm.generate import BatchGenerator, generate_step
 from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
 from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
-from mlx_fleet.protocol import Delta, Done, Failure, Generate, Kind, Sampling, Usage, encode
+from mlx_fleet.protocol import Delta, Done, Failure, Generate, Kind, Sampling, TokenCount, Usage, encode
 from worker.constrain import GrammarProcessor, Grammars
 from worker.engine import Emit, Engine
 from worker.reply import ReplyParser, token_logprob
@@ -103,6 +103,12 @@ class TextEngine(Engine):
             return text, tools
         bos = self.tokenizer.bos_token
         return self.tokenizer.encode(text, add_special_tokens=bos is None or not text.startswith(bos)), tools
+
+    def count(self, request: Generate) -> TokenCount | Failure:
+        try:
+            return TokenCount(len(self.prompt_tokens(request)[0]))
+        except Refused as e:
+            return e.failure
 
     def submit(self, rid: bytes, request: Generate) -> Failure | None:
         """Add a request to the batch, or say why it cannot run."""
@@ -285,7 +291,7 @@ class TextEngine(Engine):
         if self._solo is live:
             self._solo = None
         usage = Usage(len(live.prompt), len(live.generated), live.cached_tokens)
-        emit(Kind.END, live.rid, encode(Done(reason, usage)))
+        emit(Kind.END, live.rid, encode(Done(reason, usage, live.stops.matched)))
 
 
 def _sampler(s: Sampling):

@@ -35,6 +35,7 @@ from mlx_fleet.protocol import (
     Kind,
     Sampling,
     TextInput,
+    TokenCount,
     TokensInput,
     Usage,
     encode,
@@ -110,6 +111,14 @@ class VisionEngine(Engine):
         self._queue.clear()
 
     # -- requests ---------------------------------------------------------------------------
+
+    def count(self, request: Generate) -> TokenCount | Failure:
+        """The prompt's tokens, image tokens included, as `submit` would prepare them."""
+        refused = unsupported_by_vision(request)
+        if refused is not None:
+            return refused
+        prepared = self._prepare(request)
+        return prepared if isinstance(prepared, Failure) else TokenCount(int(prepared[1]["input_ids"].size))
 
     def submit(self, rid: bytes, request: Generate) -> Failure | None:
         """Prepare a request (template, tokens, pixels) and queue it, or say why it cannot run."""
@@ -294,7 +303,7 @@ class VisionEngine(Engine):
     def _done(self, job: _Job, reason: str, emit: Emit) -> None:
         job.stream = None
         usage = Usage(job.prompt_tokens, job.completion_tokens)
-        emit(Kind.END, job.rid, encode(Done(reason, usage)))
+        emit(Kind.END, job.rid, encode(Done(reason, usage, job.stops.matched)))
 
 
 def load_vision(path: str, context_length: int | None = None) -> VisionEngine:

@@ -396,14 +396,15 @@ def listen_backlog(port: int) -> int | None:
 
 @dataclass
 class Stream:
-    """One streamed chat completion, as the client saw it (times in seconds from the send)."""
+    """One streamed answer (chat, Responses or Messages), as the client saw it (times in seconds
+    from the send)."""
 
     ok: bool = False
     status: int | None = None
     error: str | None = None
     ttft: float | None = None       # the first chunk that carries text
-    t_finish: float | None = None   # the chunk that carries finish_reason
-    t_end: float | None = None      # data: [DONE]
+    t_finish: float | None = None   # the chunk that carries finish_reason (the stop reason)
+    t_end: float | None = None      # data: [DONE] (or the API's last event)
     t_stop: float | None = None     # when the client was done with it, failed or not
     completion_tokens: int | None = None  # from the usage chunk (stream_options.include_usage)
     prompt_tokens: int | None = None
@@ -426,8 +427,67 @@ def chat_body(model: str, messages: list[dict], max_tokens: int) -> dict:
             "stream": True, "stream_options": {"include_usage": True}}
 
 
-async def stream_chat(base_url: str, body: dict) -> tuple[float, Stream]:
-    """POST a streamed chat completion on a new connection; returns (the send time, what came back).
+def responses_body(model: str, messages: list[dict], max_tokens: int) -> dict:
+    """The same request for OpenAI's Responses API (chat messages are valid `input` items)."""
+    return {"model": model, "input": messages, "max_output_tokens": max_tokens, "temperature": 0.0, "stream": True}
+
+
+def messages_body(model: str, messages: list[dict], max_tokens: int) -> dict:
+    """The same request for Anthropic's Messages API (the system message goes on its own)."""
+    system = "\n".join(m["content"] for m in messages if m["role"] == "system")
+    return {"model": model, "system": system, "messages": [m for m in messages if m["role"] != "system"],
+            "max_tokens": max_tokens, "temperature": 0.0, "stream": True}
+
+
+def _read_chat(event: dict, s: Stream, now: float, pieces: list[str]) -> None:
+    usage = event.get("usage")
+    if usage:
+        s.completion_tokens, s.prompt_tokens = usage.get("completion_tokens"), usage.get("prompt_tokens")
+    for choice in event.get("choices") or ():
+        content = (choice.get("delta") or {}).get("content")
+        if content:
+            pieces.append(content)
+        if choice.get("finish_reason") is not None:
+            s.t_finish, s.finish_reason = now, choice["finish_reason"]
+
+
+def _read_responses(event: dict, s: Stream, now: float, pieces: list[str]) -> None:
+    kind = event.get("type")
+    if kind == "response.output_text.delta":
+        pieces.append(event["delta"])
+    elif kind in ("response.completed", "response.incomplete"):
+        response = event["response"]
+        s.t_finish = s.t_end = now
+        s.finish_reason = (response.get("incomplete_details") or {}).get("reason") or response["status"]
+        s.completion_tokens, s.prompt_tokens = response["usage"]["output_tokens"], response["usage"]["input_tokens"]
+    elif kind == "response.failed":
+        s.error = f"response.failed: {event['response'].get('error')}"
+
+
+def _read_messages(event: dict, s: Stream, now: float, pieces: list[str]) -> None:
+    kind = event.get("type")
+    if kind == "content_block_delta":
+        pieces.append(event["delta"].get("text", ""))
+    elif kind == "message_delta":
+        usage = event["usage"]
+        s.t_finish, s.finish_reason = now, event["delta"]["stop_reason"]
+        s.completion_tokens = usage["output_tokens"]
+        s.prompt_tokens = usage.get("input_tokens", 0) + usage.get("cache_read_input_tokens", 0)
+    elif kind == "message_stop":
+        s.t_end = now
+    elif kind == "error":
+        s.error = f"error event: {event['error']}"
+
+
+# Each API's route and how to read one of its events into a Stream.
+APIS = {"chat": ("/v1/chat/completions", _read_chat), "responses": ("/v1/responses", _read_responses),
+        "messages": ("/v1/messages", _read_messages)}
+API_BODIES = {"chat": chat_body, "responses": responses_body, "messages": messages_body}
+
+
+async def stream_chat(base_url: str, body: dict, api: str = "chat") -> tuple[float, Stream]:
+    """POST a streamed request (a chat completion, or the same as a Responses or Anthropic Messages
+    request) on a new connection; returns (the send time, what came back).
 
     A minimal HTTP/1.1 client on asyncio's streams rather than httpx: on a 2-core machine the
     client shares the cores with the server it measures, and httpx's per-chunk Python cost
@@ -436,9 +496,10 @@ async def stream_chat(base_url: str, body: dict) -> tuple[float, Stream]:
     sides of every comparison use this client.
     """
     s = Stream()
+    path, read = APIS[api]
     url = httpx.URL(base_url)
     payload = msgspec.json.encode(body)
-    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {url.host}:{url.port}\r\n"
+    head = (f"POST {path} HTTP/1.1\r\nHost: {url.host}:{url.port}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\nConnection: close\r\n\r\n")
     started = time.perf_counter()
     pieces: list[str] = []
@@ -462,22 +523,16 @@ async def stream_chat(base_url: str, body: dict) -> tuple[float, Stream]:
             if line == b"[DONE]":
                 s.t_end = now
                 break
-            chunk = _decode_chunk(line)
-            if chunk.get("error"):
-                s.error = f"error event: {chunk['error']}"
-            usage = chunk.get("usage")
-            if usage:
-                s.completion_tokens, s.prompt_tokens = usage.get("completion_tokens"), usage.get("prompt_tokens")
-            for choice in chunk.get("choices") or ():
-                # The first chunk marks the first token (the fleet sends its opening chunk with
-                # the first token, text or not; tokens that end mid-character carry no text).
-                if s.ttft is None:
-                    s.ttft = now
-                content = (choice.get("delta") or {}).get("content")
-                if content:
-                    pieces.append(content)
-                if choice.get("finish_reason") is not None:
-                    s.t_finish, s.finish_reason = now, choice["finish_reason"]
+            event = _decode_chunk(line)
+            if api == "chat" and event.get("error"):
+                s.error = f"error event: {event['error']}"
+            # The first event marks the first token (the fleet sends its opening events with the
+            # first token, text or not; tokens that end mid-character carry no text).
+            if s.ttft is None and (api != "chat" or event.get("choices")):
+                s.ttft = now
+            read(event, s, now, pieces)
+            if s.t_end is not None:
+                break
     except (OSError, ValueError, asyncio.IncompleteReadError) as e:
         s.error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
     finally:
@@ -487,7 +542,7 @@ async def stream_chat(base_url: str, body: dict) -> tuple[float, Stream]:
     s.t_stop = time.perf_counter() - started
     if s.error is None:
         if s.t_end is None:
-            s.error = "the stream ended without [DONE]"
+            s.error = "the stream ended without its last event"
         elif s.completion_tokens is None:
             s.error = "no usage chunk"
     s.ok = s.error is None
@@ -536,27 +591,27 @@ class Wave:
         return self.tokens / self.wall if self.wall > 0 else 0.0
 
 
-async def _wave(base_url: str, bodies: list[dict]) -> Wave:
-    results = await asyncio.gather(*(stream_chat(base_url, b) for b in bodies))
+async def _wave(base_url: str, bodies: list[dict], api: str) -> Wave:
+    results = await asyncio.gather(*(stream_chat(base_url, b, api) for b in bodies))
     first = min(t for t, _ in results)
     last = max(t + (s.t_stop or 0.0) for t, s in results)
     return Wave([s for _, s in results], last - first)
 
 
-def wave(base_url: str, bodies: list[dict]) -> Wave:
+def wave(base_url: str, bodies: list[dict], api: str = "chat") -> Wave:
     """All `bodies` sent at once, each on its own new connection. The client's own garbage
     collector is held off while it times (a full pass over pytest's heap takes ~0.1 s here, and
     would count against the server)."""
     gc.collect()
     gc.disable()
     try:
-        return asyncio.run(_wave(base_url, bodies))
+        return asyncio.run(_wave(base_url, bodies, api))
     finally:
         gc.enable()
 
 
-def one(base_url: str, body: dict) -> Stream:
-    return wave(base_url, [body]).streams[0]
+def one(base_url: str, body: dict, api: str = "chat") -> Stream:
+    return wave(base_url, [body], api).streams[0]
 
 
 _prompt_counter = itertools.count()

@@ -26,6 +26,11 @@ router → SSE) are a large share of its time. SmolLM2 at ~10 tok/s on a CPU sho
 a real model pays. Both sides generate the same tokens; "same text" says whether the outputs
 matched exactly.
 
+Beside the chat stream, each round streams the same kind of request through the Responses API
+and Anthropic's Messages API (each with a fresh prompt of the same length, so none reuses another's
+prompt cache): "responses/chat" and "messages/chat" are those streams' figures over the chat
+stream's in the same round (per round, then the median), which is what their event framing costs.
+
 Settings: BENCH_MODEL (default "tiny,smollm2"), BENCH_ROUNDS (default 20 for tiny, 8 otherwise),
 BENCH_MAX_TOKENS (default per model, see benchlib). Results: bench-results/overhead.{json,png}.
 """
@@ -35,6 +40,7 @@ from __future__ import annotations
 import pytest
 
 from benchlib import (
+    API_BODIES,
     FLEET,
     INPROC,
     chat_body,
@@ -54,6 +60,7 @@ from benchlib import (
 )
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(1800)]
+OTHER_APIS = ("responses", "messages")  # streamed beside the chat stream (FLEET) on the same server
 
 
 def test_stack_overhead(bench_dir, state_dir, inproc, models, info):
@@ -64,7 +71,7 @@ def test_stack_overhead(bench_dir, state_dir, inproc, models, info):
         model = models.get(kind)
         n = max_tokens(kind)
         n_rounds = env_int("BENCH_ROUNDS", 20 if kind == "tiny" else 8)
-        samples: dict[str, list[dict]] = {FLEET: [], INPROC: []}
+        samples: dict[str, list[dict]] = {FLEET: [], INPROC: [], **{api: [] for api in OTHER_APIS}}
         fleet = start_fleet(bench_dir / f"overhead-{kind}", {"bench": model.path}, state_dir=state_dir)
         try:
             inproc.call("load", key=kind, path=model.mlx_dir)
@@ -79,8 +86,13 @@ def test_stack_overhead(bench_dir, state_dir, inproc, models, info):
                 # would otherwise skip the prefill that the in-process side pays).
                 messages = story_prompt()
                 body = chat_body("bench", messages, n)
-                for side in (FLEET, INPROC) if r % 2 == 0 else (INPROC, FLEET):
-                    if side == FLEET:
+                sides = (FLEET, INPROC, *OTHER_APIS)
+                for side in sides if r % 2 == 0 else sides[::-1]:
+                    if side in OTHER_APIS:
+                        s = one(fleet.base_url, API_BODIES[side]("bench", story_prompt(), n), side)
+                        assert s.ok, f"round {r} ({side}): {s.error}\n{fleet.log()}"
+                        samples[side].append({**stream_row(s), "total": s.t_finish, "text": s.text})
+                    elif side == FLEET:
                         s = one(fleet.base_url, body)
                         assert s.ok, f"round {r}: {s.error}\n{fleet.log()}"
                         samples[side].append({**stream_row(s), "total": s.t_finish, "text": s.text})
@@ -109,6 +121,14 @@ def test_stack_overhead(bench_dir, state_dir, inproc, models, info):
             "ttft_ratio": paired_ratio([x["ttft"] for x in f], [x["ttft"] for x in p]),
             "decode_ratio": paired_ratio([x["decode_tps"] for x in f], [x["decode_tps"] for x in p]),
             "total_ratio": paired_ratio([x["total"] for x in f], [x["total"] for x in p]),
+            "apis": {api: {"ttft_ms": 1000 * med(x["ttft"] for x in samples[api]),
+                           "decode_tps": med(x["decode_tps"] for x in samples[api]),
+                           "total_ms": 1000 * med(x["total"] for x in samples[api]),
+                           "ttft_ratio": paired_ratio([x["ttft"] for x in samples[api]], [x["ttft"] for x in f]),
+                           "decode_ratio": paired_ratio([x["decode_tps"] for x in samples[api]],
+                                                        [x["decode_tps"] for x in f]),
+                           "total_ratio": paired_ratio([x["total"] for x in samples[api]], [x["total"] for x in f])}
+                     for api in OTHER_APIS},
         }
         raw[kind] = samples
 
@@ -124,6 +144,14 @@ def test_stack_overhead(bench_dir, state_dir, inproc, models, info):
           ["model", "max_tok", "rounds", "TTFT fleet ms", "TTFT in-proc ms", "+ms", "TTFT ratio",
            "decode fleet tok/s", "decode in-proc tok/s", "decode ratio", "total fleet ms", "total in-proc ms",
            "total ratio", "tokens f/i", "same text"], rows)
+
+    rows = [[kind, api, s["ttft_ms"][FLEET], a["ttft_ms"], a["ttft_ratio"], s["decode_tps"][FLEET], a["decode_tps"],
+             a["decode_ratio"], s["total_ms"][FLEET], a["total_ms"], a["total_ratio"]]
+            for kind, s in summary.items() for api, a in s["apis"].items()]
+    table("Streamed-event framing: Responses and Anthropic Messages streams vs the chat stream, same server "
+          "(ratios: per round, then the median; api / chat)",
+          ["model", "api", "TTFT chat ms", "TTFT api ms", "TTFT ratio", "decode chat tok/s", "decode api tok/s",
+           "decode ratio", "total chat ms", "total api ms", "total ratio"], rows)
 
     def chart(plt):
         fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))

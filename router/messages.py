@@ -1,0 +1,182 @@
+"""Anthropic's Messages API: `POST /v1/messages` and `POST /v1/messages/count_tokens`.
+
+A translator on the chat route's internals: the request becomes the same `Generate` a chat
+completion sends (`router.messages_input`; the worker cannot tell which API a request came
+from), and the worker's stream becomes Anthropic's events: `message_start` and `ping`, then one
+content block after another (`content_block_start`, its deltas, `content_block_stop`): a
+`thinking` block for the model's reasoning, a `text` block for its answer, a `tool_use` block per
+call (its input as `input_json_delta`s, as the model writes it); then `message_delta` (stop
+reason, usage) and `message_stop`. The JSON around an answer's text delta is built once per block, so framing one
+costs one JSON string encode. Errors on these routes are in Anthropic's shape
+(`router.errors.ANTHROPIC_ERROR_HANDLERS`). `/v1/messages/count_tokens` asks the worker, which
+tokenizes with the model's own tokenizer and chat template exactly as a generation would.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, post
+from litestar.datastructures import State
+from litestar.params import JSONBody
+
+from mlx_fleet.protocol import Done, Failure, Generate, Kind, Sampling, TokenCount, ToolCallDelta, encode
+from router import anthropic_types as an
+from router.completions import (
+    BlockFramer,
+    Exchange,
+    default_temperature,
+    line_json,
+    respond,
+)
+from router.errors import ANTHROPIC_ERROR_HANDLERS, ApiError
+from router.messages_input import chat_input, response_format, sampling
+from router.openapi import AnthropicEnvelope, body_dto, error_responses
+from router.reply import CallParts, Reply
+from router.usage import usage_record
+
+_PING = b'event: ping\ndata: {"type":"ping"}\n\n'
+_STOP_MESSAGE = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "cancelled": "end_turn", "tool_calls": "tool_use"}
+_DELTAS = {"text": ("text_delta", "text"), "thinking": ("thinking_delta", "thinking")}
+
+
+def _stop(done: Done) -> tuple[str, str | None]:
+    """Anthropic's `stop_reason` and `stop_sequence` for how a generation ended."""
+    if done.stop_sequence is not None:
+        return "stop_sequence", done.stop_sequence
+    return _STOP_REASONS[done.finish_reason], None
+
+
+def _usage(done: Done) -> dict[str, int]:
+    """Anthropic counts cache reads apart from `input_tokens` (its total is the sum of both)."""
+    u = done.usage
+    return {"input_tokens": u.prompt_tokens - u.cached_tokens, "output_tokens": u.completion_tokens,
+            "cache_read_input_tokens": u.cached_tokens, "cache_creation_input_tokens": 0}
+
+
+def _block(kind: str, text: str) -> dict[str, str]:
+    return {"type": "text", "text": text} if kind == "text" else {"type": "thinking", "thinking": text, "signature": ""}
+
+
+def _tool_use(call: CallParts) -> dict[str, Any]:
+    arguments = json.loads("".join(call.arguments) or "{}")
+    return {"type": "tool_use", "id": call.id, "name": call.name,
+            "input": arguments if isinstance(arguments, dict) else {"value": arguments}}
+
+
+def _message(ex: Exchange, reply: Reply) -> dict[str, Any]:
+    content = [_block("thinking", "".join(reply.reasoning))] if reply.reasoning else []
+    if reply.text or not reply.tool_calls:
+        content.append(_block("text", reply.text))
+    content += [_tool_use(call) for call in reply.tool_calls]
+    reason, sequence = _stop(reply.done)
+    return {"id": ex.id, "type": "message", "role": "assistant", "model": ex.model, "content": content,
+            "stop_reason": reason, "stop_sequence": sequence, "usage": _usage(reply.done)}
+
+
+class MessageEvents(BlockFramer):
+    """Anthropic's stream for one request: content blocks opened as their first part arrives.
+
+    `message_start` cannot know the prompt's length yet (it goes out with the first token), so its
+    `input_tokens` is 0 and the real counts come in `message_delta`, which the SDK's accumulator
+    reads."""
+
+    def __init__(self, ex: Exchange) -> None:
+        message = {"id": ex.id, "type": "message", "role": "assistant", "model": ex.model, "content": [],
+                   "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 0, "output_tokens": 0}}
+        self._opening = b'event: message_start\ndata: {"type":"message_start","message":' + line_json(message) \
+            + b"}\n\n" + _PING
+        self.blocks: list[str] = []   # the type of each block opened so far
+        self.open: str | None = None  # the type of the block being streamed, until its stop
+        self._prefix = b""            # the JSON before a delta's text in that block
+
+    def opening(self) -> bytes:
+        return self._opening
+
+    def _start(self, kind: str, block: dict[str, Any]) -> bytes:
+        out = self._stop_block()
+        index = len(self.blocks)
+        self.blocks.append(kind)
+        self.open = kind
+        if kind in _DELTAS:
+            delta_type, field = _DELTAS[kind]
+            self._prefix = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+                            + str(index).encode() + b',"delta":{"type":"' + delta_type.encode() + b'","'
+                            + field.encode() + b'":')
+        data = {"type": "content_block_start", "index": index, "content_block": block}
+        return out + b"event: content_block_start\ndata: " + line_json(data) + b"\n\n"
+
+    def _stop_block(self) -> bytes:
+        if self.open is None:
+            return b""
+        self.open = None
+        return (b'event: content_block_stop\ndata: {"type":"content_block_stop","index":'
+                + str(len(self.blocks) - 1).encode() + b"}\n\n")
+
+    def _delta(self, kind: str, text: str) -> bytes:
+        out = self._start(kind, _block(kind, "")) if self.open != kind else b""
+        return out + self._prefix + line_json(text) + b"}}\n\n"
+
+    def _call(self, piece: ToolCallDelta) -> bytes:
+        """A piece of a call: its start opens a `tool_use` block (input empty), its arguments' text
+        goes out as `input_json_delta`s, its end closes the block."""
+        out = b""
+        if piece.name:
+            out += self._start("tool_use", {"type": "tool_use", "id": piece.id, "name": piece.name, "input": {}})
+        index = len(self.blocks) - 1
+        if piece.arguments:
+            out += (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":' + str(index).encode()
+                    + b',"delta":{"type":"input_json_delta","partial_json":' + line_json(piece.arguments) + b"}}\n\n")
+        if piece.done:
+            out += self._stop_block()
+        return out
+
+    def finish(self, done: Done) -> bytes:
+        out = self._stop_block()
+        if "text" not in self.blocks and "tool_use" not in self.blocks:
+            # no answer and no call: still one (empty) text block, as a whole reply has
+            out += self._start("text", _block("text", "")) + self._stop_block()
+        reason, sequence = _stop(done)
+        delta = {"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": sequence},
+                 "usage": _usage(done)}
+        return out + b"event: message_delta\ndata: " + line_json(delta) + b"\n\n" + _STOP_MESSAGE
+
+    @staticmethod
+    def error(failure: Failure) -> bytes:
+        return b"event: error\ndata: " + line_json(ApiError.from_failure(failure).anthropic_envelope()) + b"\n\n"
+
+
+_ERRORS = error_responses(404, 413, 429, envelope=AnthropicEnvelope)
+
+
+@post("/v1/messages", status_code=200, exception_handlers=ANTHROPIC_ERROR_HANDLERS, opt={"scope": "messages"},
+      dto=body_dto(an.MessagesRequest), return_dto=None, responses=_ERRORS)
+async def messages(request: Request, state: State, data: JSONBody[an.MessagesRequest]) -> Response[dict[str, Any]]:
+    req = data
+    model, name = await state.catalog.resolve(state.fleet, req.model)
+    generate = Generate(await chat_input(req, model, state), sampling(req, default_temperature(state.config, model)),
+                        response_format(req))
+    ex = Exchange.new(state.fleet, state.admission, name, "msg", usage_record(request, model.id))
+    return await respond(ex, generate, MessageEvents(ex) if req.stream else None,
+                         lambda reply: line_json(_message(ex, reply)))
+
+
+class TokenCountReply(msgspec.Struct):
+    input_tokens: int
+
+
+@post("/v1/messages/count_tokens", status_code=200, exception_handlers=ANTHROPIC_ERROR_HANDLERS,
+      opt={"scope": "messages"}, dto=body_dto(an.CountTokensRequest), return_dto=None, responses=_ERRORS)
+async def count_tokens(state: State, data: JSONBody[an.CountTokensRequest]) -> Response[TokenCountReply]:
+    req = data
+    model, name = await state.catalog.resolve(state.fleet, req.model)
+    generate = Generate(await chat_input(req, model, state), Sampling(max_tokens=1))
+    end = await Exchange.new(state.fleet, state.admission, name, "count").one_answer(Kind.COUNT, encode(generate))
+    assert isinstance(end, TokenCount)
+    return Response(line_json({"input_tokens": end.input_tokens}), media_type="application/json")
+
+
+ROUTES = [messages, count_tokens]
