@@ -148,6 +148,10 @@ class KeyIndex:
         self._version = -1
         self._holders: dict[str, Holder] = {}
 
+    def load(self) -> None:
+        """Open and read now (at startup), so that the first request does not."""
+        self._fresh()
+
     def close(self) -> None:
         if self.conn is not None:
             self.conn.close()

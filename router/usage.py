@@ -140,6 +140,7 @@ def state_db_lifespan(usage: UsageWriter, key_index: keys.KeyIndex):
     @asynccontextmanager
     async def lifespan(app: object) -> AsyncIterator[None]:
         usage.start()
+        key_index.load()
         try:
             yield
         finally:
