@@ -43,6 +43,7 @@ from router.admission import Admission
 from router.errors import ApiError, validation_error
 from router.fleet_client import FleetClient, RequestStream, SupervisorUnavailable
 from router.reply import Reply, chat_logprobs, chat_message, completion_logprobs, is_plain, stream_tool_calls
+from router.usage import UsageRecord
 
 _json = msgspec.json.encode
 _DECODERS: dict[type, Callable[[bytes], object]] = {}
@@ -132,12 +133,22 @@ class Exchange:
     model: str
     created: int
     id: str
+    usage: UsageRecord | None = None
     stream: RequestStream | None = None
     admitted: bool = False
 
     @classmethod
-    def new(cls, client: FleetClient, admission: Admission, model: str, prefix: str) -> Exchange:
-        return cls(client, admission, model, int(time.time()), f"{prefix}-{os.urandom(12).hex()}")
+    def new(cls, client: FleetClient, admission: Admission, model: str, prefix: str,
+            usage: UsageRecord | None = None) -> Exchange:
+        return cls(client, admission, model, int(time.time()), f"{prefix}-{os.urandom(12).hex()}", usage)
+
+    def first_token(self) -> None:
+        if self.usage is not None:
+            self.usage.mark_first_token()
+
+    def finished(self, done: Done) -> None:
+        if self.usage is not None:
+            self.usage.tokens(done.usage.prompt_tokens, done.usage.completion_tokens, done.usage.cached_tokens)
 
     def open(self, kind: bytes, body: bytes) -> RequestStream:
         self.admission.enter(self.model)
@@ -172,15 +183,20 @@ class Exchange:
     async def collect(self, stream: RequestStream) -> Reply:
         """Everything the request produced, for a non-streamed response."""
         reply = Reply()
+        first = True
         try:
             while True:
                 for kind, body in await stream.take():
                     if kind == Kind.DELTA:
+                        if first:
+                            first = False
+                            self.first_token()
                         reply.add(decode_delta(body))
                     else:
                         end = decode_end(body)
                         if isinstance(end, Failure):
                             raise ApiError.from_failure(end)
+                        self.finished(end)
                         reply.done = end
                         return reply
         finally:
@@ -327,8 +343,11 @@ async def respond(ex: Exchange, request: Generate, framer: Framer | None,
     if framer is None:
         return Response(whole(await ex.collect(rs)), media_type="application/json")
 
+    if ex.usage is not None:
+        ex.usage.stream = True
     try:
         first = await rs.take()
+        ex.first_token()
         if first[0][0] == Kind.END:
             end = decode_end(first[0][1])
             if isinstance(end, Failure):
@@ -369,6 +388,7 @@ async def _sse(ex: Exchange, rs: RequestStream, first: list[tuple[bytes, bytes]]
             if isinstance(end, Failure):
                 yield out + framer.error(end)
             else:
+                ex.finished(end)
                 yield out + framer.finish(end)
             return
     finally:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 
 from fleet_server import FleetServer, strict_client, write_config
@@ -225,3 +227,53 @@ def test_a_discovered_model_has_its_row_and_loads_from_it(browser, catalog_serve
         playwright.expect(row.locator(".state")).to_have_text("ready")
     finally:
         context.close()
+
+
+def test_recent_requests_and_ttft_come_from_the_usage_records(page, server: FleetServer) -> None:
+    sign_in(page)
+    playwright.expect(page.locator("#traffic-source")).to_have_text("from the usage records")
+    chat(server)
+    row = page.locator("#recent-table tbody tr").filter(has_text="tiny").first
+    playwright.expect(row.locator('td[data-label="Endpoint"]')).to_have_text("chat")
+    playwright.expect(row.locator('td[data-label="Status"]')).to_have_text("200")
+    playwright.expect(row.locator('td[data-label="TTFT"]')).to_have_text(re.compile(r"^\d+ ms$"))
+    playwright.expect(page.locator("#ttft-figure")).to_be_visible()
+    playwright.expect(page.locator("#chart-ttft path.line")).to_have_count(2)
+
+
+def test_logs_follow_a_model_and_diagnose_a_failed_load(page, server: FleetServer) -> None:
+    with pytest.raises(openai.APIStatusError):
+        strict_client(server.base_url).completions.create(model="broken", prompt="hi", max_tokens=2)
+    sign_in(page)
+    playwright.expect(page.locator("#logs")).to_be_visible()
+    page.locator("#logs-model").select_option("broken")
+    diagnosis = page.locator("#logs-diagnosis")
+    playwright.expect(diagnosis.locator(".summary")).to_contain_text("broken: failed")
+    playwright.expect(diagnosis.locator(".reason")).to_contain_text("Last failed load")
+    playwright.expect(diagnosis.locator(".traceback")).to_contain_text("no_such_architecture")
+    playwright.expect(page.locator("#logs-lines")).not_to_be_empty()
+
+
+def test_keys_create_copy_list_and_revoke(page, server: FleetServer) -> None:
+    sign_in(page)
+    page.get_by_label("Name").fill("ci-runner")
+    for scope in ("completions", "embeddings", "responses", "messages"):
+        page.get_by_label(scope, exact=True).uncheck()
+    page.get_by_role("button", name="Create key").click()
+    token = page.locator("#key-token")
+    playwright.expect(token).to_have_text(re.compile(r"\S{20,}"))
+    row = page.locator("#keys-table tbody tr").filter(has_text="ci-runner")
+    playwright.expect(row.locator('td[data-label="Scopes"]')).to_have_text("chat")
+    chat(server, token.inner_text())
+    page.get_by_role("button", name="Copy").click()
+    playwright.expect(page.locator("#key-result")).to_have_text(re.compile("Copied|Selected"))
+    secret = token.inner_text()
+    # Another key stays, so that /v1 still wants one (with no key at all it is open).
+    keeper = httpx.post(f"{server.base_url}/admin/keys", json={"name": "keeper"}, headers=BEARER).json()
+    try:
+        page.get_by_role("button", name="Revoke ci-runner").click()
+        playwright.expect(row).to_have_count(0)
+        with pytest.raises(openai.AuthenticationError):
+            chat(server, secret)
+    finally:
+        httpx.delete(f"{server.base_url}/admin/keys/{keeper['id']}", headers=BEARER).raise_for_status()

@@ -29,7 +29,8 @@ class AppClient(TestClient):
 
 
 def app_client(**server) -> AppClient:
-    config = FleetConfig(server=ServerConfig(**server), models=[ModelConfig(id="m", path="/x", type="text")])
+    config = FleetConfig(server=ServerConfig(state_dir=tempfile.mkdtemp(), **server),
+                         models=[ModelConfig(id="m", path="/x", type="text")])
     return AppClient(create_app(config, Endpoints(Path(tempfile.mkdtemp())), time.time()),
                      base_url="http://127.0.0.1:8000")
 
