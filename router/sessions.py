@@ -38,6 +38,11 @@ def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
+def _same(given: str, expected: str) -> bool:
+    """Constant-time, and safe for any text a client sends (compare_digest refuses non-ASCII str)."""
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
 class Session:
     __slots__ = ("nonce", "expires", "csrf")
 
@@ -55,7 +60,8 @@ class Sessions:
 
     @property
     def required(self) -> bool:
-        """No admin key configured (loopback only, the config sees to that): the admin API is open."""
+        """Whether the admin API needs a key at all: with none configured (loopback only, the config
+        sees to that) it is open, and so is the page."""
         return bool(self.ring)
 
     def _sign(self, message: str) -> str:
@@ -75,7 +81,7 @@ class Sessions:
         if not value or value.count(".") != 2:
             return None
         payload, _, signature = value.rpartition(".")
-        if not hmac.compare_digest(signature, self._sign(payload)):
+        if not _same(signature, self._sign(payload)):
             return None
         expires_text, _, nonce = payload.partition(".")
         expires = float(expires_text)
@@ -89,7 +95,7 @@ class Sessions:
         self._revoked[session.nonce] = session.expires
 
     def admit(self, connection: ASGIConnection) -> bool:
-        """An admin call that carries no Bearer key: True when the admin API is open or the call has
+        """An admin call that presents no key: True when the admin API is open or the call has
         a valid session (and, to change anything, its CSRF token, from this origin); False when it
         has no session (the caller answers as to a missing key); ApiError for a forged request."""
         unsafe = connection.method not in SAFE_METHODS
@@ -100,7 +106,7 @@ class Sessions:
         session = self.read(connection.cookies.get(COOKIE))
         if session is None:
             return False
-        if unsafe and not hmac.compare_digest(connection.headers.get(CSRF_HEADER, ""), session.csrf):
+        if unsafe and not _same(connection.headers.get(CSRF_HEADER, ""), session.csrf):
             raise ApiError(403, "This call changes the fleet and needs the dashboard's CSRF token "
                                 f"(header {CSRF_HEADER}).", code="csrf_token_invalid")
         return True

@@ -116,10 +116,11 @@ def test_sign_in_watch_the_fleet_unload_and_see_requests(page, server: FleetServ
     assert int(segment.get_attribute("data-bytes")) > 0 and used_before > 0
 
     page.screenshot(path=tmp_path / "dashboard.png", full_page=True)
-    if target := os.environ.get("DASHBOARD_SCREENSHOT"):  # the README's picture, with some traffic in it
-        for _ in range(6):
-            chat(server)
-            page.wait_for_timeout(1500)
+    if target := os.environ.get("DASHBOARD_SCREENSHOT"):  # the README's picture: bursts over a few minutes
+        for i in range(45):
+            for _ in range(i % 5):
+                chat(server)
+            page.wait_for_timeout(3500)
         page.screenshot(path=target, full_page=True)
 
     unload = page.get_by_role("button", name="Unload tiny", exact=True)

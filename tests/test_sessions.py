@@ -45,6 +45,7 @@ def test_a_session_is_refused_when_forged_expired_or_signed_out() -> None:
     assert sessions.read(f"{expires}.{nonce}.{signature[:-2]}AA") is None
     assert Sessions(KeyRing([ADMIN_KEY])).read(value) is None  # another router's secret (a restart)
     assert sessions.read("garbage") is None and sessions.read(None) is None
+    assert sessions.read(f"{expires}.{nonce}.é{signature}") is None  # any text a client sends
     now[0] += 61
     assert sessions.read(value) is None
     now[0] -= 61
@@ -92,3 +93,5 @@ def test_a_bearer_key_is_checked_as_before_whatever_the_cookie() -> None:
         assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
         assert client.post("/admin/models/unload/m", headers={"X-CSRF-Token": csrf}).status_code == 503
         assert client.post("/dashboard/session", content=b"not json").status_code == 400
+        r = client.post("/admin/models/unload/m", headers={"X-CSRF-Token": "é".encode("latin-1")})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "csrf_token_invalid"
