@@ -31,11 +31,13 @@ from mlx_fleet.protocol import (
     Generate,
     Kind,
     Sampling,
+    Started,
     TextInput,
     TokensInput,
     ToolCallDelta,
     decode_delta,
     decode_end,
+    decode_started,
     encode,
 )
 from router import openai_types as oa
@@ -177,7 +179,7 @@ class Exchange:
                 for kind, body in await stream.take():
                     if kind == Kind.DELTA:
                         reply.add(decode_delta(body))
-                    else:
+                    elif kind == Kind.END:
                         end = decode_end(body)
                         if isinstance(end, Failure):
                             raise ApiError.from_failure(end)
@@ -196,13 +198,14 @@ def _usage(done: Done) -> oa.Usage:
 
 class Framer(Protocol):
     """How one API frames a streamed answer. `_sse` calls it, in this order: `opening` once, with
-    the first batch (so the client's first byte marks the model's first token); for each batch
+    the first batch (so the client's first byte marks the model's first token), given the prompt's
+    size when the worker reported it (`Started`; a fake worker may not); for each batch
     of deltas, `text` when they carry only answer text (the fast path: per-token work belongs
     there alone) or `parts` when they carry thinking, tool calls or log probabilities; then
     `finish` (everything after the last delta, end of stream included) or `error`. Each returns
     the bytes to write."""
 
-    def opening(self) -> bytes: ...
+    def opening(self, started: Started | None) -> bytes: ...
     def text(self, text: str) -> bytes: ...
     def parts(self, deltas: list[Delta]) -> bytes: ...
     def finish(self, done: Done) -> bytes: ...
@@ -285,7 +288,7 @@ class CompletionFrames:
                       "logprobs": chat_logprobs(scored) if scored else None}
         return b"data: " + self._head + b',"choices":[' + line_json(choice) + b"]}\n\n"
 
-    def opening(self) -> bytes:
+    def opening(self, started: Started | None) -> bytes:
         if not self.chat:
             return b""
         return b"data: " + self._head + b',"choices":[{"index":0,"delta":{"role":"assistant","content":""},' \
@@ -329,8 +332,11 @@ async def respond(ex: Exchange, request: Generate, framer: Framer | None,
 
     try:
         first = await rs.take()
-        if first[0][0] == Kind.END:
-            end = decode_end(first[0][1])
+        while first[-1][0] == Kind.START:  # accepted: the headers wait for its first token
+            first += await rs.take()
+        kind, body = first[1] if first[0][0] == Kind.START else first[0]
+        if kind == Kind.END:
+            end = decode_end(body)
             if isinstance(end, Failure):
                 raise ApiError.from_failure(end)
     except BaseException:
@@ -343,7 +349,10 @@ async def respond(ex: Exchange, request: Generate, framer: Framer | None,
 async def _sse(ex: Exchange, rs: RequestStream, first: list[tuple[bytes, bytes]],
                framer: Framer) -> AsyncIterator[bytes]:
     try:
-        opening = framer.opening()  # goes out with the first token: one write
+        started = None
+        if first[0][0] == Kind.START:
+            started, first = decode_started(first[0][1]), first[1:]
+        opening = framer.opening(started)  # goes out with the first token: one write
         batch = first
         while True:
             deltas: list[Delta] = []

@@ -22,7 +22,7 @@ from litestar import Request, Response, post
 from litestar.datastructures import State
 
 from mlx_fleet.config import FleetConfig
-from mlx_fleet.protocol import Done, Failure, ToolCallDelta
+from mlx_fleet.protocol import Done, Failure, Started, ToolCallDelta
 from router import responses_types as rt
 from router.completions import BlockFramer, Exchange, decode_request, line_json, respond
 from router.reply import CallParts, Reply
@@ -130,7 +130,7 @@ class ResponseEvents(BlockFramer):
         self.seq += 1
         return b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n"
 
-    def opening(self) -> bytes:
+    def opening(self, started: Started | None) -> bytes:
         pending = self.shape.pending()
         return self._event("response.created", response=pending) + self._event("response.in_progress", response=pending)
 

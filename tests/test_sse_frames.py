@@ -73,7 +73,7 @@ def test_anthropic_and_responses_deltas_are_one_line_each(text: str) -> None:
     ((name, data),) = events(f.text(text))
     assert data["delta"]["text"] == text and data["index"] == 0
     f = responses_frames()
-    opening = events(f.opening())
+    opening = events(f.opening(None))
     added, part, (name, data) = events(f.text(text))  # the first text opens the message item
     assert [added[0], part[0]] == ["response.output_item.added", "response.content_part.added"]
     assert name == data["type"] == "response.output_text.delta" and data["delta"] == text
@@ -88,7 +88,7 @@ def test_thinking_text_and_calls_become_blocks_and_items_in_order() -> None:
               Delta("", tool_calls=(ToolCallDelta(0, '{"zone": ', "call_1", "get_time"),)),
               Delta("", tool_calls=(ToolCallDelta(0, '"utc"}'), ToolCallDelta(0, done=True)))]
     f = anthropic_frames()
-    got = events(f.opening() + f.parts(deltas[:3]) + f.parts(deltas[3:]) + f.finish(Done("tool_calls", Usage(5, 3))))
+    got = events(f.opening(None) + f.parts(deltas[:3]) + f.parts(deltas[3:]) + f.finish(Done("tool_calls", Usage(5, 3))))
     starts = [d["content_block"] for n, d in got if n == "content_block_start"]
     assert [b["type"] for b in starts] == ["thinking", "text", "tool_use"]
     assert starts[2] == {"type": "tool_use", "id": "call_1", "name": "get_time", "input": {}}
@@ -99,7 +99,7 @@ def test_thinking_text_and_calls_become_blocks_and_items_in_order() -> None:
         {"type": "input_json_delta", "partial_json": '"utc"}'}]
     assert got[-2][1]["delta"]["stop_reason"] == "tool_use"
     f = responses_frames()
-    got = events(f.opening() + f.parts(deltas[:3]) + f.parts(deltas[3:]) + f.finish(Done("tool_calls", Usage(5, 3))))
+    got = events(f.opening(None) + f.parts(deltas[:3]) + f.parts(deltas[3:]) + f.finish(Done("tool_calls", Usage(5, 3))))
     assert [d["sequence_number"] for _, d in got] == list(range(len(got)))
     final = got[-1][1]["response"]
     assert got[-1][0] == "response.completed"
@@ -123,7 +123,7 @@ def test_every_framer_ends_a_stream_in_its_own_way() -> None:
     ((name, data),) = events(MessageEvents.error(failure))
     assert name == "error" and data["error"] == {"type": "api_error", "message": "boom\u2028and\x85more"}
     f = responses_frames()
-    seq = len(events(f.opening() + f.text("a") + f.text("b")))
+    seq = len(events(f.opening(None) + f.text("a") + f.text("b")))
     tail = events(f.finish(done))
     assert [n for n, _ in tail][-1] == "response.completed" and tail[0][1]["text"] == "ab"
     assert [d["sequence_number"] for _, d in tail] == list(range(seq, seq + 4))
