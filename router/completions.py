@@ -33,6 +33,7 @@ from mlx_fleet.protocol import (
     Sampling,
     Started,
     TextInput,
+    TokenLogprob,
     TokensInput,
     ToolCallDelta,
     decode_delta,
@@ -44,7 +45,15 @@ from router import openai_types as oa
 from router.admission import Admission
 from router.errors import ApiError, validation_error
 from router.fleet_client import FleetClient, RequestStream, SupervisorUnavailable
-from router.reply import Reply, chat_logprobs, chat_message, completion_logprobs, is_plain, stream_tool_calls
+from router.reply import (
+    Reply,
+    chat_logprobs,
+    chat_message,
+    completion_logprobs,
+    is_answer,
+    is_plain,
+    stream_tool_calls,
+)
 
 _json = msgspec.json.encode
 _DECODERS: dict[type, Callable[[bytes], object]] = {}
@@ -228,6 +237,10 @@ class BlockFramer:
     def _call(self, piece: ToolCallDelta) -> bytes:
         raise NotImplementedError
 
+    def _scored(self, logprobs: tuple[TokenLogprob, ...]) -> None:
+        """Answer tokens' log probabilities, to go out with the answer's next text (an API
+        without them leaves them)."""
+
     def text(self, text: str) -> bytes:
         # a token with no text (yet), or tool-call markup: nothing to say
         return self._delta(self.answer_kind, text) if text else b""
@@ -237,6 +250,8 @@ class BlockFramer:
         for d in deltas:
             if d.reasoning:
                 out += self._delta(self.thinking_kind, d.reasoning)
+            if d.logprobs and is_answer(d):
+                self._scored(d.logprobs)
             out += self.text(d.text)
             for piece in d.tool_calls:
                 out += self._call(piece)
