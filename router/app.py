@@ -31,11 +31,11 @@ from router.completions import (
     completion_input,
     decode_request,
     default_temperature,
-    respond,
     sampling_from,
 )
 from router.embeddings import embeddings
 from router.errors import ApiError, api_error_handler, http_error_handler, internal_error_handler
+from router.event_stream import respond
 from router.fleet_client import FleetClient, SupervisorUnavailable
 from router.images import ImagePolicy
 from router.security import Guard, host_check_factory

@@ -33,15 +33,9 @@ from mlx_fleet.protocol import (
     encode,
 )
 from router import anthropic_types as an
-from router.completions import (
-    BlockFramer,
-    Exchange,
-    decode_request,
-    default_temperature,
-    line_json,
-    respond,
-)
+from router.completions import Exchange, decode_request, default_temperature
 from router.errors import ANTHROPIC_ERROR_HANDLERS, ApiError
+from router.event_stream import BlockFramer, line_json, respond
 from router.messages_input import chat_input, response_format, sampling
 from router.reply import CallParts, Reply
 

@@ -23,10 +23,10 @@ from typing import Any
 from litestar import Request, Response, post
 from litestar.datastructures import State
 
-from mlx_fleet.config import FleetConfig
 from mlx_fleet.protocol import Done, Failure, Started, TokenLogprob, ToolCallDelta
 from router import responses_types as rt
-from router.completions import BlockFramer, Exchange, decode_request, line_json, respond
+from router.completions import Exchange, decode_request
+from router.event_stream import BlockFramer, line_json, respond
 from router.reply import CallParts, Reply, token_logprobs
 from router.responses_input import generate_request
 
@@ -220,7 +220,6 @@ class ResponseEvents(BlockFramer):
 
 @post("/v1/responses", status_code=200)
 async def responses(request: Request, state: State) -> Response:
-    config: FleetConfig = state.config
     req = decode_request(await request.body(), rt.ResponsesRequest)
     model, name = await state.catalog.resolve(state.fleet, req.model)
     generate = await generate_request(req, model, state)
