@@ -16,25 +16,30 @@ from mlx_fleet.protocol import FleetStatus, LoadResult, UnloadResult
 from mlx_fleet.units import fmt_bytes
 
 
-def run(args: argparse.Namespace) -> int:
+def call(args: argparse.Namespace, method: str, path: str, **kwargs) -> httpx.Response | None:
+    """The admin API's answer when it is a 200, or None after telling the user what went wrong."""
     headers = {"Authorization": f"Bearer {args.admin_key}"} if args.admin_key else {}
     base = args.url.rstrip("/")
     try:
-        if args.command == "status":
-            response = httpx.get(f"{base}/admin/models/status", headers=headers, timeout=30)
-        elif args.command == "load":
-            with Spinner(f"loading {args.model}"):
-                response = httpx.post(f"{base}/admin/models/load/{args.model}", headers=headers, timeout=None)
-        else:
-            with Spinner(f"unloading {args.model}"):
-                response = httpx.post(f"{base}/admin/models/unload/{args.model}", headers=headers, timeout=None,
-                                      params={"force": "true"} if args.force else None)
+        response = httpx.request(method, f"{base}{path}", headers=headers, **{"timeout": 30, **kwargs})
     except httpx.HTTPError as e:
         print(f"mlx-fleet: cannot reach {base}: {e}", file=sys.stderr)
-        return 1
+        return None
     if response.status_code != 200:
         body = response.json()
         print(f"mlx-fleet: {response.status_code}: {body.get('error', {}).get('message', body)}", file=sys.stderr)
+        return None
+    return response
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "status":
+        response = call(args, "GET", "/admin/models/status")
+    else:
+        with Spinner(f"{args.command}ing {args.model}"):
+            response = call(args, "POST", f"/admin/models/{args.command}/{args.model}", timeout=None,
+                            params={"force": "true"} if args.command == "unload" and args.force else None)
+    if response is None:
         return 1
     if args.json:
         print(json.dumps(response.json(), indent=2))
@@ -65,15 +70,14 @@ def format_status(status: FleetStatus) -> str:
     now = time.time()
     header = ("MODEL", "TYPE", "TIER", "SOURCE", "STATE", "PID", "MEASURED", "ESTIMATED", "PIN", "IN FLIGHT",
               "QUEUED", "SERVED", "TOKENS", "IDLE", "TTL LEFT")
-    rows = [header]
+    rows: list[tuple[str, ...]] = []
     for m in status.models:
         ttl = m.ttl_remaining
         rows.append((m.id, m.type, m.tier or "-", m.source or "-", m.state, str(m.pid or "-"),
                      _mem(m.memory.measured), _mem(m.memory.estimated), "yes" if m.pinned else "", str(m.in_flight),
                      str(m.queued), str(m.served), str(m.tokens_generated), _age(m.last_used, now),
                      f"{ttl:.0f}s" if ttl is not None else "-"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines = table(header, rows).splitlines()
     for m in status.models:
         if m.last_error:
             oom = " (out of memory)" if m.last_error_out_of_memory else ""
@@ -85,6 +89,12 @@ def format_status(status: FleetStatus) -> str:
                  f"{len(p.spares)} of {p.spares_wanted} warm spares; "
                  f"machine {_mem(p.machine_available)} available of {_mem(p.machine_total)}")
     return "\n".join(lines)
+
+
+def table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    """Columns padded to their widest cell."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows])
 
 
 class Spinner:

@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     _client_options(use, inherited=True)
     for cmd in (models, profile):
         _client_options(cmd)
+    from mlx_fleet import ops_cli
+
+    ops_cli.add_commands(sub, _client_options)
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
@@ -72,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         from mlx_fleet import catalog_cli
 
         return catalog_cli.run(args)
+    if args.command in ops_cli.COMMANDS:
+        return ops_cli.COMMANDS[args.command](args)
     from mlx_fleet import admin_cli
 
     return admin_cli.run(args)

@@ -1,9 +1,9 @@
 """The fleet's configuration: one TOML file, validated strictly, overridable from the environment.
 
 Unknown keys are errors (a typo in a memory budget must not silently become the default), and
-every error names the file, the key and the problem. Every `[server]`, `[memory]` and `[catalog]`
-key can also be set with `MLX_FLEET_<SECTION>_<KEY>` (the value is read as a TOML value, or as a
-plain string when it is not one), which is how a launchd plist or a container sets them.
+every error names the file, the key and the problem. Every `[server]`, `[memory]`, `[catalog]` and
+`[usage]` key can also be set with `MLX_FLEET_<SECTION>_<KEY>` (the value is read as a TOML value,
+or as a plain string when it is not one), which is how a launchd plist or a container sets them.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     port: int = 8000
     api_keys: list[str] = []
     admin_key: str = ""
+    # Bearer key for GET /metrics (the admin key works too); with no keys at all it is open on loopback.
+    metrics_key: str = ""
     # Where measured model sizes and converted models are kept between runs.
     state_dir: str = "~/.cache/mlx-fleet"
     # Let workers fetch Hugging Face repo ids that are not in the local cache.
@@ -90,6 +92,11 @@ class MemoryConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     spares: int = 1
 
 
+class UsageConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    # How long a request's usage record is kept in the state database.
+    retention: Duration = Duration("30d")
+
+
 class ModelConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     id: str
     path: str
@@ -122,6 +129,7 @@ class ProfileConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class FleetConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     memory: MemoryConfig = msgspec.field(default_factory=MemoryConfig)
+    usage: UsageConfig = msgspec.field(default_factory=UsageConfig)
     catalog: CatalogConfig = msgspec.field(default_factory=CatalogConfig)
     profiles: dict[str, ProfileConfig] = {}
     models: list[ModelConfig] = []
@@ -181,7 +189,8 @@ def decode_config(data: bytes) -> FleetConfig:
 
 
 def _apply_environment(data: dict, environ: dict[str, str], source: str) -> None:
-    for section, struct in (("server", ServerConfig), ("memory", MemoryConfig), ("catalog", CatalogConfig)):
+    for section, struct in (("server", ServerConfig), ("memory", MemoryConfig), ("catalog", CatalogConfig),
+                            ("usage", UsageConfig)):
         for field in msgspec.structs.fields(struct):
             name = f"MLX_FLEET_{section.upper()}_{field.name.upper()}"
             if name not in environ:

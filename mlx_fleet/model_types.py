@@ -20,6 +20,7 @@ vision-language `model_type` means vision; everything else is text.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -205,3 +206,27 @@ def _has_vision(config: dict[str, Any]) -> bool:
     if config.get("vision_config") is not None:
         return True
     return any(config.get(key) is not None for key in _IMAGE_TOKEN_KEYS)
+
+
+_ENGINE_PACKAGES: Final[dict[str, str]] = {"text": "mlx_lm", "vision": "mlx_vlm", "embeddings": "mlx_embeddings"}
+
+
+def model_type_of(path: str) -> str | None:
+    """config.json's `model_type` (None for a GGUF file or a model whose config is not at hand)."""
+    config_file = None if path.lower().endswith(".gguf") else find_config(path)
+    config = read_json(config_file) if config_file is not None else None
+    if not config:
+        return None
+    return str(config.get("model_type") or "").lower() or None
+
+
+def engine_knows(kind: str, model_type: str) -> bool:
+    """Whether the engine package for `kind` ships a module for `model_type`, found on disk without
+    importing the package (which would import MLX). mlx-lm also renames a few types (mistral →
+    llama): a False here is a warning, not a verdict."""
+    spec = importlib.util.find_spec(_ENGINE_PACKAGES.get(kind, "mlx_lm"))
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    models = Path(next(iter(spec.submodule_search_locations))) / "models"
+    name = model_type.replace("-", "_")
+    return (models / f"{name}.py").exists() or (models / name).is_dir()

@@ -306,6 +306,7 @@ class Ready(_Wire, tag=1):
 class LoadFailed(_Wire, tag=2):
     message: str
     out_of_memory: bool = False
+    traceback: str = ""  # where the load failed, for `logs?diagnose=true`
 
 
 class MemoryReport(_Wire, tag=3):
@@ -400,8 +401,20 @@ class ActivateProfile(_Wire, tag=12):
     name: str
 
 
+class Diagnose(_Wire, tag=13):
+    """What is known about a model and its last failed load (`logs?diagnose=true`)."""
+
+    model: str
+
+
+class DryRun(_Wire, tag=14):
+    """What loading a model would do now, without doing it."""
+
+    model: str
+
+
 Call = (GetStatus | LoadModel | UnloadModel | Ping | GetCatalog | Rescan | SetModel | ResolveTier | GetProfiles
-        | SaveProfile | DeleteProfile | ActivateProfile)
+        | SaveProfile | DeleteProfile | ActivateProfile | Diagnose | DryRun)
 
 
 class Reply(_Wire):
@@ -459,6 +472,13 @@ class ModelStatus(_Json, kw_only=True):
     ttl_remaining: float | None
     last_error: str | None
     last_error_out_of_memory: bool    # the last load failed for want of memory (LoadFailed.out_of_memory)
+    # Since the server started: successful loads and their seconds, failed loads, evictions to make
+    # room or to get back under the budget, and crashes (a loaded worker that died or hung).
+    loads: int = 0
+    load_seconds_total: float = 0.0
+    load_failures: int = 0
+    evictions: int = 0
+    crashes: int = 0
     # The design documents' names.
     model_id: str
     model_type: ModelKind
@@ -523,6 +543,50 @@ class FleetStatus(_Json, kw_only=True):
     memory: MemoryTotals
     max_memory_gb: float              # the budget
     max_models: int
+
+
+class FailedLoad(_Json, kw_only=True):
+    at: float                         # unix time
+    reason: str
+    traceback: str                    # the worker's, or the last lines of its output
+    out_of_memory: bool
+
+
+class Diagnosis(_Json, kw_only=True):
+    """`GET /admin/models/{id}/logs?diagnose=true`: the model as the supervisor sees it."""
+
+    model_id: str
+    state: str
+    detected_type: str                # from its config.json (or as configured)
+    estimate_bytes: int
+    estimate_was_measured: bool
+    config: dict[str, Any]            # its [[models]] entry, resolved
+    last_failed_load: FailedLoad | None
+
+
+class DryRunWarning(_Json, kw_only=True):
+    severity: Literal["info", "warning", "error"]
+    category: Literal["memory", "download", "architecture", "state"]
+    title: str
+    message: str
+
+
+class DryRunResult(_Json, kw_only=True):
+    """`POST /admin/models/{id}/dry-run`: what a load would do now; nothing is loaded or evicted."""
+
+    model_id: str
+    type: str
+    state: str
+    estimate_bytes: int
+    estimate_was_measured: bool
+    vram_estimate_gb: float
+    budget_bytes: int
+    in_use_bytes: int
+    fits_now: bool                    # loads without evicting anything (or is loaded already)
+    fits: bool                        # loads, after the evictions below
+    would_evict: list[str]            # idle models that would be ended, least recently used first
+    would_drain: list[str]            # busy models that would finish their requests, then end
+    warnings: list[DryRunWarning]
 
 
 class HealthStatus(_Json, kw_only=True):

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
+T = TypeVar("T")
 DB_NAME = "fleet.sqlite3"
 BUSY_TIMEOUT_MS = 5000
 
@@ -68,3 +70,13 @@ def _statements(script: str) -> list[str]:
     if current.strip():
         raise ValueError(f"incomplete SQL statement in migration: {current.strip()!r}")
     return out
+
+
+def call(path: Path, fn: Callable[..., T], *args: object) -> T:
+    """`fn(connection, *args)` on a connection of its own, opened and closed here: for a thread that
+    answers one admin request (SQLite connections are not shared between threads here)."""
+    conn = connect(path)
+    try:
+        return fn(conn, *args)
+    finally:
+        conn.close()

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 from litestar import Response, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery
 
+from mlx_fleet import statedb
 from mlx_fleet.protocol import (
+    Call,
     FleetStatus,
     GetStatus,
     HealthStatus,
@@ -22,6 +26,7 @@ from mlx_fleet.protocol import (
 )
 from router.errors import ApiError
 from router.fleet_client import FleetClient, SupervisorUnavailable
+from router.openapi import error_responses
 
 T = TypeVar("T")
 
@@ -29,7 +34,12 @@ T = TypeVar("T")
 LOAD_CALL_TIMEOUT = 3600.0
 
 
-async def ask(state: State, call, result: type[T], timeout: float | None = None) -> T:
+async def in_db(state: State, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(connection, *args)` on the state database, in a thread: the event loop never waits on disk."""
+    return await asyncio.to_thread(statedb.call, state.db_path, fn, *args)
+
+
+async def ask(state: State, call: Call, result: type[T], timeout: float | None = None) -> T:
     """One admin call; its result checked against the type the supervisor promised."""
     client: FleetClient = state.fleet
     try:
@@ -41,29 +51,39 @@ async def ask(state: State, call, result: type[T], timeout: float | None = None)
     return msgspec.convert(reply.result, result)
 
 
+async def fleet_status(state: State, timeout: float = 2.0) -> FleetStatus | None:
+    """The supervisor's status, or None when it does not answer (for figures that can go without)."""
+    client: FleetClient = state.fleet
+    try:
+        reply = await client.call(GetStatus(), timeout=timeout)
+    except SupervisorUnavailable:
+        return None
+    return msgspec.convert(reply.result, FleetStatus)
+
+
 def as_json(body: msgspec.Struct, status_code: int = 200) -> Response:
     return Response(msgspec.json.encode(body), status_code=status_code, media_type="application/json")
 
 
-@get("/admin/models/status")
-async def models_status(state: State) -> Response:
+@get("/admin/models/status", responses=error_responses())
+async def models_status(state: State) -> Response[FleetStatus]:
     return as_json(await ask(state, GetStatus(), FleetStatus))
 
 
 # Model ids may be Hugging Face repo ids: `POST /admin/models/load/mlx-community/Qwen3-4B-4bit`.
-@post("/admin/models/load/{model_id:path}", status_code=200)
-async def load_model(state: State, model_id: FromPath[Path]) -> Response:
+@post("/admin/models/load/{model_id:path}", status_code=200, responses=error_responses(404))
+async def load_model(state: State, model_id: FromPath[Path]) -> Response[LoadResult]:
     return as_json(await ask(state, LoadModel(str(model_id).strip("/")), LoadResult, LOAD_CALL_TIMEOUT))
 
 
-@post("/admin/models/unload/{model_id:path}", status_code=200)
-async def unload_model(state: State, model_id: FromPath[Path], force: FromQuery[bool] = False) -> Response:
+@post("/admin/models/unload/{model_id:path}", status_code=200, responses=error_responses(404))
+async def unload_model(state: State, model_id: FromPath[Path], force: FromQuery[bool] = False) -> Response[UnloadResult]:
     unload = UnloadModel(str(model_id).strip("/"), force)
     return as_json(await ask(state, unload, UnloadResult, LOAD_CALL_TIMEOUT))
 
 
-@get("/admin/health")
-async def admin_health(state: State) -> Response:
+@get("/admin/health", responses=error_responses())
+async def admin_health(state: State) -> Response[HealthStatus]:
     """`healthy` (the design documents' word), `degraded` while a model shows `failed`."""
     client: FleetClient = state.fleet
     try:

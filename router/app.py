@@ -10,16 +10,31 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
+import msgspec
 from litestar import Litestar, Request, Response, get, post
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
+from litestar.params import JSONBody
 
-from mlx_fleet.config import FleetConfig
+from mlx_fleet import statedb
+from mlx_fleet.config import FleetConfig, ModelConfig
+from mlx_fleet.keys import KeyIndex
 from mlx_fleet.protocol import Failure, Generate
 from mlx_fleet.runtime import Endpoints
-from router import admin, catalog_admin, messages, responses
+from router import (
+    admin,
+    admin_keys,
+    admin_models,
+    admin_system,
+    admin_usage,
+    catalog_admin,
+    messages,
+    metrics,
+    responses,
+)
 from router import openai_types as oa
 from router.admission import Admission
 from router.catalog_view import CatalogView
@@ -29,7 +44,6 @@ from router.completions import (
     Exchange,
     completion_body,
     completion_input,
-    decode_request,
     default_temperature,
     sampling_from,
 )
@@ -38,54 +52,63 @@ from router.errors import ApiError, api_error_handler, http_error_handler, inter
 from router.event_stream import respond
 from router.fleet_client import FleetClient, SupervisorUnavailable
 from router.images import ImagePolicy
+from router.openapi import ClosedStructs, body_dto, document_streams, error_responses, openapi_config
 from router.security import Guard, host_check_factory
+from router.usage import UsageWriter, state_db_lifespan, usage_middleware_factory, usage_record
 
 log = logging.getLogger("mlx_fleet.router")
 
 
-def _exchange(state: State, model: str, prefix: str) -> Exchange:
-    return Exchange.new(state.fleet, state.admission, model, prefix)
+def _exchange(request: Request, state: State, name: str, model: ModelConfig, prefix: str) -> Exchange:
+    return Exchange.new(state.fleet, state.admission, name, prefix, usage_record(request, model.id))
 
 
-@post("/v1/chat/completions", status_code=200)
-async def chat_completions(request: Request, state: State) -> Response:
+@post("/v1/chat/completions", status_code=200, opt={"scope": "chat"}, dto=body_dto(oa.ChatCompletionRequest),
+      return_dto=None, responses=error_responses(404, 413, 429))
+async def chat_completions(request: Request, state: State,
+                           data: JSONBody[oa.ChatCompletionRequest]) -> Response[oa.ChatCompletion]:
     config: FleetConfig = state.config
-    req = decode_request(await request.body(), oa.ChatCompletionRequest)
+    req = data
     model, name = await state.catalog.resolve(state.fleet, req.model)
     sampling = sampling_from(req, req.max_completion_tokens or req.max_tokens, config.server.default_max_tokens,
                              default_temperature(config, model))
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     logprobs = chat_logprobs(req)
     messages = await chat_input(req, model, state.images, config.server.max_images_per_request)
-    ex = _exchange(state, name, "chatcmpl")
+    ex = _exchange(request, state, name, model, "chatcmpl")
     generate = Generate(messages, sampling, response_format(req), logprobs)
     framer = CompletionFrames(ex, True, include_usage, bool(logprobs)) if req.stream else None
     return await respond(ex, generate, framer, completion_body(ex, generate, True))
 
 
-@post("/v1/completions", status_code=200)
-async def completions(request: Request, state: State) -> Response:
+@post("/v1/completions", status_code=200, opt={"scope": "completions"}, dto=body_dto(oa.CompletionRequest),
+      return_dto=None, responses=error_responses(404, 413, 429))
+async def completions(request: Request, state: State, data: JSONBody[oa.CompletionRequest]) -> Response[oa.Completion]:
     config: FleetConfig = state.config
-    req = decode_request(await request.body(), oa.CompletionRequest)
+    req = data
     model, name = await state.catalog.resolve(state.fleet, req.model)
     if model.type == "embeddings":
         raise ApiError(400, f"Model '{req.model}' does not support text completions.", param="model",
                        code="model_not_supported")
     sampling = sampling_from(req, req.max_tokens, config.server.default_max_tokens, default_temperature(config, model))
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    ex = _exchange(state, name, "cmpl")
+    ex = _exchange(request, state, name, model, "cmpl")
     generate = Generate(completion_input(req), sampling, None, req.logprobs)
     framer = CompletionFrames(ex, False, include_usage, bool(req.logprobs)) if req.stream else None
     return await respond(ex, generate, framer, completion_body(ex, generate, False))
 
 
-@get("/v1/models")
-async def list_models(state: State) -> Response:
+@get("/v1/models", responses=error_responses())
+async def list_models(state: State) -> Response[oa.ModelList]:
     return Response(state.catalog.models_body, media_type="application/json")
 
 
-@get("/health", opt={"public": True})
-async def health(state: State) -> Response:
+class Health(msgspec.Struct):
+    status: str
+
+
+@get("/health", opt={"public": True}, responses=error_responses())
+async def health(state: State) -> Response[Health]:
     """Ready: the supervisor answers, the catalog is known and (with `wait_for_profile`) the
     startup profile's models are loaded."""
     try:
@@ -101,8 +124,15 @@ async def health(state: State) -> Response:
     return Response(b'{"status":"ok"}', media_type="application/json")
 
 
+@get("/openapi.json", include_in_schema=False)
+async def openapi_json(request: Request) -> Response:
+    """The schema at the path clients look for first (Litestar serves it under /docs too)."""
+    return Response(request.app.openapi_schema.to_schema(), media_type="application/json")
+
+
 ROUTES = [chat_completions, completions, responses.responses, *messages.ROUTES, embeddings, list_models, health,
-          *admin.ROUTES, *catalog_admin.ROUTES]
+          openapi_json, metrics.metrics, *admin.ROUTES, *catalog_admin.ROUTES, *admin_models.ROUTES,
+          *admin_keys.ROUTES, *admin_usage.ROUTES, *admin_system.ROUTES]
 
 
 def create_app(
@@ -136,16 +166,23 @@ def create_app(
                     task.cancel()
             await client.close()
 
+    state_dir = Path(server.state_dir).expanduser()
+    request_metrics = metrics.RequestMetrics()
+    usage = UsageWriter(state_dir, float(config.usage.retention), observers=[request_metrics.observe])
+    key_index = KeyIndex(statedb.db_path(state_dir))
     host_check = host_check_factory(server)
     return Litestar(
         route_handlers=ROUTES,
-        lifespan=[fleet_connection],
+        lifespan=[state_db_lifespan(usage, key_index), fleet_connection],
+        on_startup=[document_streams],
         state=State({"config": config, "started": started, "catalog": CatalogView(config, started),
                      "admission": Admission(server.max_requests_per_model, server.max_requests),
                      "images": ImagePolicy(max_dimension=server.image_max_dimension, allow_urls=server.image_urls,
-                                           allowed_hosts=tuple(server.image_allowed_hosts))}),
-        guards=[Guard(server)],
-        middleware=[host_check] if host_check else [],
+                                           allowed_hosts=tuple(server.image_allowed_hosts)),
+                     "db_path": statedb.db_path(state_dir), "usage": usage, "metrics": request_metrics,
+                     "capabilities": None}),
+        guards=[Guard(server, key_index)],
+        middleware=[usage_middleware_factory(usage.queue), *([host_check] if host_check else [])],
         cors_config=CORSConfig(allow_origins=server.cors_origins) if server.cors_origins else None,
         exception_handlers={
             ApiError: api_error_handler,
@@ -153,7 +190,8 @@ def create_app(
             Exception: internal_error_handler,
         },
         request_max_body_size=int(server.max_body_size),
-        openapi_config=None,
+        openapi_config=openapi_config(),
+        plugins=[ClosedStructs()],
     )
 
 

@@ -26,8 +26,10 @@ from mlx_fleet.protocol import (
 )
 from router.admin import LOAD_CALL_TIMEOUT, ask, as_json
 from router.errors import ApiError
+from router.openapi import error_responses
 
 T = TypeVar("T")
+_ERRORS = error_responses(404)
 
 
 class _Enabled(msgspec.Struct, forbid_unknown_fields=True):
@@ -50,20 +52,20 @@ def _body(raw: bytes, kind: type[T]) -> T:
         raise ApiError(400, f"Invalid request body: {e}") from None
 
 
-@get("/admin/models/registry")
-async def registry(state: State) -> Response:
+@get("/admin/models/registry", responses=_ERRORS)
+async def registry(state: State) -> Response[Registry]:
     return as_json(await ask(state, GetCatalog(), Registry))
 
 
-@post("/admin/models/rescan", status_code=200)
-async def rescan(state: State) -> Response:
+@post("/admin/models/rescan", status_code=200, responses=_ERRORS)
+async def rescan(state: State) -> Response[ScanResult]:
     result = await ask(state, Rescan(), ScanResult, LOAD_CALL_TIMEOUT)
     await state.catalog.refresh(state.fleet)
     return as_json(result)
 
 
-@put("/admin/models/{target:path}")
-async def set_model(state: State, request: Request, target: FromPath[Path]) -> Response:
+@put("/admin/models/{target:path}", responses=_ERRORS)
+async def set_model(state: State, request: Request, target: FromPath[Path]) -> Response[ModelEntry]:
     """`PUT /admin/models/{model_id}/enabled` or `.../tier`; the id may hold a `/` (`org/name`)."""
     model, _, setting = str(target).strip("/").rpartition("/")
     raw = await request.body()
@@ -78,38 +80,38 @@ async def set_model(state: State, request: Request, target: FromPath[Path]) -> R
     return as_json(entry)
 
 
-@get("/admin/models/tiers/{tier:str}")
-async def tier_models(state: State, tier: FromPath[str]) -> Response:
+@get("/admin/models/tiers/{tier:str}", responses=_ERRORS)
+async def tier_models(state: State, tier: FromPath[str]) -> Response[TierModels]:
     registry = await ask(state, GetCatalog(tier), Registry)
     return as_json(TierModels(tier=tier, models=registry.models))
 
 
-@get("/admin/profiles")
-async def list_profiles(state: State) -> Response:
+@get("/admin/profiles", responses=_ERRORS)
+async def list_profiles(state: State) -> Response[ProfileList]:
     return as_json(await ask(state, GetProfiles(), ProfileList))
 
 
-@get("/admin/profiles/{name:str}")
-async def get_profile(state: State, name: FromPath[str]) -> Response:
+@get("/admin/profiles/{name:str}", responses=_ERRORS)
+async def get_profile(state: State, name: FromPath[str]) -> Response[Profile]:
     for profile in (await ask(state, GetProfiles(), ProfileList)).profiles:
         if profile.name == name:
             return as_json(profile)
     raise ApiError(404, f"There is no profile {name!r}.", code="profile_not_found")
 
 
-@post("/admin/profiles", status_code=201)
-async def save_profile(state: State, request: Request) -> Response:
+@post("/admin/profiles", status_code=201, responses=_ERRORS)
+async def save_profile(state: State, request: Request) -> Response[Profile]:
     new = _body(await request.body(), _NewProfile)
     return as_json(await ask(state, SaveProfile(new.name, tuple(new.models)), Profile), 201)
 
 
-@delete("/admin/profiles/{name:str}", status_code=200)
-async def delete_profile(state: State, name: FromPath[str]) -> Response:
+@delete("/admin/profiles/{name:str}", status_code=200, responses=_ERRORS)
+async def delete_profile(state: State, name: FromPath[str]) -> Response[Profile]:
     return as_json(await ask(state, DeleteProfile(name), Profile))
 
 
-@post("/admin/profiles/{name:str}/activate", status_code=200)
-async def activate_profile(state: State, name: FromPath[str]) -> Response:
+@post("/admin/profiles/{name:str}/activate", status_code=200, responses=_ERRORS)
+async def activate_profile(state: State, name: FromPath[str]) -> Response[Activation]:
     return as_json(await ask(state, ActivateProfile(name), Activation, LOAD_CALL_TIMEOUT))
 
 

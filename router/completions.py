@@ -37,6 +37,7 @@ from router.errors import ApiError, validation_error
 from router.event_stream import line_json
 from router.fleet_client import FleetClient, RequestStream, SupervisorUnavailable
 from router.reply import Reply, chat_logprobs, chat_message, completion_logprobs, stream_tool_calls
+from router.usage import UsageRecord
 
 _json = msgspec.json.encode
 _DECODERS: dict[type, Callable[[bytes], object]] = {}
@@ -111,12 +112,22 @@ class Exchange:
     model: str
     created: int
     id: str
+    usage: UsageRecord | None = None
     stream: RequestStream | None = None
     admitted: bool = False
 
     @classmethod
-    def new(cls, client: FleetClient, admission: Admission, model: str, prefix: str) -> Exchange:
-        return cls(client, admission, model, int(time.time()), f"{prefix}-{os.urandom(12).hex()}")
+    def new(cls, client: FleetClient, admission: Admission, model: str, prefix: str,
+            usage: UsageRecord | None = None) -> Exchange:
+        return cls(client, admission, model, int(time.time()), f"{prefix}-{os.urandom(12).hex()}", usage)
+
+    def first_token(self) -> None:
+        if self.usage is not None:
+            self.usage.mark_first_token()
+
+    def finished(self, done: Done) -> None:
+        if self.usage is not None:
+            self.usage.tokens(done.usage.prompt_tokens, done.usage.completion_tokens, done.usage.cached_tokens)
 
     def open(self, kind: bytes, body: bytes) -> RequestStream:
         self.admission.enter(self.model)
@@ -151,15 +162,20 @@ class Exchange:
     async def collect(self, stream: RequestStream) -> Reply:
         """Everything the request produced, for a non-streamed response."""
         reply = Reply()
+        first = True
         try:
             while True:
                 for kind, body in await stream.take():
                     if kind == Kind.DELTA:
+                        if first:
+                            first = False
+                            self.first_token()
                         reply.add(decode_delta(body))
                     elif kind == Kind.END:
                         end = decode_end(body)
                         if isinstance(end, Failure):
                             raise ApiError.from_failure(end)
+                        self.finished(end)
                         reply.done = end
                         return reply
         finally:
@@ -251,5 +267,3 @@ def completion_body(ex: Exchange, request: Generate, chat: bool) -> Callable[[Re
         return _json(oa.Completion(id=ex.id, created=ex.created, model=ex.model, usage=_usage(done), choices=[
             oa.CompletionChoice(text=reply.text, finish_reason=done.finish_reason, logprobs=logprobs)]))
     return body
-
-

@@ -14,11 +14,14 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Request, Response, post
 from litestar.datastructures import State
+from litestar.params import JSONBody
 from msgspec import Meta
 
 from mlx_fleet.protocol import Embed, Embeddings, Kind, encode
 from router.completions import Exchange
-from router.errors import ApiError, validation_error
+from router.errors import ApiError
+from router.openapi import body_dto, error_responses
+from router.usage import usage_record
 
 MAX_INPUTS = 2048
 
@@ -32,7 +35,24 @@ class EmbeddingRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     user: str | None = None
 
 
-_decode = msgspec.json.Decoder(EmbeddingRequest).decode
+class EmbeddingData(msgspec.Struct, kw_only=True):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str  # floats, or base64 of float32 little-endian
+
+
+class EmbeddingUsage(msgspec.Struct, kw_only=True):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingList(msgspec.Struct, kw_only=True):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingData]
+    model: str
+    usage: EmbeddingUsage
+
+
 
 
 def _inputs(raw: str | list[Any]) -> Embed:
@@ -61,20 +81,16 @@ def _vector(row: bytes, encoding: str) -> list[float] | str:
     return floats.tolist()
 
 
-@post("/v1/embeddings", status_code=200)
-async def embeddings(request: Request, state: State) -> Response:
-    body = await request.body()
-    try:
-        req = _decode(body)
-    except msgspec.ValidationError as e:
-        raise validation_error(e) from None
-    except msgspec.DecodeError:
-        raise ApiError(400, "We could not parse the JSON body of your request.") from None
+@post("/v1/embeddings", status_code=200, opt={"scope": "embeddings"}, dto=body_dto(EmbeddingRequest),
+      return_dto=None, responses=error_responses(404, 413, 429))
+async def embeddings(request: Request, state: State, data: JSONBody[EmbeddingRequest]) -> Response[EmbeddingList]:
+    req = data
     model, name = await state.catalog.resolve(state.fleet, req.model, embeddings=True)
     if model.type != "embeddings":
         raise ApiError(400, f"Model '{req.model}' does not support embeddings.", param="model",
                        code="model_not_supported")
-    ex = Exchange.new(state.fleet, state.admission, name, "emb")
+    usage = usage_record(request, model.id)
+    ex = Exchange.new(state.fleet, state.admission, name, "emb", usage)
     end = await ex.one_answer(Kind.EMBED, encode(_inputs(req.input)))
     assert isinstance(end, Embeddings)
     if req.dimensions is not None and req.dimensions != end.dim:
@@ -82,10 +98,10 @@ async def embeddings(request: Request, state: State) -> Response:
                             f"them; 'dimensions' must be {end.dim} or left out.", param="dimensions",
                        code="unsupported_value")
     width = end.dim * 4
-    data = [{"object": "embedding", "index": i, "embedding": _vector(end.vectors[i * width:(i + 1) * width],
-                                                                      req.encoding_format)}
-            for i in range(len(end.token_counts))]
+    vectors = [EmbeddingData(index=i, embedding=_vector(end.vectors[i * width:(i + 1) * width], req.encoding_format))
+               for i in range(len(end.token_counts))]
     tokens = sum(end.token_counts)
-    payload = {"object": "list", "data": data, "model": name,
-               "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    if usage is not None:
+        usage.tokens(tokens, 0)
+    payload = EmbeddingList(data=vectors, model=name, usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens))
     return Response(msgspec.json.encode(payload), media_type="application/json")

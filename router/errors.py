@@ -8,7 +8,7 @@ import re
 
 import msgspec
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException
+from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException, ValidationException
 
 from mlx_fleet.protocol import Failure
 
@@ -77,6 +77,8 @@ def _from_http(request: Request, exc: HTTPException) -> ApiError:
         return ApiError(405, f"Method {request.method} not allowed for {request.url.path}")
     if exc.status_code == 413:
         return ApiError(413, "Request body is too large.", code="request_too_large")
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
+        return _parameter_error(exc.extra[0])
     return ApiError(exc.status_code, str(exc.detail))
 
 
@@ -87,6 +89,15 @@ def http_error_handler(request: Request, exc: HTTPException) -> Response:
 def _internal(request: Request, exc: Exception) -> ApiError:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return ApiError(500, "The server had an error while processing your request.", code="internal_error")
+
+
+def _parameter_error(problem: dict) -> ApiError:
+    """A query or path parameter Litestar refused, or a missing body (Litestar hands a route with a
+    typed body nothing to decode when the body is empty)."""
+    if problem.get("source") == "body":
+        return ApiError(400, "We could not parse the JSON body of your request. The body is empty.")
+    key = problem.get("key")
+    return ApiError(400, f"Invalid '{key}': {problem.get('message')}.", param=key, code="invalid_value")
 
 
 def internal_error_handler(request: Request, exc: Exception) -> Response:

@@ -115,10 +115,13 @@ async def respond(ex: Exchange, request: Generate, framer: Framer | None,
     if framer is None:
         return Response(whole(await ex.collect(rs)), media_type="application/json")
 
+    if ex.usage is not None:
+        ex.usage.stream = True
     try:
         first = await rs.take()
         while first[-1][0] == Kind.START:  # accepted: the headers wait for its first token
             first += await rs.take()
+        ex.first_token()
         kind, body = first[1] if first[0][0] == Kind.START else first[0]
         if kind == Kind.END:
             end = decode_end(body)
@@ -163,6 +166,7 @@ async def _sse(ex: Exchange, rs: RequestStream, first: list[tuple[bytes, bytes]]
             if isinstance(end, Failure):
                 yield out + framer.error(end)
             else:
+                ex.finished(end)
                 yield out + framer.finish(end)
             return
     finally:

@@ -17,8 +17,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
 from litestar import Request, Response, post
 from litestar.datastructures import State
+from litestar.params import JSONBody
 
 from mlx_fleet.protocol import (
     Done,
@@ -33,11 +35,13 @@ from mlx_fleet.protocol import (
     encode,
 )
 from router import anthropic_types as an
-from router.completions import Exchange, decode_request, default_temperature
+from router.completions import Exchange, default_temperature
 from router.errors import ANTHROPIC_ERROR_HANDLERS, ApiError
 from router.event_stream import BlockFramer, line_json, respond
 from router.messages_input import chat_input, response_format, sampling
+from router.openapi import AnthropicEnvelope, body_dto, error_responses
 from router.reply import CallParts, Reply
+from router.usage import usage_record
 
 _PING = b'event: ping\ndata: {"type":"ping"}\n\n'
 _STOP_MESSAGE = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
@@ -150,20 +154,29 @@ class MessageEvents(BlockFramer):
         return b"event: error\ndata: " + line_json(ApiError.from_failure(failure).anthropic_envelope()) + b"\n\n"
 
 
-@post("/v1/messages", status_code=200, exception_handlers=ANTHROPIC_ERROR_HANDLERS)
-async def messages(request: Request, state: State) -> Response:
-    req = decode_request(await request.body(), an.MessagesRequest)
+_ERRORS = error_responses(404, 413, 429, envelope=AnthropicEnvelope)
+
+
+@post("/v1/messages", status_code=200, exception_handlers=ANTHROPIC_ERROR_HANDLERS, opt={"scope": "messages"},
+      dto=body_dto(an.MessagesRequest), return_dto=None, responses=_ERRORS)
+async def messages(request: Request, state: State, data: JSONBody[an.MessagesRequest]) -> Response[dict[str, Any]]:
+    req = data
     model, name = await state.catalog.resolve(state.fleet, req.model)
     generate = Generate(await chat_input(req, model, state), sampling(req, default_temperature(state.config, model)),
                         response_format(req))
-    ex = Exchange.new(state.fleet, state.admission, name, "msg")
+    ex = Exchange.new(state.fleet, state.admission, name, "msg", usage_record(request, model.id))
     return await respond(ex, generate, MessageEvents(ex) if req.stream else None,
                          lambda reply: line_json(_message(ex, reply)))
 
 
-@post("/v1/messages/count_tokens", status_code=200, exception_handlers=ANTHROPIC_ERROR_HANDLERS)
-async def count_tokens(request: Request, state: State) -> Response:
-    req = decode_request(await request.body(), an.CountTokensRequest)
+class TokenCountReply(msgspec.Struct):
+    input_tokens: int
+
+
+@post("/v1/messages/count_tokens", status_code=200, exception_handlers=ANTHROPIC_ERROR_HANDLERS,
+      opt={"scope": "messages"}, dto=body_dto(an.CountTokensRequest), return_dto=None, responses=_ERRORS)
+async def count_tokens(state: State, data: JSONBody[an.CountTokensRequest]) -> Response[TokenCountReply]:
+    req = data
     model, name = await state.catalog.resolve(state.fleet, req.model)
     generate = Generate(await chat_input(req, model, state), Sampling(max_tokens=1))
     end = await Exchange.new(state.fleet, state.admission, name, "count").one_answer(Kind.COUNT, encode(generate))

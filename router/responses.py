@@ -22,13 +22,16 @@ from typing import Any
 
 from litestar import Request, Response, post
 from litestar.datastructures import State
+from litestar.params import JSONBody
 
 from mlx_fleet.protocol import Done, Failure, Started, TokenLogprob, ToolCallDelta
 from router import responses_types as rt
-from router.completions import Exchange, decode_request
+from router.completions import Exchange
 from router.event_stream import BlockFramer, line_json, respond
+from router.openapi import body_dto, error_responses
 from router.reply import CallParts, Reply, token_logprobs
 from router.responses_input import generate_request
+from router.usage import usage_record
 
 _ERROR_CODES = {429: "rate_limit_exceeded"}  # ResponseError.code is a closed list: all else is server_error
 _KINDS = {"message": ("msg", "output_text", "response.output_text"),
@@ -218,12 +221,13 @@ class ResponseEvents(BlockFramer):
         return self._event("response.failed", response=self.shape.failed(failure))
 
 
-@post("/v1/responses", status_code=200)
-async def responses(request: Request, state: State) -> Response:
-    req = decode_request(await request.body(), rt.ResponsesRequest)
+@post("/v1/responses", status_code=200, opt={"scope": "responses"}, dto=body_dto(rt.ResponsesRequest),
+      return_dto=None, responses=error_responses(404, 413, 429))
+async def responses(request: Request, state: State, data: JSONBody[rt.ResponsesRequest]) -> Response[dict[str, Any]]:
+    req = data
     model, name = await state.catalog.resolve(state.fleet, req.model)
     generate = await generate_request(req, model, state)
-    ex = Exchange.new(state.fleet, state.admission, name, "resp")
+    ex = Exchange.new(state.fleet, state.admission, name, "resp", usage_record(request, model.id))
     shape = ResponseShape(ex, req, generate.sampling.temperature, generate.sampling.top_p)
     return await respond(ex, generate, ResponseEvents(shape) if req.stream else None,
                          lambda reply: line_json(shape.finished(output_of(reply, reply.done), reply.done)))

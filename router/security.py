@@ -4,6 +4,9 @@ The guard runs on every route handler; a handler is public only if it says so (`
 True}`), so a route added later is protected by default (vLLM's prefix-based guard was bypassed
 by new routes more than once). Keys are compared in constant time: both sides are hashed, and
 every configured key is compared, whatever the first comparison gave.
+
+Keys created through the admin API or `mlx-fleet keys` (the state database) carry scopes; a route
+names the scope it needs (`opt={"scope": "chat"}`). The config's `server.api_keys` reach every scope.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from litestar.handlers import BaseRouteHandler
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from mlx_fleet.config import ServerConfig, is_loopback
+from mlx_fleet.keys import KeyIndex
 from router.errors import ApiError
+from router.usage import USAGE_SCOPE_KEY
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
@@ -55,30 +60,64 @@ def _presented_key(connection: ASGIConnection) -> str | None:
 
 
 class Guard:
-    """`/admin/*` takes the admin key (or, with no admin key set, an API key); everything else an API key."""
+    """`/admin/*` takes the admin key (or, with no admin key set, an API key); `/metrics` also its
+    own key; everything else an API key from the config or a live key from the state database."""
 
-    def __init__(self, server: ServerConfig) -> None:
+    def __init__(self, server: ServerConfig, keys: KeyIndex | None = None) -> None:
         self.api = KeyRing(server.api_keys)
         self.admin = KeyRing([server.admin_key]) if server.admin_key else self.api
+        self.metrics = KeyRing([server.metrics_key]) if server.metrics_key else None
+        self.keys = keys
+        # usage rows name a config key by a prefix of its hash, never by the key
+        self.config_key_ids = {_digest(k): f"config-{_digest(k).hex()[:8]}" for k in server.api_keys if k}
 
     async def __call__(self, connection: ASGIConnection, handler: BaseRouteHandler) -> None:
         # async on purpose: Litestar runs a sync guard in a thread pool, a hop on every request
         if handler.opt.get("public"):
             return
-        admin = connection.url.path.startswith("/admin")
-        ring = self.admin if admin else self.api
-        if not ring:
+        if connection.url.path.startswith("/admin"):
+            self._check_admin(connection, [self.admin])
+        elif handler.opt.get("metrics"):
+            self._check_admin(connection, [self.admin, self.metrics] if self.metrics else [self.admin])
+        else:
+            self._check_api(connection, handler.opt.get("scope"))
+
+    def _check_admin(self, connection: ASGIConnection, rings: list[KeyRing]) -> None:
+        if not any(rings):
             return  # no keys configured: allowed only because the config refuses that off loopback
-        token = _presented_key(connection)
-        if token is None:
-            raise ApiError(401, "You didn't provide an API key. You need to provide your API key in an "
-                                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), or in "
-                                "an x-api-key header.")
-        if ring.holds(token):
+        token = _required_key(connection)
+        if any(ring.holds(token) for ring in rings):
             return
-        if admin and self.api.holds(token):
+        if self.api.holds(token) or (self.keys is not None and self.keys.holder(token) is not None):
             raise ApiError(403, "This key cannot use admin endpoints.", code="insufficient_permissions")
         raise ApiError(401, f"Incorrect API key provided: {_mask(token)}.", code="invalid_api_key")
+
+    def _check_api(self, connection: ASGIConnection, scope: str | None) -> None:
+        if not self.api and not self.keys:
+            return
+        token = _required_key(connection)
+        record = connection.scope.get(USAGE_SCOPE_KEY)  # type: ignore[call-overload]
+        if self.api.holds(token):
+            if record is not None:
+                record.key_id = self.config_key_ids.get(_digest(token))
+            return
+        holder = self.keys.holder(token) if self.keys is not None else None
+        if holder is None:
+            raise ApiError(401, f"Incorrect API key provided: {_mask(token)}.", code="invalid_api_key")
+        if record is not None:
+            record.key_id = holder.id  # a refused request counts against its key too
+        if scope is not None and scope not in holder.scopes:
+            raise ApiError(403, f"This API key does not have the '{scope}' scope that "
+                                f"{connection.url.path} needs. Missing scopes: {scope}.", code="missing_scope")
+
+
+def _required_key(connection: ASGIConnection) -> str:
+    token = _presented_key(connection)
+    if token is None:
+        raise ApiError(401, "You didn't provide an API key. You need to provide your API key in an "
+                            "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), or in "
+                            "an x-api-key header.")
+    return token
 
 
 class HostCheck:

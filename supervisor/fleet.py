@@ -3,7 +3,8 @@
 Each part has one job: `registry` (the slot table and routing table), `dispatch` (the sockets and
 their loops), `loading` (ensure-ready, planning room, spawning), `spares` (the warm spare pool),
 `stopping` (stops, drains, kills, crashes), `housekeeping` (measuring, TTL, trimming, watchdog),
-`admin` (the RPC). Only this process starts or ends workers, and only through each slot's own
+`admin` (the RPC), `diagnostics` (diagnosis and dry runs). Only this process starts or ends
+workers, and only through each slot's own
 transitions (`slot.py`), so the state a status call reports is the state routing acts on.
 """
 
@@ -19,6 +20,7 @@ from mlx_fleet.config import FleetConfig
 from mlx_fleet.protocol import FleetStatus
 from supervisor.admin import AdminRpc
 from supervisor.catalog_service import CatalogService
+from supervisor.diagnostics import Diagnostics
 from supervisor.dispatch import Dispatcher
 from supervisor.housekeeping import Housekeeper
 from supervisor.launcher import Launcher, PythonWorkerLauncher
@@ -61,14 +63,16 @@ class Supervisor:
         self.stopper = Stopper(registry, dispatch, self.timeouts,
                                load_failed=lambda slot, reason: self.loader.load_failed(slot, reason),
                                failed=lambda slot, reason: self.loader.failed(slot, reason))
+        remembered = remembered or Remembered(None)
         self.loader = Loader(config, registry, dispatch, self.spares, self.stopper, launcher, backend,
-                             remembered or Remembered(None), self.budget, self.timeouts,
+                             remembered, self.budget, self.timeouts,
                              int(config.memory.prompt_cache), probe)
         self.housekeeper = Housekeeper(config, registry, self.stopper, self.spares, self.budget, self.timeouts,
                                        self.held, probe)
         self.catalog = CatalogService(config, registry, self.loader, self.stopper, self.timeouts)
         self.admin = AdminRpc(config, registry, dispatch, self.loader, self.stopper, self.spares, self.budget,
                               self.timeouts, self.held, self.catalog)
+        self.admin.calls.update(Diagnostics(config, registry, remembered, self.budget).calls())
         dispatch.refuse_cold, dispatch.load = self.loader.refuse, self.loader.request
         dispatch.on_worker_control, dispatch.on_other_control = self.loader.on_control, self.spares.on_control
         dispatch.answer = self.admin.answer

@@ -48,4 +48,5 @@ class Housekeeper:
         for model_id in over_budget(residents, self.budget):
             if self.registry.slots[model_id].state.serving:
                 log.info("measured memory is over budget: unloading %s", model_id)
+                self.registry.slots[model_id].evictions += 1
                 self.stopper.stop_later(self.registry.slots[model_id], "memory over budget", "trim")

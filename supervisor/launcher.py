@@ -12,11 +12,14 @@ from pathlib import Path
 from typing import Protocol
 
 from mlx_fleet.config import ModelConfig
+from mlx_fleet.worker_logs import WorkerLogs, logs_dir
 from supervisor.process import WorkerProcess
 
 
 class Launcher(Protocol):
     """Builds a worker's command line; the fault tests swap in a fake worker here."""
+
+    logs: WorkerLogs | None  # where workers' output goes; None: the supervisor's own stderr
 
     def argv(self, model: ModelConfig, identity: str, endpoint: str) -> list[str]: ...
 
@@ -27,14 +30,16 @@ class Launcher(Protocol):
 
 
 async def launch(launcher: Launcher, argv: list[str], label: str) -> WorkerProcess:
-    """Start one worker (or spare) process; its output goes to the supervisor's log, prefixed."""
-    return await WorkerProcess.spawn(argv, launcher.env(), label)
+    """Start one worker (or spare) process; its output goes to its model's log file (or, without
+    log files, to the supervisor's stderr, prefixed)."""
+    return await WorkerProcess.spawn(argv, launcher.env(), label, launcher.logs)
 
 
 class PythonWorkerLauncher:
     """`python -m worker` with the same interpreter, offline unless the config allows downloads."""
 
     def __init__(self, state_dir: Path, allow_downloads: bool, prompt_cache_bytes: int, sink: str) -> None:
+        self.logs: WorkerLogs | None = WorkerLogs(logs_dir(state_dir))
         self.sink = sink
         self.state_dir = state_dir
         self.allow_downloads = allow_downloads

@@ -205,7 +205,7 @@ class Loader:
         elif isinstance(message, Ready):
             self._on_ready(slot, message)
         elif isinstance(message, LoadFailed):
-            self.load_failed(slot, message.message, message.out_of_memory)
+            self.load_failed(slot, message.message, message.out_of_memory, message.traceback)
 
     def _on_ready(self, slot: WorkerSlot, message: Ready) -> None:
         if slot.process is None:
@@ -222,10 +222,10 @@ class Loader:
 
     # -- failures -----------------------------------------------------------------------------
 
-    def load_failed(self, slot: WorkerSlot, reason: str, out_of_memory: bool = False) -> None:
+    def load_failed(self, slot: WorkerSlot, reason: str, out_of_memory: bool = False, traceback: str = "") -> None:
         """The load did not succeed: every waiter gets the same error, once. A load that ran out
         of memory is `insufficient_memory` (503), as a plan that found no room is."""
-        slot.fail_load(reason, out_of_memory, self.timeouts.backoff, self.timeouts.backoff_max)
+        slot.fail_load(reason, out_of_memory, self.timeouts.backoff, self.timeouts.backoff_max, traceback)
         self._respawn_if_pinned(slot)
         self.spares.refill()
         code = "insufficient_memory" if out_of_memory else "model_load_failed"
@@ -233,7 +233,7 @@ class Loader:
 
     def failed(self, slot: WorkerSlot, reason: str) -> None:
         """A loaded worker crashed or hung."""
-        slot.record_failure(reason, self.timeouts.backoff, self.timeouts.backoff_max)
+        slot.crashed(reason, self.timeouts.backoff, self.timeouts.backoff_max)
         self._respawn_if_pinned(slot)
 
     def _respawn_if_pinned(self, slot: WorkerSlot) -> None:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import psutil
 
+from mlx_fleet.worker_logs import SPARES, WorkerLogs
+
 LOG_TAIL_LINES = 40
 
 
@@ -35,10 +37,11 @@ class ExitStatus:
 
 
 class WorkerProcess:
-    def __init__(self, proc: asyncio.subprocess.Process, label: str) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, label: str, logs: WorkerLogs | None = None) -> None:
         self.proc = proc
         self.pid = proc.pid
-        self.label = label
+        self.label = label  # the model it serves ("spare" until it is assigned one)
+        self.logs = logs
         self.log_tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
         self.exited: asyncio.Future[ExitStatus] = asyncio.get_running_loop().create_future()
         self._tasks = [
@@ -47,7 +50,8 @@ class WorkerProcess:
         ]
 
     @classmethod
-    async def spawn(cls, argv: list[str], env: dict[str, str], label: str) -> WorkerProcess:
+    async def spawn(cls, argv: list[str], env: dict[str, str], label: str,
+                    logs: WorkerLogs | None = None) -> WorkerProcess:
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
@@ -61,7 +65,7 @@ class WorkerProcess:
             # 20 ms late, against 1 of 80 in one group).
             process_group=0,
         )
-        return cls(proc, label)
+        return cls(proc, label, logs)
 
     @property
     def alive(self) -> bool:
@@ -72,11 +76,14 @@ class WorkerProcess:
 
     async def _pump_log(self) -> None:
         assert self.proc.stdout is not None
-        prefix = f"[{self.label}] ".encode()
         while line := await self.proc.stdout.readline():
-            self.log_tail.append(line.decode(errors="replace").rstrip())
-            sys.stderr.buffer.write(prefix + line)
-            sys.stderr.flush()
+            text = line.decode(errors="replace").rstrip()
+            self.log_tail.append(text)
+            if self.logs is not None:
+                self.logs.write(SPARES if self.label == "spare" else self.label, text)
+            else:
+                sys.stderr.buffer.write(f"[{self.label}] ".encode() + line)
+                sys.stderr.flush()
 
     async def _reap(self) -> None:
         code = await self.proc.wait()

@@ -18,6 +18,7 @@ from mlx_fleet.protocol import (
     MODEL_KINDS,
     Done,
     End,
+    FailedLoad,
     Failure,
     Memory,
     ModelMemory,
@@ -81,6 +82,13 @@ class WorkerSlot:
     last_error: str | None = None
     out_of_memory: bool = False        # the last load failed for want of memory
     failures: int = 0                  # consecutive failed loads or crashes
+    last_failed_load: FailedLoad | None = None
+    # Since the server started (for /metrics): loads and their seconds, failed loads, evictions, crashes.
+    loads: int = 0
+    load_seconds_total: float = 0.0
+    load_failures: int = 0
+    evictions: int = 0
+    crashes: int = 0
     cooldown_until: float = 0.0        # monotonic time before which no new worker is started
     progress: float = 0.0              # monotonic time of the worker's last word (watchdog)
 
@@ -137,6 +145,8 @@ class WorkerSlot:
         self.report, self.context_length = message.memory, message.context_length
         self.tree_rss, self.measured = tree_rss, footprint(tree_rss, message.memory)
         self.load_seconds, self.loaded_at = message.load_seconds, time.time()
+        self.loads += 1
+        self.load_seconds_total += message.load_seconds
         self.last_error, self.out_of_memory = None, False
         self.touch()
         return True
@@ -231,11 +241,22 @@ class WorkerSlot:
             self.drained.set()
         return was
 
-    def fail_load(self, reason: str, out_of_memory: bool, backoff: float, backoff_max: float) -> None:
+    def fail_load(self, reason: str, out_of_memory: bool, backoff: float, backoff_max: float,
+                  traceback: str = "") -> None:
+        """`traceback`: the worker's, or else the last lines of its output."""
         if self.state in STARTING:
             self.lifecycle.swap(STARTING, S.FAILED)
         self.record_failure(reason, backoff, backoff_max)
         self.out_of_memory = out_of_memory
+        self.load_failures += 1
+        tail = "\n".join(self.process.log_tail) if self.process is not None else ""
+        self.last_failed_load = FailedLoad(at=time.time(), reason=reason, traceback=traceback or tail,
+                                           out_of_memory=out_of_memory)
+
+    def crashed(self, reason: str, backoff: float, backoff_max: float) -> None:
+        """A loaded worker died or hung."""
+        self.crashes += 1
+        self.record_failure(reason, backoff, backoff_max)
 
     def record_failure(self, reason: str, backoff: float, backoff_max: float) -> None:
         """A failed load or a crash: back off exponentially before the next worker for this model.
@@ -272,4 +293,6 @@ class WorkerSlot:
             last_error=self.last_error, last_error_out_of_memory=self.out_of_memory,
             model_id=self.id, model_type=MODEL_KINDS[self.config.type],
             size_gb=gigabytes(self.footprint) if loaded else None, preloaded=self.pinned,
+            loads=self.loads, load_seconds_total=self.load_seconds_total, load_failures=self.load_failures,
+            evictions=self.evictions, crashes=self.crashes,
         )

@@ -63,12 +63,14 @@ class Stopper:
 
     def evict(self, slot: WorkerSlot, reason: str) -> None:
         """Stop now, synchronously as far as requests are concerned; the reaping runs in a task."""
+        slot.evictions += 1
         process = self.begin_stop(slot, reason)
         self.registry.spawn(self.finish_stop(slot, process), f"evict:{slot.id}")
 
     def drain(self, slot: WorkerSlot) -> None:
         """Take no new requests now; end the worker once its requests are done (an eviction:
         a busy worker's requests are never cut short to make room)."""
+        slot.evictions += 1
         slot.begin_drain()
         self.registry.spawn(self.drain_and_stop(slot, None), f"drain:{slot.id}")
 

@@ -41,6 +41,7 @@ class FakeLauncher:
         self.spare_flags = spare_flags
         self.spawned: list[str] = []
         self.spares: list[str] = []  # identities of the spares started
+        self.logs = None  # worker output to the test's stderr
 
     def _base(self, identity: str, endpoint: str) -> list[str]:
         return [sys.executable, str(FAKE_WORKER), "--identity", identity, "--endpoint", endpoint,

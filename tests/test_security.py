@@ -25,7 +25,8 @@ ANTHROPIC = {"/v1/messages", "/v1/messages/count_tokens"}  # errors in Anthropic
 
 
 def keyed_app(**server) -> TestClient:
-    config = FleetConfig(server=ServerConfig(api_keys=[API_KEY], admin_key=ADMIN_KEY, **server),
+    config = FleetConfig(server=ServerConfig(api_keys=[API_KEY], admin_key=ADMIN_KEY, state_dir=tempfile.mkdtemp(),
+                                             **server),
                          models=[ModelConfig(id="m", path="/x", type="text")])
     # No supervisor behind it (nothing listens at the frontend): a request that gets past the
     # guard fails later, with 503.
@@ -34,7 +35,8 @@ def keyed_app(**server) -> TestClient:
 
 
 def every_route() -> list[tuple[str, str]]:
-    app = create_app(FleetConfig(models=[ModelConfig(id="m", path="/x", type="text")]), Endpoints(Path("/x")), 0.0)
+    app = create_app(FleetConfig(server=ServerConfig(state_dir="/nonexistent"),
+                                 models=[ModelConfig(id="m", path="/x", type="text")]), Endpoints(Path("/x")), 0.0)
     routes = []
     for route in app.routes:
         for method in route.methods - {"OPTIONS", "HEAD"}:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 
+import msgspec
 import psutil
 import pytest
 
 from fleet_harness import FAST, MiB, fleet, until
-from mlx_fleet.protocol import Done, Failure
+from mlx_fleet.protocol import Done, DryRun, DryRunResult, Failure
 from supervisor.fleet import Timeouts
 
 
@@ -28,10 +29,15 @@ def test_lru_evicts_the_least_recently_used_idle_model() -> None:
                 _, end = await f.ask(model)
                 assert isinstance(end, Done), end
             b_pid = f.slot("b").process.pid
+            planned = msgspec.convert((await f.client.call(DryRun("c"))).result, DryRunResult)
+            assert (planned.fits, planned.fits_now, planned.would_evict) == (True, False, ["b"])
+            assert f.states()["b"] == "ready"  # a dry run changes nothing
             _, end = await f.ask("c")
             assert isinstance(end, Done)
             await until(lambda: f.states()["b"] == "stopped")
             assert f.states() == {"a": "ready", "b": "stopped", "c": "ready"}
+            counts = {m.id: (m.loads, m.evictions) for m in f.supervisor.status().models}
+            assert counts == {"a": (1, 0), "b": (1, 1), "c": (1, 0)}
             assert not psutil.pid_exists(b_pid) or psutil.Process(b_pid).status() == psutil.STATUS_ZOMBIE
             pool = f.supervisor.status().pool
             assert pool.in_use == f.slot("a").measured + f.slot("c").measured
@@ -196,6 +202,7 @@ def test_crash_mid_stream_fails_request_and_next_request_gets_a_new_worker() -> 
             text, end = await f.ask("a")  # a first crash costs the next request nothing
             assert f.launcher.spawned == ["a", "a"]
             assert isinstance(end, Failure) and end.code == "worker_crashed"  # it crashes every time
+            await until(lambda: f.slot("a").crashes == 2)
     run(scenario())
 
 

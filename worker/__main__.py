@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import zmq
@@ -127,14 +128,14 @@ class Worker:
             self.engine = load_engine(self.args.type, self.args.path, self.args.state_dir.expanduser(),
                                       prompt_cache_bytes=self.args.prompt_cache_bytes)
         except ModelNotLoadable as e:
-            self.control(LoadFailed(str(e)))
+            self.control(LoadFailed(str(e), traceback=_logged_traceback(e)))
             return False
         except MemoryError as e:
-            self.control(LoadFailed(f"out of memory: {e}", out_of_memory=True))
+            self.control(LoadFailed(f"out of memory: {e}", out_of_memory=True, traceback=_logged_traceback(e)))
             return False
         except Exception as e:  # noqa: BLE001 - report any load failure instead of dying silently
             oom = "malloc" in str(e) or "memory" in str(e).lower()
-            self.control(LoadFailed(f"{type(e).__name__}: {e}", out_of_memory=oom))
+            self.control(LoadFailed(f"{type(e).__name__}: {e}", out_of_memory=oom, traceback=_logged_traceback(e)))
             return False
         self.measure = measure
         freeze_startup_heap()
@@ -212,6 +213,14 @@ class Worker:
         self.sink.close(linger=FINAL_SEND_MS)
         self.sock.close(linger=FINAL_SEND_MS)
         self.ctx.term()
+
+
+def _logged_traceback(error: BaseException) -> str:
+    """Where a load failed: the original error's traceback (the loader re-raises the library's
+    error as ModelNotLoadable), printed into the model's log and returned for the supervisor."""
+    text = "".join(traceback.format_exception(error.__cause__ or error.__context__ or error))
+    print(text, file=sys.stderr, flush=True)
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,174 @@
+"""API keys with scopes, kept in the state database: only a hash of each token is stored.
+
+The router checks a key on every `/v1` request without touching the disk: `KeyIndex` holds the
+live keys in memory, by hash, and asks SQLite's `PRAGMA data_version` (a counter in the WAL's
+shared memory, which changes when another connection commits) whether to reload them. So a key
+revoked by another process (`mlx-fleet keys revoke`) is refused from the next request on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import sqlite3
+import time
+from pathlib import Path
+from typing import Literal, get_args
+
+import msgspec
+
+from mlx_fleet import statedb
+
+Scope = Literal["chat", "completions", "embeddings", "responses", "messages"]
+SCOPES: tuple[str, ...] = get_args(Scope)
+TOKEN_PREFIX = "mf-"
+
+MIGRATIONS = [
+    ("keys-1", """
+CREATE TABLE api_keys (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    scopes TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    revoked_at REAL,
+    last_used_at REAL,
+    requests INTEGER NOT NULL DEFAULT 0
+);
+"""),
+]
+
+
+class ApiKey(msgspec.Struct, kw_only=True):
+    """A key as the admin API shows it: never its token."""
+
+    id: str
+    name: str
+    scopes: list[str]
+    created_at: float
+    last_used_at: float | None = None
+    requests: int = 0
+
+
+class CreatedKey(ApiKey, kw_only=True):
+    """The answer to a create: the only time the token is shown."""
+
+    key: str
+
+
+class KeyProblem(ValueError):
+    """A create, list or revoke that cannot be done, worded for the caller."""
+
+
+class UnknownKey(KeyProblem):
+    pass
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def open_db(state_dir: Path) -> sqlite3.Connection:
+    conn = statedb.connect(statedb.db_path(state_dir))
+    statedb.ensure_schema(conn, MIGRATIONS)
+    return conn
+
+
+def check_scopes(scopes: list[str] | None) -> list[str]:
+    """Scopes omitted mean every `/v1` scope; an unknown one is an error naming it."""
+    if scopes is None:
+        return list(SCOPES)
+    unknown = [s for s in scopes if s not in SCOPES]
+    if unknown:
+        raise KeyProblem(f"unknown scope {unknown[0]!r}; scopes are {', '.join(SCOPES)}")
+    if not scopes:
+        raise KeyProblem("a key needs at least one scope")
+    return sorted(set(scopes), key=SCOPES.index)
+
+
+def create_key(conn: sqlite3.Connection, name: str, scopes: list[str] | None = None) -> CreatedKey:
+    if not name.strip():
+        raise KeyProblem("a key needs a name")
+    scopes = check_scopes(scopes)
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    key = CreatedKey(id="key_" + os.urandom(6).hex(), name=name.strip(), scopes=scopes, created_at=time.time(),
+                     key=token)
+    conn.execute("INSERT INTO api_keys (id, name, hash, scopes, created_at) VALUES (?, ?, ?, ?, ?)",
+                 (key.id, key.name, token_hash(token), ",".join(scopes), key.created_at))
+    return key
+
+
+_SORTS = {"name": "name", "created_at": "created_at", "last_used_at": "last_used_at", "requests": "requests"}
+
+
+def list_keys(conn: sqlite3.Connection, query: str = "", sort: str = "created_at") -> list[ApiKey]:
+    """Live keys; `query` matches the name or id, `sort` is a field name, `-field` descending."""
+    column = _SORTS.get(sort.lstrip("-"))
+    if column is None:
+        raise KeyProblem(f"cannot sort by {sort!r}; choose one of {', '.join(_SORTS)} (prefix '-' to reverse)")
+    order = "DESC" if sort.startswith("-") else "ASC"
+    rows = conn.execute(
+        f"SELECT id, name, scopes, created_at, last_used_at, requests FROM api_keys WHERE revoked_at IS NULL "
+        f"AND (name LIKE ?1 OR id LIKE ?1) ORDER BY {column} {order}, id", (f"%{query}%",)).fetchall()
+    return [ApiKey(id=r[0], name=r[1], scopes=r[2].split(","), created_at=r[3], last_used_at=r[4], requests=r[5])
+            for r in rows]
+
+
+def revoke_key(conn: sqlite3.Connection, key_id: str) -> None:
+    done = conn.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                        (time.time(), key_id)).rowcount
+    if not done:
+        raise UnknownKey(f"no live key with id {key_id!r}")
+
+
+def count_uses(conn: sqlite3.Connection, uses: dict[str, tuple[int, float]]) -> None:
+    """Add `{key id: (requests, last used)}` to the keys' counters (inside the caller's transaction)."""
+    conn.executemany("UPDATE api_keys SET requests = requests + ?, last_used_at = max(coalesce(last_used_at, 0), ?) "
+                     "WHERE id = ?", [(n, last, key_id) for key_id, (n, last) in uses.items()])
+
+
+class Holder(msgspec.Struct, frozen=True):
+    """Who a live key belongs to, as the guard needs it."""
+
+    id: str
+    scopes: frozenset[str]
+
+
+class KeyIndex:
+    """The live keys by token hash, in memory, reloaded only when the database has changed.
+
+    Its connection, opened on first use (once the tables exist), is used from one thread only (the
+    router's event loop).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.conn: sqlite3.Connection | None = None
+        self._version = -1
+        self._holders: dict[str, Holder] = {}
+
+    def load(self) -> None:
+        """Open and read now (at startup), so that the first request does not."""
+        self._fresh()
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def _fresh(self) -> dict[str, Holder]:
+        if self.conn is None:
+            self.conn = statedb.connect(self.path)
+        version = self.conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._version:
+            rows = self.conn.execute("SELECT hash, id, scopes FROM api_keys WHERE revoked_at IS NULL").fetchall()
+            self._holders = {h: Holder(i, frozenset(s.split(","))) for h, i, s in rows}
+            self._version = version
+        return self._holders
+
+    def __bool__(self) -> bool:
+        return bool(self._fresh())
+
+    def holder(self, token: str) -> Holder | None:
+        return self._fresh().get(token_hash(token))
