@@ -229,6 +229,7 @@ def test_count_tokens_is_the_prompt_a_generation_sees(claude: anthropic.Anthropi
 @pytest.mark.parametrize("change,status,kind", [
     ({"model": "nope"}, 404, "not_found_error"),
     ({"max_tokens": None}, 400, "invalid_request_error"),
+    ({"max_tokens": 2**64}, 400, "invalid_request_error"),  # more than the wire's integers hold: not a 500
     ({"tools": [{"name": "f", "input_schema": {"type": "object"}}]}, 400, "invalid_request_error"),
     ({"tools": [{"type": "bash_20250124", "name": "bash"}]}, 400, "invalid_request_error"),
     ({"tools": [{"name": "f", "input_schema": {"type": "object"}}], "tool_choice": {"type": "tool", "name": "g"}},
