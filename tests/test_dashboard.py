@@ -135,7 +135,7 @@ def test_sign_in_watch_the_fleet_unload_and_see_requests(page, server: FleetServ
     assert status(server)["tiny"]["state"] == "stopped"
 
 
-def test_load_button_pins_and_the_page_fits_a_phone(page, server: FleetServer) -> None:
+def test_load_pins_the_page_fits_a_phone_and_force_unload_ends_it(page, server: FleetServer) -> None:
     sign_in(page)
     page.get_by_role("button", name="Load tiny", exact=True).click()
     playwright.expect(page.locator("#action-result")).to_contain_text("tiny: loaded and pinned")
@@ -146,6 +146,9 @@ def test_load_button_pins_and_the_page_fits_a_phone(page, server: FleetServer) -
     page.wait_for_timeout(300)
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     assert row.locator('td[data-label="State"]').is_visible()
+    page.get_by_role("button", name="Force unload tiny", exact=True).click()
+    playwright.expect(page.locator("#action-result")).to_contain_text("tiny: ended at once")
+    playwright.expect(row.locator(".state")).to_have_text("stopped")
 
 
 def test_another_site_cannot_use_the_session(page, server: FleetServer) -> None:
