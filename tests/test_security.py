@@ -20,7 +20,8 @@ from mlx_fleet.units import ByteSize
 from router.app import ROUTES, create_app
 
 API_KEY, ADMIN_KEY = "sk-user-0123456789", "sk-admin-0123456789"
-PUBLIC = {"/health"}
+# The dashboard's page, files and sign-in are public; what the page reads is the admin API, guarded.
+PUBLIC = {"/health", "/", "/dashboard", "/dashboard/static/m", "/dashboard/session"}
 ANTHROPIC = {"/v1/messages", "/v1/messages/count_tokens"}  # errors in Anthropic's shape there
 
 
