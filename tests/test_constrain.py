@@ -35,3 +35,20 @@ def test_grammar_waits_for_the_end_of_thinking(tokenizer) -> None:
     allowed = mx.isfinite(processor(done, logits))[0]
     assert allowed.sum().item() < tokenizer.vocab_size / 4  # the answer: JSON only
     assert allowed[tokenizer.encode("{")[0]].item()
+
+
+@pytest.mark.parametrize("vocab", [40, 64, 80])  # fewer ids than the mask's bits, as many, more (padded)
+def test_mask_keeps_exactly_the_allowed_ids_and_the_logits_dtype(vocab: int) -> None:
+    import numpy as np
+
+    from worker.constrain import _apply_unpacked
+
+    allowed = [0, 5, 31, 32, 39, 63]
+    mask = np.zeros((1, 2), dtype=np.int32)  # 64 bits, llguidance's layout: bit i of word i // 32
+    for i in allowed:
+        mask[0, i // 32] |= np.int32(1 << (i % 32)) if i % 32 < 31 else np.int32(-(2**31))
+    logits = mx.arange(vocab, dtype=mx.bfloat16)[None]
+    out = _apply_unpacked(logits, mask)
+    assert out.dtype == mx.bfloat16 and out.shape == (1, vocab)
+    assert [i for i in range(vocab) if mx.isfinite(out[0, i]).item()] == [i for i in allowed if i < vocab]
+    assert all(out[0, i].item() == i for i in allowed if i < vocab)
