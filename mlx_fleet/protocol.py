@@ -19,7 +19,8 @@ Frame layouts (the socket's own identity frame, on ROUTER sockets, comes before 
     supervisor -> worker   GENERATE rid body(Generate)             CANCEL rid
                            EMBED    rid body(Embed)                COUNT rid body(Generate)
                            CONTROL  b"" body(Shutdown | Assign)
-    worker -> router sink  DELTA+rid+body(Delta)   END+rid+body(Done | Failure | Embeddings | TokenCount)
+    worker -> router sink  START+rid+body(Started)  (once, when a GENERATE is accepted)
+                           DELTA+rid+body(Delta)   END+rid+body(Done | Failure | Embeddings | TokenCount)
                            (one frame: kind, the 12-byte request id, the body, concatenated)
     worker -> supervisor   END rid body(...)       (the same END, for accounting)
                            CONTROL b"" body(Spare | Loading | Ready | LoadFailed | MemoryReport)
@@ -48,6 +49,7 @@ class Kind(bytes, enum.Enum):
     EMBED = b"M"
     COUNT = b"T"  # how many tokens a Generate's prompt is, generating nothing
     CANCEL = b"C"
+    START = b"S"  # a generation was accepted: its prompt's size, before any token
     DELTA = b"D"
     END = b"E"
     CALL = b"Q"
@@ -207,6 +209,15 @@ class ToolCallDelta(_Wire, gc=False):
     id: str = ""
     name: str = ""
     done: bool = False
+
+
+class Started(_Wire):
+    """A generation was accepted: the size of its prompt, as tokenized for the model, and how much
+    of it came from the prompt cache. Sent once, before any Delta, so a stream can report the
+    prompt in its opening event (Anthropic's `message_start`) and no token carries it."""
+
+    prompt_tokens: int
+    cached_tokens: int = 0
 
 
 class Delta(_Wire, gc=False):
@@ -595,6 +606,7 @@ encode = encoder.encode
 
 decode_generate = msgspec.msgpack.Decoder(Generate).decode
 decode_embed = msgspec.msgpack.Decoder(Embed).decode
+decode_started = msgspec.msgpack.Decoder(Started).decode
 decode_delta = msgspec.msgpack.Decoder(Delta).decode
 decode_end = msgspec.msgpack.Decoder(End).decode
 decode_control = msgspec.msgpack.Decoder(Control).decode

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from router.openai_types import PositiveInt, Probability
+from router.openai_types import NonNegativeInt, PositiveInt, Probability
 
 
 class _Tolerant(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -137,7 +137,7 @@ class MessagesRequest(CountTokensRequest, kw_only=True):
     # Sampling settings that older clients send (current Anthropic models no longer take them):
     temperature: Probability | None = None
     top_p: Probability | None = None
-    top_k: Annotated[int, Meta(ge=0)] | None = None
+    top_k: NonNegativeInt | None = None
 
 
 # -- a whole reply ---------------------------------------------------------------------------------

@@ -45,11 +45,11 @@ from router.completions import (
     completion_body,
     completion_input,
     default_temperature,
-    respond,
     sampling_from,
 )
 from router.embeddings import embeddings
 from router.errors import ApiError, api_error_handler, http_error_handler, internal_error_handler
+from router.event_stream import respond
 from router.fleet_client import FleetClient, SupervisorUnavailable
 from router.images import ImagePolicy
 from router.openapi import ClosedStructs, body_dto, document_streams, error_responses, openapi_config

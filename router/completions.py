@@ -1,26 +1,20 @@
-"""Chat and text completions: request → wire message → (stream of) OpenAI responses.
+"""Chat and text completions: a request → its wire message, a request's way through the fleet
+(`Exchange`), and OpenAI's completion chunks and bodies.
 
-A streamed response waits for the first frame before it sends any header, so a request that
-fails before producing anything (model cannot load, worker crashed) gets a plain JSON error with
-the right status instead of a 200 stream. After that, every frame is encoded once: the JSON
-around the text is precomputed per request and only the text itself is encoded per frame.
-
-The loop that reads a request's stream is the same for every API (chat and text completions
-here, Responses and Anthropic Messages in their own modules): each API only says how its events
-are framed, through a `Framer`.
+A streamed completion goes through the loop every API shares (`router.event_stream`); its
+`CompletionFrames` precompute the JSON around a chunk's text once per request, so only the text
+itself is encoded per frame.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import msgspec
-from litestar import Response
-from litestar.response import Stream
 
 from mlx_fleet.config import FleetConfig, ModelConfig
 from mlx_fleet.protocol import (
@@ -31,39 +25,24 @@ from mlx_fleet.protocol import (
     Generate,
     Kind,
     Sampling,
+    Started,
     TextInput,
     TokensInput,
-    ToolCallDelta,
     decode_delta,
     decode_end,
-    encode,
 )
 from router import openai_types as oa
 from router.admission import Admission
 from router.errors import ApiError, validation_error
+from router.event_stream import line_json
 from router.fleet_client import FleetClient, RequestStream, SupervisorUnavailable
-from router.reply import Reply, chat_logprobs, chat_message, completion_logprobs, is_plain, stream_tool_calls
+from router.reply import Reply, chat_logprobs, chat_message, completion_logprobs, stream_tool_calls
 from router.usage import UsageRecord
 
 _json = msgspec.json.encode
 _DECODERS: dict[type, Callable[[bytes], object]] = {}
 _DONE = b"data: [DONE]\n\n"
 RequestT = TypeVar("RequestT")
-# JSON leaves these unescaped, but clients that split a stream into lines the way Python's
-# str.splitlines does (httpx's aiter_lines, which many OpenAI-SDK users' own loops use) break a
-# line at each: a token holding one would cut its event in two.
-_LINE_BREAKS = ((b"\xc2\x85", b"\\u0085"), (b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"))
-
-
-def line_json(value: object) -> bytes:
-    """JSON that stays on one line for every line splitter."""
-    out = _json(value)
-    if b"\xc2\x85" in out or b"\xe2\x80" in out:
-        for raw, escaped in _LINE_BREAKS:
-            out = out.replace(raw, escaped)
-    return out
-
-
 def decode_request(body: bytes, kind: type[RequestT]) -> RequestT:
     """A request body as `kind` (a msgspec struct), or a 400 worded like OpenAI's."""
     decoder = _DECODERS.get(kind) or _DECODERS.setdefault(kind, msgspec.json.Decoder(kind).decode)
@@ -192,7 +171,7 @@ class Exchange:
                             first = False
                             self.first_token()
                         reply.add(decode_delta(body))
-                    else:
+                    elif kind == Kind.END:
                         end = decode_end(body)
                         if isinstance(end, Failure):
                             raise ApiError.from_failure(end)
@@ -208,52 +187,6 @@ def _usage(done: Done) -> oa.Usage:
     return oa.Usage(prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
                     total_tokens=u.prompt_tokens + u.completion_tokens,
                     prompt_tokens_details=oa.PromptTokensDetails(cached_tokens=u.cached_tokens))
-
-
-class Framer(Protocol):
-    """How one API frames a streamed answer. `_sse` calls it, in this order: `opening` once, with
-    the first batch (so the client's first byte marks the model's first token); for each batch
-    of deltas, `text` when they carry only answer text (the fast path: per-token work belongs
-    there alone) or `parts` when they carry thinking, tool calls or log probabilities; then
-    `finish` (everything after the last delta, end of stream included) or `error`. Each returns
-    the bytes to write."""
-
-    def opening(self) -> bytes: ...
-    def text(self, text: str) -> bytes: ...
-    def parts(self, deltas: list[Delta]) -> bytes: ...
-    def finish(self, done: Done) -> bytes: ...
-    def error(self, failure: Failure) -> bytes: ...
-
-
-class BlockFramer:
-    """What the Responses and Anthropic framers share: a reply streamed as a sequence of blocks
-    (their output items, content blocks) in the order the model produced them: thinking, answer
-    text, each tool call (its start, its arguments' text as the model writes it, its end). A
-    subclass names its two text kinds and says how a delta of either kind, and a piece of a
-    call, is framed."""
-
-    thinking_kind = "thinking"
-    answer_kind = "text"
-
-    def _delta(self, kind: str, text: str) -> bytes:
-        raise NotImplementedError
-
-    def _call(self, piece: ToolCallDelta) -> bytes:
-        raise NotImplementedError
-
-    def text(self, text: str) -> bytes:
-        # a token with no text (yet), or tool-call markup: nothing to say
-        return self._delta(self.answer_kind, text) if text else b""
-
-    def parts(self, deltas: list[Delta]) -> bytes:
-        out = b""
-        for d in deltas:
-            if d.reasoning:
-                out += self._delta(self.thinking_kind, d.reasoning)
-            out += self.text(d.text)
-            for piece in d.tool_calls:
-                out += self._call(piece)
-        return out
 
 
 class CompletionFrames:
@@ -301,7 +234,7 @@ class CompletionFrames:
                       "logprobs": chat_logprobs(scored) if scored else None}
         return b"data: " + self._head + b',"choices":[' + line_json(choice) + b"]}\n\n"
 
-    def opening(self) -> bytes:
+    def opening(self, started: Started | None) -> bytes:
         if not self.chat:
             return b""
         return b"data: " + self._head + b',"choices":[{"index":0,"delta":{"role":"assistant","content":""},' \
@@ -334,62 +267,3 @@ def completion_body(ex: Exchange, request: Generate, chat: bool) -> Callable[[Re
         return _json(oa.Completion(id=ex.id, created=ex.created, model=ex.model, usage=_usage(done), choices=[
             oa.CompletionChoice(text=reply.text, finish_reason=done.finish_reason, logprobs=logprobs)]))
     return body
-
-
-async def respond(ex: Exchange, request: Generate, framer: Framer | None,
-                  whole: Callable[[Reply], bytes]) -> Response:
-    """Run `request`: streamed through `framer`, or (without one) answered whole by `whole(reply)`."""
-    rs = ex.open(Kind.GENERATE, encode(request))
-    if framer is None:
-        return Response(whole(await ex.collect(rs)), media_type="application/json")
-
-    if ex.usage is not None:
-        ex.usage.stream = True
-    try:
-        first = await rs.take()
-        ex.first_token()
-        if first[0][0] == Kind.END:
-            end = decode_end(first[0][1])
-            if isinstance(end, Failure):
-                raise ApiError.from_failure(end)
-    except BaseException:
-        ex.close()
-        raise
-    return Stream(_sse(ex, rs, first, framer), media_type="text/event-stream",
-                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-
-async def _sse(ex: Exchange, rs: RequestStream, first: list[tuple[bytes, bytes]],
-               framer: Framer) -> AsyncIterator[bytes]:
-    try:
-        opening = framer.opening()  # goes out with the first token: one write
-        batch = first
-        while True:
-            deltas: list[Delta] = []
-            end = None
-            for kind, body in batch:
-                if kind == Kind.DELTA:
-                    deltas.append(decode_delta(body))
-                else:
-                    end = decode_end(body)
-            if not deltas:
-                out = b""
-            elif all(is_plain(d) for d in deltas):
-                out = framer.text("".join(d.text for d in deltas))
-            else:
-                out = framer.parts(deltas)
-            if opening:
-                out, opening = opening + out, b""
-            if end is None:
-                if out:
-                    yield out
-                batch = await rs.take()
-                continue
-            if isinstance(end, Failure):
-                yield out + framer.error(end)
-            else:
-                ex.finished(end)
-                yield out + framer.finish(end)
-            return
-    finally:
-        ex.close()  # a client that went away stops its generation within one step

@@ -22,16 +22,22 @@ from litestar import Request, Response, post
 from litestar.datastructures import State
 from litestar.params import JSONBody
 
-from mlx_fleet.protocol import Done, Failure, Generate, Kind, Sampling, TokenCount, ToolCallDelta, encode
-from router import anthropic_types as an
-from router.completions import (
-    BlockFramer,
-    Exchange,
-    default_temperature,
-    line_json,
-    respond,
+from mlx_fleet.protocol import (
+    Done,
+    Failure,
+    Generate,
+    Kind,
+    Sampling,
+    Started,
+    TokenCount,
+    ToolCallDelta,
+    Usage,
+    encode,
 )
+from router import anthropic_types as an
+from router.completions import Exchange, default_temperature
 from router.errors import ANTHROPIC_ERROR_HANDLERS, ApiError
+from router.event_stream import BlockFramer, line_json, respond
 from router.messages_input import chat_input, response_format, sampling
 from router.openapi import AnthropicEnvelope, body_dto, error_responses
 from router.reply import CallParts, Reply
@@ -50,9 +56,8 @@ def _stop(done: Done) -> tuple[str, str | None]:
     return _STOP_REASONS[done.finish_reason], None
 
 
-def _usage(done: Done) -> dict[str, int]:
+def _usage(u: Usage) -> dict[str, int]:
     """Anthropic counts cache reads apart from `input_tokens` (its total is the sum of both)."""
-    u = done.usage
     return {"input_tokens": u.prompt_tokens - u.cached_tokens, "output_tokens": u.completion_tokens,
             "cache_read_input_tokens": u.cached_tokens, "cache_creation_input_tokens": 0}
 
@@ -74,27 +79,27 @@ def _message(ex: Exchange, reply: Reply) -> dict[str, Any]:
     content += [_tool_use(call) for call in reply.tool_calls]
     reason, sequence = _stop(reply.done)
     return {"id": ex.id, "type": "message", "role": "assistant", "model": ex.model, "content": content,
-            "stop_reason": reason, "stop_sequence": sequence, "usage": _usage(reply.done)}
+            "stop_reason": reason, "stop_sequence": sequence, "usage": _usage(reply.done.usage)}
 
 
 class MessageEvents(BlockFramer):
     """Anthropic's stream for one request: content blocks opened as their first part arrives.
 
-    `message_start` cannot know the prompt's length yet (it goes out with the first token), so its
-    `input_tokens` is 0 and the real counts come in `message_delta`, which the SDK's accumulator
-    reads."""
+    `message_start` reports the prompt's tokens as the worker counted them when it accepted the
+    request (Claude Code reads them there for its context accounting); `message_delta` repeats
+    them with the output's."""
 
     def __init__(self, ex: Exchange) -> None:
-        message = {"id": ex.id, "type": "message", "role": "assistant", "model": ex.model, "content": [],
-                   "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 0, "output_tokens": 0}}
-        self._opening = b'event: message_start\ndata: {"type":"message_start","message":' + line_json(message) \
-            + b"}\n\n" + _PING
+        self.ex = ex
         self.blocks: list[str] = []   # the type of each block opened so far
         self.open: str | None = None  # the type of the block being streamed, until its stop
         self._prefix = b""            # the JSON before a delta's text in that block
 
-    def opening(self) -> bytes:
-        return self._opening
+    def opening(self, started: Started | None) -> bytes:
+        prompt = Usage(started.prompt_tokens, 0, started.cached_tokens) if started is not None else Usage(0, 0)
+        message = {"id": self.ex.id, "type": "message", "role": "assistant", "model": self.ex.model, "content": [],
+                   "stop_reason": None, "stop_sequence": None, "usage": _usage(prompt)}
+        return b'event: message_start\ndata: {"type":"message_start","message":' + line_json(message) + b"}\n\n" + _PING
 
     def _start(self, kind: str, block: dict[str, Any]) -> bytes:
         out = self._stop_block()
@@ -141,7 +146,7 @@ class MessageEvents(BlockFramer):
             out += self._start("text", _block("text", "")) + self._stop_block()
         reason, sequence = _stop(done)
         delta = {"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": sequence},
-                 "usage": _usage(done)}
+                 "usage": _usage(done.usage)}
         return out + b"event: message_delta\ndata: " + line_json(delta) + b"\n\n" + _STOP_MESSAGE
 
     @staticmethod

@@ -16,7 +16,10 @@ from msgspec import Meta
 Temperature = Annotated[float, Meta(ge=0, le=2)]
 Probability = Annotated[float, Meta(ge=0, le=1)]
 Penalty = Annotated[float, Meta(ge=-2, le=2)]
-PositiveInt = Annotated[int, Meta(ge=1)]
+# The wire's msgpack integers hold 64 bits: a bigger value is the client's 400, not a 500 at encoding.
+_INT64 = 2**63 - 1
+PositiveInt = Annotated[int, Meta(ge=1, le=_INT64)]
+NonNegativeInt = Annotated[int, Meta(ge=0, le=_INT64)]
 Stop = str | Annotated[list[str], Meta(max_length=4)] | None
 
 
@@ -123,14 +126,14 @@ class _Sampling(_Request, kw_only=True):
     stop: Stop = None
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
-    seed: int | None = None
+    seed: Annotated[int, Meta(ge=-_INT64 - 1, le=_INT64)] | None = None
     # Documented fields that do not change the result: accepted and ignored.
     user: str | None = None
     store: bool | None = None
     metadata: dict[str, str] | None = None
     service_tier: str | None = None
     # Extensions that mlx-lm's samplers support and OpenAI's API does not have:
-    top_k: Annotated[int, Meta(ge=0)] | None = None
+    top_k: NonNegativeInt | None = None
     min_p: Probability | None = None
     repetition_penalty: Annotated[float, Meta(gt=0)] | None = None
 

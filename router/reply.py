@@ -26,6 +26,7 @@ class Reply:
     reasoning: list[str] = field(default_factory=list)
     tool_calls: list[CallParts] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)
+    answer_logprobs: list[TokenLogprob] = field(default_factory=list)  # those of tokens not thinking or calls
     done: Done | None = None
 
     def add(self, delta: Delta) -> None:
@@ -38,6 +39,8 @@ class Reply:
             self.tool_calls[piece.index].arguments.append(piece.arguments)
         if delta.logprobs:
             self.logprobs.extend(delta.logprobs)
+            if is_answer(delta):
+                self.answer_logprobs.extend(delta.logprobs)
 
     @property
     def text(self) -> str:
@@ -46,6 +49,12 @@ class Reply:
 
 def is_plain(delta: Delta) -> bool:
     return not (delta.reasoning or delta.tool_calls or delta.logprobs)
+
+
+def is_answer(delta: Delta) -> bool:
+    """Whether the tokens of `delta` belong to the answer's text (those whose text is still held
+    back, at a possible stop string's start, included), not to thinking or a call."""
+    return not (delta.reasoning or delta.tool_calls)
 
 
 def chat_message(reply: Reply) -> oa.AssistantMessage:
@@ -57,11 +66,17 @@ def chat_message(reply: Reply) -> oa.AssistantMessage:
                                reasoning_content="".join(reply.reasoning) or None, tool_calls=calls or None)
 
 
+def token_logprobs(items: list[TokenLogprob]) -> list[oa.TokenLogprobOut]:
+    """Tokens' log probabilities in OpenAI's shape, which chat's `logprobs.content` and Responses'
+    `output_text` parts (and their delta events) share."""
+    return [oa.TokenLogprobOut(token=t.token, logprob=t.logprob, bytes=list(t.token.encode()),
+                               top_logprobs=[oa.TopLogprob(token=a, logprob=v, bytes=list(a.encode()))
+                                             for a, v in t.top])
+            for t in items]
+
+
 def chat_logprobs(items: list[TokenLogprob]) -> oa.ChatLogprobs:
-    return oa.ChatLogprobs(content=[
-        oa.TokenLogprobOut(token=t.token, logprob=t.logprob, bytes=list(t.token.encode()),
-                           top_logprobs=[oa.TopLogprob(token=a, logprob=v, bytes=list(a.encode())) for a, v in t.top])
-        for t in items])
+    return oa.ChatLogprobs(content=token_logprobs(items))
 
 
 def completion_logprobs(items: list[TokenLogprob], offset: int, top: bool) -> oa.CompletionLogprobs:

@@ -9,7 +9,9 @@ answer (`response.output_text.delta`...), a `function_call` per tool call
 (`response.function_call_arguments.delta` as the model writes them, `.done`); then `response.completed` (or
 `response.incomplete` at the length limit, `response.failed` on an error). The JSON around an
 answer's text delta is built once per item; per delta only the text and the sequence number are
-encoded.
+encoded. Asked for (`include: ["message.output_text.logprobs"]`, `top_logprobs`), the answer
+tokens' log probabilities go out with the text they made, on its delta event and on the
+`output_text` part.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ from litestar import Request, Response, post
 from litestar.datastructures import State
 from litestar.params import JSONBody
 
-from mlx_fleet.config import FleetConfig
-from mlx_fleet.protocol import Done, Failure, ToolCallDelta
+from mlx_fleet.protocol import Done, Failure, Started, TokenLogprob, ToolCallDelta
 from router import responses_types as rt
-from router.completions import BlockFramer, Exchange, line_json, respond
+from router.completions import Exchange
+from router.event_stream import BlockFramer, line_json, respond
 from router.openapi import body_dto, error_responses
-from router.reply import CallParts, Reply
+from router.reply import CallParts, Reply, token_logprobs
 from router.responses_input import generate_request
 from router.usage import usage_record
 
@@ -48,11 +50,12 @@ def _usage(done: Done) -> dict[str, Any]:
             "total_tokens": u.prompt_tokens + u.completion_tokens}
 
 
-def _item(kind: str, item_id: str, text: str, status: str) -> dict[str, Any]:
-    """A message or reasoning output item holding `text`."""
+def _item(kind: str, item_id: str, text: str, status: str,
+          logprobs: list[TokenLogprob] | None = None) -> dict[str, Any]:
+    """A message or reasoning output item holding `text` (a message's with its tokens' `logprobs`)."""
     if kind == "message":
-        return {"id": item_id, "type": "message", "role": "assistant", "status": status,
-                "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]}
+        part = {"type": "output_text", "text": text, "annotations": [], "logprobs": token_logprobs(logprobs or [])}
+        return {"id": item_id, "type": "message", "role": "assistant", "status": status, "content": [part]}
     return {"id": item_id, "type": "reasoning", "summary": [], "status": status,
             "content": [{"type": "reasoning_text", "text": text}]}
 
@@ -72,7 +75,7 @@ def output_of(reply: Reply, done: Done) -> list[dict[str, Any]]:
     if reply.reasoning:
         items.append(_item("reasoning", _new_id("rs"), "".join(reply.reasoning), status))
     if reply.text or not reply.tool_calls:
-        items.append(_item("message", _new_id("msg"), reply.text, status))
+        items.append(_item("message", _new_id("msg"), reply.text, status, reply.answer_logprobs))
     return items + [_call_item(_new_id("fc"), call, "completed") for call in reply.tool_calls]
 
 
@@ -108,13 +111,15 @@ class ResponseShape:
 
 @dataclass(slots=True)
 class _OpenItem:
-    """The message or reasoning item being streamed: its text so far, and its delta's JSON prefix."""
+    """The message or reasoning item being streamed: its text (and a message's log probabilities)
+    so far, and its delta's JSON prefix."""
 
     kind: str
     id: str
     index: int
     prefix: bytes
     texts: list[str] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
 class ResponseEvents(BlockFramer):
@@ -127,13 +132,14 @@ class ResponseEvents(BlockFramer):
         self.output: list[dict[str, Any]] = []  # the items so far (a call's, from its start)
         self.open: _OpenItem | None = None
         self.calls: dict[int, tuple[str, int, CallParts]] = {}  # by call index: item id, output index, parts
+        self.scored: list[TokenLogprob] = []  # answer tokens' log probabilities not sent yet
 
     def _event(self, kind: str, **fields: Any) -> bytes:
         data = line_json({"type": kind, **fields, "sequence_number": self.seq})
         self.seq += 1
         return b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n"
 
-    def opening(self) -> bytes:
+    def opening(self, started: Started | None) -> bytes:
         pending = self.shape.pending()
         return self._event("response.created", response=pending) + self._event("response.in_progress", response=pending)
 
@@ -156,9 +162,12 @@ class ResponseEvents(BlockFramer):
         if item is None:
             return b""
         text = "".join(item.texts)
-        done = _item(item.kind, item.id, text, status)
+        if item.kind == "message":
+            item.logprobs += self.scored
+            self.scored = []
+        done = _item(item.kind, item.id, text, status, item.logprobs)
         place = {"item_id": item.id, "output_index": item.index, "content_index": 0}
-        extra = {"logprobs": []} if item.kind == "message" else {}
+        extra = {"logprobs": done["content"][0]["logprobs"]} if item.kind == "message" else {}
         self.output.append(done)
         return (self._event(f"{_KINDS[item.kind][2]}.done", **place, text=text, **extra)
                 + self._event("response.content_part.done", **place, part=done["content"][0])
@@ -167,8 +176,17 @@ class ResponseEvents(BlockFramer):
     def _delta(self, kind: str, text: str) -> bytes:
         out = self._start(kind) if self.open is None or self.open.kind != kind else b""
         self.open.texts.append(text)
+        if self.scored and kind == self.answer_kind:
+            scored, self.scored = self.scored, []
+            self.open.logprobs += scored
+            place = {"item_id": self.open.id, "output_index": self.open.index, "content_index": 0}
+            return out + self._event("response.output_text.delta", **place, logprobs=token_logprobs(scored),
+                                     delta=text)
         self.seq += 1
         return out + self.open.prefix + line_json(text) + b',"sequence_number":' + str(self.seq - 1).encode() + b"}\n\n"
+
+    def _scored(self, logprobs: tuple[TokenLogprob, ...]) -> None:
+        self.scored += logprobs
 
     def _call(self, piece: ToolCallDelta) -> bytes:
         """A piece of a call: its start opens its item, its arguments' text goes out as it comes,
@@ -207,7 +225,6 @@ class ResponseEvents(BlockFramer):
       return_dto=None, responses=error_responses(404, 413, 429))
 async def responses(request: Request, state: State,
                     data: JSONBody[rt.ResponsesRequest]) -> Response[rt.ResponseObject]:
-    config: FleetConfig = state.config
     req = data
     model, name = await state.catalog.resolve(state.fleet, req.model)
     generate = await generate_request(req, model, state)

@@ -20,6 +20,7 @@ from router.conversation import Turn, chat_messages
 from router.errors import ApiError, validation_error
 
 _ROLES = {"developer": "system"}
+LOGPROBS = "message.output_text.logprobs"  # the `include` value that asks for them
 _ITEMS: dict[str, type] = {"message": rt.MessageItem, "function_call": rt.FunctionCallItem,
                            "function_call_output": rt.FunctionCallOutputItem}
 
@@ -33,9 +34,6 @@ def refuse_what_cannot_be_honoured(req: rt.ResponsesRequest) -> None:
         raise ApiError(400, "Stored prompt templates are not supported.", param="prompt", code="unsupported_parameter")
     if req.background:
         raise ApiError(400, "Background responses are not supported.", param="background",
-                       code="unsupported_parameter")
-    if req.top_logprobs:
-        raise ApiError(400, "logprobs are not supported on this route.", param="top_logprobs",
                        code="unsupported_parameter")
 
 
@@ -157,7 +155,15 @@ async def generate_request(req: rt.ResponsesRequest, model: ModelConfig, state: 
     messages = await chat_messages(_turns(req), model, state.images, config.server.max_images_per_request, "input",
                                    "responses")
     chat = ChatInput(messages, tools, choice, _template_kwargs(req))
-    return Generate(chat, sampling(req, config, model), _format(req))
+    return Generate(chat, sampling(req, config, model), _format(req), _logprobs(req))
+
+
+def _logprobs(req: rt.ResponsesRequest) -> int | None:
+    """How many alternatives each answer token's log probability comes with, or None for none:
+    asked by `include` (OpenAI's way) or by `top_logprobs` alone."""
+    if LOGPROBS in (req.include or ()) or req.top_logprobs:
+        return req.top_logprobs or 0
+    return None
 
 
 def _template_kwargs(req: rt.ResponsesRequest) -> dict[str, Any]:

@@ -15,7 +15,15 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from router.openai_types import JsonObjectFormat, PositiveInt, Probability, Temperature, TextFormat, _Request
+from router.openai_types import (
+    JsonObjectFormat,
+    PositiveInt,
+    Probability,
+    Temperature,
+    TextFormat,
+    TokenLogprobOut,
+    _Request,
+)
 
 
 class InputText(_Request, kw_only=True, tag="input_text", tag_field="type"):
@@ -145,7 +153,7 @@ class ResponseOutputText(_Reply, kw_only=True):
     type: Literal["output_text"]
     text: str
     annotations: list[Any]
-    logprobs: list[Any]
+    logprobs: list[TokenLogprobOut]
 
 
 class ResponseOutputMessage(_Reply, kw_only=True, tag="message", tag_field="type"):

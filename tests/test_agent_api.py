@@ -12,8 +12,10 @@ from typing import Literal
 
 import openai
 import pytest
+import zmq
 
 from fleet_server import FleetServer, chat_text, strict_client, write_config
+from mlx_fleet.protocol import ChatInput, Generate, Message, Sampling, Tool, ToolChoice
 from tiny_models import (
     NO_SYSTEM_TEMPLATE,
     QWEN_THINKING_TEMPLATE,
@@ -22,6 +24,7 @@ from tiny_models import (
     always_writes,
     build_tiny_lm,
 )
+from worker_process import generate, worker
 
 USER = [{"role": "user", "content": "What is the weather in Paris?"}]
 # Bounded values: a random model would otherwise write one string or number until max_tokens.
@@ -146,22 +149,44 @@ def test_forced_call_is_valid_against_its_schema(client: openai.OpenAI, choice) 
     assert "<tool_call>" not in (r.choices[0].message.content or "")
 
 
+@pytest.fixture(scope="module")
+def tools_worker(models: dict[str, Path]) -> Iterator[tuple[zmq.Socket, zmq.Socket]]:
+    """The tool model in a worker of its own, read straight from its sink: one Delta a message."""
+    with worker(models["tools"], "text") as (control, sink, _):
+        yield control, sink
+
+
 @pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "get_weather"}}])
-def test_streamed_call_arguments_arrive_as_deltas_equal_to_the_whole_call(client: openai.OpenAI, choice) -> None:
+def test_streamed_call_arguments_arrive_as_deltas_equal_to_the_whole_call(client: openai.OpenAI, tools_worker,
+                                                                          choice) -> None:
+    """How many chunks a call's arguments take depends on how fast the router reads (it frames
+    what arrived together as one chunk), so the HTTP stream is checked for what holds however its
+    pieces were merged, and the pieces themselves where nothing merges them: the worker's sink."""
     kwargs = dict(model="tools", messages=USER, tools=TOOLS, tool_choice=choice, max_tokens=120, temperature=0)
     chunks = list(client.chat.completions.create(stream=True, **kwargs))
     deltas = [d for c in chunks if c.choices for d in c.choices[0].delta.tool_calls or ()]
     content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     first, *rest = deltas
     assert first.index == 0 and first.id.startswith("call_") and first.type == "function" and first.function.name
-    assert rest and all(d.index == 0 and d.id is None and d.function.name is None for d in rest)
-    assert len([d for d in deltas if d.function.arguments]) >= 2  # streamed, not sent whole
+    assert all(d.index == 0 and d.id is None and d.function.name is None for d in rest)
     arguments = "".join(d.function.arguments or "" for d in deltas)
     assert _valid(json.loads(arguments), {"get_weather": WEATHER, "get_time": CLOCK}[first.function.name])
     assert "<tool_call>" not in content and "tool_call" not in content
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
     (whole,) = client.chat.completions.create(**kwargs).choices[0].message.tool_calls
     assert (whole.function.name, whole.function.arguments) == (first.function.name, arguments)
+
+    # The same request as the router sends it, to a worker of the same model: a Delta per token
+    tools = tuple(Tool(t["function"]["name"], t["function"]["description"], json.dumps(t["function"]["parameters"]))
+                  for t in TOOLS)
+    wire_choice = ToolChoice("function", choice["function"]["name"]) if isinstance(choice, dict) else ToolChoice(choice)
+    request = Generate(ChatInput((Message("user", USER[0]["content"]),), tools, wire_choice),
+                       Sampling(max_tokens=120, temperature=0.0))
+    sent, done = generate(*tools_worker, request)
+    assert done.finish_reason == "tool_calls" and all(d.tokens == 1 for d in sent)
+    pieces = [p for d in sent for p in d.tool_calls]
+    assert len([d for d in sent if any(p.arguments for p in d.tool_calls)]) >= 2  # streamed, not sent whole
+    assert (pieces[0].name, "".join(p.arguments for p in pieces)) == (first.function.name, arguments)
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -7,17 +7,10 @@ serve (the router refuses those first, so only the worker's own check answers he
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import zmq
 
 from mlx_fleet.protocol import (
     ChatInput,
@@ -26,18 +19,12 @@ from mlx_fleet.protocol import (
     Generate,
     Kind,
     Message,
-    Ready,
     Sampling,
-    Shutdown,
-    decode_control,
-    decode_end,
     encode,
 )
 from tiny_models import build_tiny_bert
+from worker_process import end_of, worker
 from worker.engine import DEFAULT_CONTEXT, Engine, Unsupported, config_value, tokenizer_limit, vocab_size
-
-ROOT = Path(__file__).resolve().parent.parent
-
 
 class Bare(Engine):
     def __init__(self) -> None:
@@ -90,43 +77,6 @@ def test_every_engine_is_an_engine() -> None:
 
 
 # --------------------------------------------------------------------------- a real worker process
-
-
-@contextmanager
-def worker(path: Path, kind: str) -> Iterator[tuple[zmq.Socket, zmq.Socket, Ready]]:
-    """A `python -m worker` on a real model, ready, with its control socket and its sink."""
-    ctx = zmq.Context()
-    runtime = Path(tempfile.mkdtemp())
-    control, sink = ctx.socket(zmq.ROUTER), ctx.socket(zmq.PULL)
-    control.bind(f"ipc://{runtime}/control")
-    sink.bind(f"ipc://{runtime}/sink")
-    proc = subprocess.Popen([sys.executable, "-m", "worker", "--model-id", "m", "--path", str(path), "--type", kind,
-                             "--endpoint", f"ipc://{runtime}/control", "--sink", f"ipc://{runtime}/sink",
-                             "--identity", "w", "--parent-pid", str(os.getpid()), "--state-dir", str(runtime)],
-                            cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    try:
-        while True:
-            assert control.poll(120_000), "the worker did not report"
-            _, frame_kind, _, body = control.recv_multipart()
-            message = decode_control(body) if frame_kind == Kind.CONTROL else None
-            if isinstance(message, Ready):
-                break
-        yield control, sink, message
-        control.send_multipart((b"w", Kind.CONTROL, b"", encode(Shutdown())))
-        assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        ctx.destroy(linger=0)
-
-
-def end_of(control: zmq.Socket, rid: bytes) -> object:
-    while True:
-        assert control.poll(30_000), "no END from the worker"
-        frames = control.recv_multipart()
-        if frames[1] == Kind.END and frames[2] == rid:
-            return decode_end(frames[3])
 
 
 def test_text_worker_refuses_embeddings_and_still_serves(tiny_lm: Path) -> None:

@@ -167,6 +167,24 @@ def test_streamed_events_come_in_order(claude: anthropic.Anthropic) -> None:
         whole.usage.input_tokens + whole.usage.cache_read_input_tokens
 
 
+def test_message_start_reports_the_prompt_tokens(claude: anthropic.Anthropic) -> None:
+    """Claude Code reads the prompt's size from `message_start`: it is the real count from the
+    first event on, the same as count_tokens' and as `message_delta`'s, and a prompt the worker
+    found in its prompt cache says so there too."""
+    long = " ".join([QUESTION] * 12)  # long enough for the next request to start from the cache
+    kwargs = {"model": "tiny", "max_tokens": 4, "system": "Be brief.", "messages": [{"role": "user", "content": long}]}
+    counted = claude.messages.count_tokens(model="tiny", system="Be brief.", messages=kwargs["messages"]).input_tokens
+    for _ in range(2):  # the second time, most of the prompt comes from the prompt cache
+        events = list(claude.messages.create(**kwargs, stream=True))
+        start, delta = events[0], events[-2]
+        assert start.type == "message_start" and delta.type == "message_delta"
+        first = start.message.usage
+        assert first.input_tokens + first.cache_read_input_tokens == counted
+        assert (first.input_tokens, first.cache_read_input_tokens) == \
+            (delta.usage.input_tokens, delta.usage.cache_read_input_tokens)
+    assert first.cache_read_input_tokens > 0
+
+
 def test_an_answer_that_ends_on_its_own_is_an_end_turn(claude: anthropic.Anthropic) -> None:
     kwargs = {"model": "tiny-stops", "max_tokens": 16, "messages": [{"role": "user", "content": QUESTION}]}
     m = claude.messages.create(**kwargs)
@@ -211,6 +229,7 @@ def test_count_tokens_is_the_prompt_a_generation_sees(claude: anthropic.Anthropi
 @pytest.mark.parametrize("change,status,kind", [
     ({"model": "nope"}, 404, "not_found_error"),
     ({"max_tokens": None}, 400, "invalid_request_error"),
+    ({"max_tokens": 2**64}, 400, "invalid_request_error"),  # more than the wire's integers hold: not a 500
     ({"tools": [{"name": "f", "input_schema": {"type": "object"}}]}, 400, "invalid_request_error"),
     ({"tools": [{"type": "bash_20250124", "name": "bash"}]}, 400, "invalid_request_error"),
     ({"tools": [{"name": "f", "input_schema": {"type": "object"}}], "tool_choice": {"type": "tool", "name": "g"}},

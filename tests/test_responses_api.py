@@ -109,6 +109,37 @@ def test_streamed_events_come_in_order(client: openai.OpenAI) -> None:
     assert final.usage.input_tokens == whole.usage.input_tokens
 
 
+def scored(logprobs) -> list[tuple]:
+    """Tokens' log probabilities, with their alternatives, whichever API's types hold them."""
+    return [(t.token, round(t.logprob, 4), [(a.token, round(a.logprob, 4)) for a in t.top_logprobs or []])
+            for t in logprobs]
+
+
+def test_logprobs_are_the_chat_routes(client: openai.OpenAI) -> None:
+    """Asked for as OpenAI does (`include`, `top_logprobs`), in the output_text part and on each
+    text delta event, equal to the chat route's for the same conversation."""
+    messages = [{"role": "user", "content": QUESTION}]
+    expected = client.chat.completions.create(model="tiny", messages=messages, max_tokens=10, temperature=0,
+                                              logprobs=True, top_logprobs=3).choices[0].logprobs.content
+    wanted = scored(expected)
+    assert len(wanted) == 10 and all(len(alternatives) == 3 for _, _, alternatives in wanted)
+    kwargs = {"model": "tiny", "input": QUESTION, "max_output_tokens": 10, "temperature": 0}
+    r = client.responses.create(**kwargs, include=["message.output_text.logprobs"], top_logprobs=3)
+    assert scored(r.output[0].content[0].logprobs) == wanted
+    events = list(client.responses.create(**kwargs, include=["message.output_text.logprobs"], top_logprobs=3,
+                                          stream=True))
+    deltas = [e for e in events if e.type == "response.output_text.delta"]
+    assert "".join(e.delta for e in deltas) == r.output_text
+    assert scored([t for e in deltas for t in e.logprobs]) == wanted
+    done = next(e for e in events if e.type == "response.output_text.done")
+    assert scored(done.logprobs) == scored(events[-1].response.output[0].content[0].logprobs) == wanted
+    # `include` alone: each token's own log probability; `top_logprobs` alone asks for them too
+    alone = client.responses.create(**kwargs, include=["message.output_text.logprobs"])
+    assert scored(alone.output[0].content[0].logprobs) == [(t, v, []) for t, v, _ in wanted]
+    assert scored(client.responses.create(**kwargs, top_logprobs=3).output[0].content[0].logprobs) == wanted
+    assert client.responses.create(**kwargs).output[0].content[0].logprobs == []
+
+
 @pytest.mark.parametrize("extra,param", [
     ({"previous_response_id": "resp_123"}, "previous_response_id"),
     ({"tools": [{"type": "web_search"}]}, "tools[0].type"),

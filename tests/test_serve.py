@@ -15,11 +15,19 @@ import pytest
 from fleet_server import FleetServer, alive, strict_client, wait_gone, write_config
 
 
+def _cmdline(process: psutil.Process) -> list[str]:
+    """A process's command line, or nothing for one that has just exited (a spare being replaced)."""
+    try:
+        return process.cmdline()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return []
+
+
 def _tree_with_worker(server: FleetServer) -> list[psutil.Process]:
     client = strict_client(server.base_url)
     client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
     tree = server.tree()
-    names = [" ".join(p.cmdline()) for p in tree]
+    names = [" ".join(_cmdline(p)) for p in tree]
     assert any("-m supervisor" in n for n in names) and any("-m worker" in n for n in names), names
     return tree
 
@@ -40,8 +48,8 @@ def test_supervisor_killed_router_answers_503_and_workers_exit(tmp_path: Path, t
     server = FleetServer(write_config(tmp_path / "fleet.toml", {"tiny": tiny_lm}), tmp_path / "state").wait_ready()
     try:
         tree = _tree_with_worker(server)
-        supervisor = next(p for p in tree if "-m supervisor" in " ".join(p.cmdline()))
-        workers = [p for p in tree if "-m worker" in " ".join(p.cmdline())]
+        supervisor = next(p for p in tree if "-m supervisor" in " ".join(_cmdline(p)))
+        workers = [p for p in tree if "-m worker" in " ".join(_cmdline(p))]
         supervisor.kill()
         assert wait_gone(workers, 10) == [], "workers must notice their supervisor died and exit"
         started = time.monotonic()

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from mlx_fleet.protocol import Delta, Done, Failure, ToolCallDelta, Usage
+from mlx_fleet.protocol import Delta, Done, Failure, TokenLogprob, ToolCallDelta, Usage
 from router.completions import CompletionFrames
 from router.messages import MessageEvents
 from router.responses import ResponseEvents, ResponseShape
@@ -73,7 +73,7 @@ def test_anthropic_and_responses_deltas_are_one_line_each(text: str) -> None:
     ((name, data),) = events(f.text(text))
     assert data["delta"]["text"] == text and data["index"] == 0
     f = responses_frames()
-    opening = events(f.opening())
+    opening = events(f.opening(None))
     added, part, (name, data) = events(f.text(text))  # the first text opens the message item
     assert [added[0], part[0]] == ["response.output_item.added", "response.content_part.added"]
     assert name == data["type"] == "response.output_text.delta" and data["delta"] == text
@@ -84,11 +84,12 @@ def test_anthropic_and_responses_deltas_are_one_line_each(text: str) -> None:
 
 def test_thinking_text_and_calls_become_blocks_and_items_in_order() -> None:
     """A call comes in pieces (its start, its arguments as written, its end), as the worker streams it."""
+    end = Usage(5, 3)
     deltas = [Delta("", reasoning="hm\u2028m"), Delta("It is"),
               Delta("", tool_calls=(ToolCallDelta(0, '{"zone": ', "call_1", "get_time"),)),
               Delta("", tool_calls=(ToolCallDelta(0, '"utc"}'), ToolCallDelta(0, done=True)))]
     f = anthropic_frames()
-    got = events(f.opening() + f.parts(deltas[:3]) + f.parts(deltas[3:]) + f.finish(Done("tool_calls", Usage(5, 3))))
+    got = events(f.opening(None) + f.parts(deltas[:3]) + f.parts(deltas[3:]) + f.finish(Done("tool_calls", end)))
     starts = [d["content_block"] for n, d in got if n == "content_block_start"]
     assert [b["type"] for b in starts] == ["thinking", "text", "tool_use"]
     assert starts[2] == {"type": "tool_use", "id": "call_1", "name": "get_time", "input": {}}
@@ -99,7 +100,7 @@ def test_thinking_text_and_calls_become_blocks_and_items_in_order() -> None:
         {"type": "input_json_delta", "partial_json": '"utc"}'}]
     assert got[-2][1]["delta"]["stop_reason"] == "tool_use"
     f = responses_frames()
-    got = events(f.opening() + f.parts(deltas[:3]) + f.parts(deltas[3:]) + f.finish(Done("tool_calls", Usage(5, 3))))
+    got = events(f.opening(None) + f.parts(deltas[:3]) + f.parts(deltas[3:]) + f.finish(Done("tool_calls", end)))
     assert [d["sequence_number"] for _, d in got] == list(range(len(got)))
     final = got[-1][1]["response"]
     assert got[-1][0] == "response.completed"
@@ -108,6 +109,23 @@ def test_thinking_text_and_calls_become_blocks_and_items_in_order() -> None:
     calls = [(n, d) for n, d in got if n.startswith("response.function_call_arguments")]
     assert [d.get("delta", d.get("arguments")) for _, d in calls] == ['{"zone": ', '"utc"}', '{"zone": "utc"}']
     assert calls[-1][0] == "response.function_call_arguments.done"
+
+
+def test_answer_tokens_logprobs_go_out_with_the_text_they_made() -> None:
+    """Responses: a thinking token's log probability is not the message's; an answer token whose
+    text is held back (a stop string's possible start) goes out with the text that follows it."""
+    think, held, said = (TokenLogprob(t, -v, (("x", -2.0),)) for t, v in (("hm", 0.5), ("St", 0.25), ("op", 0.125)))
+    deltas = [Delta("", reasoning="hm", logprobs=(think,)), Delta("", logprobs=(held,)),
+              Delta("Stop", logprobs=(said,))]
+    f = responses_frames()
+    got = events(f.opening(None) + f.parts(deltas[:2]) + f.parts(deltas[2:]) + f.finish(Done("stop", Usage(5, 3))))
+    (delta,) = [d for n, d in got if n == "response.output_text.delta"]
+    assert [t["token"] for t in delta["logprobs"]] == ["St", "op"] and delta["delta"] == "Stop"
+    assert delta["logprobs"][0] == {"token": "St", "logprob": -0.25, "bytes": [83, 116],
+                                    "top_logprobs": [{"token": "x", "logprob": -2.0, "bytes": [120]}]}
+    (done,) = [d for n, d in got if n == "response.output_text.done"]
+    assert done["logprobs"] == delta["logprobs"] == got[-1][1]["response"]["output"][1]["content"][0]["logprobs"]
+    assert [d["sequence_number"] for _, d in got] == list(range(len(got)))
 
 
 def test_every_framer_ends_a_stream_in_its_own_way() -> None:
@@ -123,7 +141,7 @@ def test_every_framer_ends_a_stream_in_its_own_way() -> None:
     ((name, data),) = events(MessageEvents.error(failure))
     assert name == "error" and data["error"] == {"type": "api_error", "message": "boom\u2028and\x85more"}
     f = responses_frames()
-    seq = len(events(f.opening() + f.text("a") + f.text("b")))
+    seq = len(events(f.opening(None) + f.text("a") + f.text("b")))
     tail = events(f.finish(done))
     assert [n for n, _ in tail][-1] == "response.completed" and tail[0][1]["text"] == "ab"
     assert [d["sequence_number"] for _, d in tail] == list(range(seq, seq + 4))

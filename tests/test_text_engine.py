@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mlx_fleet.protocol import ChatInput, Done, Generate, Kind, Message, Sampling, decode_delta, decode_end
+from mlx_fleet.protocol import ChatInput, Done, Generate, Kind, Message, Sampling, Started, decode_delta, decode_end
 
 
 @pytest.fixture(scope="module")
@@ -96,10 +96,13 @@ def test_the_next_turn_starts_from_the_cache_left_by_a_request_that_ran_alone(en
     first = sink.ends[b"1"].usage
     follow = Generate(ChatInput((Message("user", "remember the number seven"), Message("assistant", sink.text[b"1"]),
                                  Message("user", "which number?"))), Sampling(max_tokens=4, temperature=0.0))
-    engine.submit(b"2", follow)
+    started = engine.submit(b"2", follow)
     while engine.active:
         engine.step(sink)
-    assert sink.ends[b"2"].usage.cached_tokens >= first.prompt_tokens
+    usage = sink.ends[b"2"].usage
+    assert usage.cached_tokens >= first.prompt_tokens
+    # the prompt and its cached part are known when the request is accepted, before any token
+    assert started == Started(usage.prompt_tokens, usage.cached_tokens)
 
 
 @pytest.mark.parametrize("steps_before_join", [0, 3, 9])

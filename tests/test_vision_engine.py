@@ -27,6 +27,7 @@ from mlx_fleet.protocol import (
     Kind,
     Message,
     Sampling,
+    Started,
     TextInput,
     TokensInput,
     decode_delta,
@@ -108,7 +109,8 @@ def oracle(engine: VisionEngine, messages: list[dict[str, Any]], images: list[Im
 def test_image_request_runs_to_max_tokens(engine: VisionEngine) -> None:
     img, _ = make_image()
     emit = Collector()
-    assert engine.submit(b"r1", chat(Message("user", "What is in this picture?", (img,)), max_tokens=8)) is None
+    started = engine.submit(b"r1", chat(Message("user", "What is in this picture?", (img,)), max_tokens=8))
+    assert isinstance(started, Started)
     assert engine.active
     steps = run(engine, emit)
 
@@ -116,6 +118,7 @@ def test_image_request_runs_to_max_tokens(engine: VisionEngine) -> None:
     assert isinstance(done, Done)
     assert done.finish_reason == "length"
     assert done.usage.completion_tokens == 8
+    assert done.usage.prompt_tokens == started.prompt_tokens > 0  # known when the request is accepted
     # One token per step, plus the step that reads mlx-vlm's closing result.
     assert steps == 9
     deltas = [e for _, e in emit.events if isinstance(e, Delta)]
@@ -128,7 +131,7 @@ def test_output_equals_mlx_vlm_stream_generate(engine: VisionEngine) -> None:
     img, pil = make_image(seed=3)
     emit = Collector()
     request = chat(Message("system", "Be brief."), Message("user", "Describe it.", (img,)), max_tokens=10)
-    assert engine.submit(b"o", request) is None
+    assert isinstance(engine.submit(b"o", request), Started)
     run(engine, emit)
 
     expected, last = oracle(
@@ -148,7 +151,7 @@ def test_seeded_sampling_equals_mlx_vlm(engine: VisionEngine) -> None:
     img, pil = make_image(seed=4)
     emit = Collector()
     request = chat(Message("user", "Go on.", (img,)), max_tokens=12, temperature=1.0, top_p=0.9, seed=7)
-    assert engine.submit(b"s", request) is None
+    assert isinstance(engine.submit(b"s", request), Started)
     run(engine, emit)
     expected, _ = oracle(engine, [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Go on."}]}],
                          [pil], max_tokens=12, temperature=1.0, top_p=0.9, seed=7)
@@ -167,7 +170,7 @@ def test_images_in_several_messages_and_prompt_tokens(engine: VisionEngine) -> N
         Message("user", "And these two?", (big, small)),
         max_tokens=4,
     )
-    assert engine.submit(b"m", request) is None
+    assert isinstance(engine.submit(b"m", request), Started)
     run(engine, emit)
     messages = [
         {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "First picture."}]},
@@ -180,24 +183,25 @@ def test_images_in_several_messages_and_prompt_tokens(engine: VisionEngine) -> N
     assert done.usage.prompt_tokens == last.prompt_tokens
 
     text_only = Collector()
-    assert engine.submit(b"t", chat(Message("user", "First picture."), max_tokens=4)) is None
+    assert isinstance(engine.submit(b"t", chat(Message("user", "First picture."), max_tokens=4)), Started)
     run(engine, text_only)
     # Same text without the three images: 4 + 16 + 4 image tokens and 3 x 2 vision markers fewer.
     with_images = done.usage.prompt_tokens
     without = text_only.end(b"t").usage.prompt_tokens
     assert with_images > without
     prompt_with_first_image_only = Collector()
-    assert engine.submit(b"f", chat(Message("user", "First picture.", (small,)), max_tokens=1)) is None
+    assert isinstance(engine.submit(b"f", chat(Message("user", "First picture.", (small,)), max_tokens=1)), Started)
     run(engine, prompt_with_first_image_only)
     assert prompt_with_first_image_only.end(b"f").usage.prompt_tokens == without + 4 + 2
 
 
 def test_text_only_chat_plain_prompt_and_token_ids(engine: VisionEngine) -> None:
     emit = Collector()
-    assert engine.submit(b"c", chat(Message("user", "Tell me about bread."), max_tokens=5)) is None
-    assert engine.submit(b"p", Generate(TextInput("The old lighthouse"), Sampling(max_tokens=5, temperature=0.0))) is None
+    assert isinstance(engine.submit(b"c", chat(Message("user", "Tell me about bread."), max_tokens=5)), Started)
+    greedy = Sampling(max_tokens=5, temperature=0.0)
+    assert isinstance(engine.submit(b"p", Generate(TextInput("The old lighthouse"), greedy)), Started)
     ids = engine.tokenizer.encode("The old lighthouse")
-    assert engine.submit(b"k", Generate(TokensInput(tuple(ids)), Sampling(max_tokens=5, temperature=0.0))) is None
+    assert engine.submit(b"k", Generate(TokensInput(tuple(ids)), greedy)) == Started(len(ids))
     run(engine, emit)
 
     expected, _ = oracle(engine, [{"role": "user", "content": "Tell me about bread."}], [], max_tokens=5, temperature=0.0)
@@ -218,7 +222,7 @@ def test_stop_string_ends_with_stop_and_is_not_emitted(engine: VisionEngine) -> 
     assert stop
     emit = Collector()
     request = chat(Message("user", "Say more.", (img,)), max_tokens=16, temperature=1.0, seed=11, stop=(stop,))
-    assert engine.submit(b"x", request) is None
+    assert isinstance(engine.submit(b"x", request), Started)
     run(engine, emit)
     done = emit.end(b"x")
     assert done.finish_reason == "stop"
@@ -232,7 +236,7 @@ def test_stop_string_ends_with_stop_and_is_not_emitted(engine: VisionEngine) -> 
 def test_cancel_running_request(engine: VisionEngine) -> None:
     img, _ = make_image()
     emit = Collector()
-    assert engine.submit(b"c1", chat(Message("user", "Hi", (img,)), max_tokens=50)) is None
+    assert isinstance(engine.submit(b"c1", chat(Message("user", "Hi", (img,)), max_tokens=50)), Started)
     engine.step(emit)
     engine.step(emit)
     engine.cancel(b"c1", emit)
@@ -250,7 +254,7 @@ def test_queue_serves_in_order_and_cancels_waiting_requests(engine: VisionEngine
     img, _ = make_image()
     emit = Collector()
     for rid in (b"a", b"b", b"c"):
-        assert engine.submit(rid, chat(Message("user", "Hi", (img,)), max_tokens=4)) is None
+        assert isinstance(engine.submit(rid, chat(Message("user", "Hi", (img,)), max_tokens=4)), Started)
     engine.step(emit)
     engine.cancel(b"b", emit)  # waiting: ends at once, nothing generated
     cancelled = emit.end(b"b")
@@ -269,7 +273,7 @@ def test_queue_serves_in_order_and_cancels_waiting_requests(engine: VisionEngine
 def test_cancel_all(engine: VisionEngine) -> None:
     emit = Collector()
     for rid in (b"1", b"2"):
-        assert engine.submit(rid, chat(Message("user", "Hi"), max_tokens=20)) is None
+        assert isinstance(engine.submit(rid, chat(Message("user", "Hi"), max_tokens=20)), Started)
     engine.step(emit)
     engine.cancel_all(emit)
     assert [e.finish_reason for _, e in emit.events if isinstance(e, Done)] == ["cancelled", "cancelled"]
@@ -291,7 +295,7 @@ def test_context_length_exceeded(engine: VisionEngine) -> None:
 def test_default_max_tokens_shrinks_to_fit(engine: VisionEngine) -> None:
     emit = Collector()
     request = chat(Message("user", "Hi"), max_tokens=10**6, max_tokens_is_default=True)
-    assert engine.submit(b"d", request) is None
+    assert isinstance(engine.submit(b"d", request), Started)
     engine.step(emit)
     engine.cancel(b"d", emit)
     assert emit.end(b"d").finish_reason == "cancelled"

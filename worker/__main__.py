@@ -34,6 +34,7 @@ from mlx_fleet.protocol import (  # noqa: E402
     MemoryReport,
     Ready,
     Shutdown,
+    Started,
     Failure,
     decode_control,
     decode_embed,
@@ -147,11 +148,10 @@ class Worker:
         engine = self.engine
         if kind == Kind.GENERATE:
             try:
-                failure = engine.submit(rid, decode_generate(body))
+                accepted = engine.submit(rid, decode_generate(body))
             except Unsupported as e:
-                failure = self._unsupported(e)
-            if failure is not None:
-                self.emit(Kind.END, rid, encode(failure))
+                accepted = self._unsupported(e)
+            self.emit(Kind.START if isinstance(accepted, Started) else Kind.END, rid, encode(accepted))
         elif kind == Kind.COUNT:
             self._one_answer(rid, "Counting", lambda: engine.count(decode_generate(body)))
         elif kind == Kind.EMBED:

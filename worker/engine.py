@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from mlx_fleet.protocol import Embed, Embeddings, Failure, Generate, TokenCount
+from mlx_fleet.protocol import Embed, Embeddings, Failure, Generate, Started, TokenCount
 
 Emit = Callable[[bytes, bytes, bytes], None]
 """emit(kind, request_id, body): hands one message to the socket."""
@@ -38,8 +38,9 @@ class Engine(Protocol):
         """Whether `step` has work: a request running or waiting."""
         return False
 
-    def submit(self, rid: bytes, request: Generate) -> Failure | None:
-        """Accept a generation request (its tokens go out through `step`), or say why it cannot run."""
+    def submit(self, rid: bytes, request: Generate) -> Started | Failure:
+        """Accept a generation request (its tokens go out through `step`) and say how long its
+        prompt is, or say why it cannot run."""
         raise Unsupported("chat and text completions")
 
     def count(self, request: Generate) -> TokenCount | Failure:

@@ -22,7 +22,7 @@ from mlx_lm.generate import BatchGenerator, generate_step
 from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
 from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
-from mlx_fleet.protocol import Delta, Done, Failure, Generate, Kind, Sampling, TokenCount, Usage, encode
+from mlx_fleet.protocol import Delta, Done, Failure, Generate, Kind, Sampling, Started, TokenCount, Usage, encode
 from worker.constrain import GrammarProcessor, Grammars
 from worker.engine import Emit, Engine
 from worker.reply import ReplyParser, token_logprob
@@ -110,7 +110,7 @@ class TextEngine(Engine):
         except Refused as e:
             return e.failure
 
-    def submit(self, rid: bytes, request: Generate) -> Failure | None:
+    def submit(self, rid: bytes, request: Generate) -> Started | Failure:
         """Add a request to the batch, or say why it cannot run."""
         try:
             tokens, tools = self.prompt_tokens(request)
@@ -139,7 +139,7 @@ class TextEngine(Engine):
             if self._solo is not None:
                 self._join_batch(self._solo)
             self._insert(live, cache, rest, tokens[: live.cached_tokens], live.max_tokens)
-        return None
+        return Started(len(tokens), live.cached_tokens)
 
     def _run_alone(self, live: _Live, cache: list | None, rest: list[int]) -> None:
         live.cache = cache if cache is not None else make_prompt_cache(self.model)

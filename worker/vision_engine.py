@@ -34,6 +34,7 @@ from mlx_fleet.protocol import (
     ImageData,
     Kind,
     Sampling,
+    Started,
     TextInput,
     TokenCount,
     TokensInput,
@@ -120,7 +121,7 @@ class VisionEngine(Engine):
         prepared = self._prepare(request)
         return prepared if isinstance(prepared, Failure) else TokenCount(int(prepared[1]["input_ids"].size))
 
-    def submit(self, rid: bytes, request: Generate) -> Failure | None:
+    def submit(self, rid: bytes, request: Generate) -> Started | Failure:
         """Prepare a request (template, tokens, pixels) and queue it, or say why it cannot run."""
         refused = unsupported_by_vision(request)
         if refused is not None:
@@ -143,7 +144,7 @@ class VisionEngine(Engine):
                 return Failure("invalid_value", str(e), 400, e.param)
         self._queue.append(_Job(rid, prompt, inputs, prompt_tokens, sampling, StopMatcher(sampling.stop),
                                 grammar=grammar, logprobs=request.logprobs))
-        return None
+        return Started(prompt_tokens)
 
     def _prepare(self, request: Generate) -> tuple[str, dict[str, Any]] | Failure:
         """The prompt text and mlx-vlm's model inputs (input_ids, pixel_values, mask, extras)."""
