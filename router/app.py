@@ -31,6 +31,7 @@ from router import (
     admin_system,
     admin_usage,
     catalog_admin,
+    dashboard,
     messages,
     metrics,
     responses,
@@ -132,7 +133,8 @@ async def openapi_json(request: Request) -> Response:
 
 ROUTES = [chat_completions, completions, responses.responses, *messages.ROUTES, embeddings, list_models, health,
           openapi_json, metrics.metrics, *admin.ROUTES, *catalog_admin.ROUTES, *admin_models.ROUTES,
-          *admin_keys.ROUTES, *admin_usage.ROUTES, *admin_system.ROUTES]
+          *admin_keys.ROUTES, *admin_usage.ROUTES, *admin_system.ROUTES,
+          *dashboard.ROUTES]
 
 
 def create_app(
@@ -171,6 +173,7 @@ def create_app(
     usage = UsageWriter(state_dir, float(config.usage.retention), observers=[request_metrics.observe])
     key_index = KeyIndex(statedb.db_path(state_dir))
     host_check = host_check_factory(server)
+    guard = Guard(server, key_index)
     return Litestar(
         route_handlers=ROUTES,
         lifespan=[state_db_lifespan(usage, key_index), fleet_connection],
@@ -180,8 +183,8 @@ def create_app(
                      "images": ImagePolicy(max_dimension=server.image_max_dimension, allow_urls=server.image_urls,
                                            allowed_hosts=tuple(server.image_allowed_hosts)),
                      "db_path": statedb.db_path(state_dir), "usage": usage, "metrics": request_metrics,
-                     "capabilities": None}),
-        guards=[Guard(server, key_index)],
+                     "capabilities": None, "sessions": guard.sessions}),
+        guards=[guard],
         middleware=[usage_middleware_factory(usage.queue), *([host_check] if host_check else [])],
         cors_config=CORSConfig(allow_origins=server.cors_origins) if server.cors_origins else None,
         exception_handlers={

@@ -22,6 +22,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from mlx_fleet.config import ServerConfig, is_loopback
 from mlx_fleet.keys import KeyIndex
 from router.errors import ApiError
+from router.sessions import Sessions
 from router.usage import USAGE_SCOPE_KEY
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
@@ -60,8 +61,9 @@ def _presented_key(connection: ASGIConnection) -> str | None:
 
 
 class Guard:
-    """`/admin/*` takes the admin key (or, with no admin key set, an API key); `/metrics` also its
-    own key; everything else an API key from the config or a live key from the state database."""
+    """`/admin/*` takes the admin key (or, with no admin key set, an API key), or a dashboard session
+    made with it; `/metrics` also its own key; everything else an API key from the config or a live
+    key from the state database."""
 
     def __init__(self, server: ServerConfig, keys: KeyIndex | None = None) -> None:
         self.api = KeyRing(server.api_keys)
@@ -72,6 +74,7 @@ class Guard:
         # until a key exists (it may start with only the admin key or database keys, which can be
         # revoked while it runs).
         self.open_without_keys = is_loopback(server.host)
+        self.sessions = Sessions(self.admin, open_without_keys=self.open_without_keys)
         # usage rows name a config key by a prefix of its hash, never by the key
         self.config_key_ids = {_digest(k): f"config-{_digest(k).hex()[:8]}" for k in server.api_keys if k}
 
@@ -80,6 +83,8 @@ class Guard:
         if handler.opt.get("public"):
             return
         if connection.url.path.startswith("/admin"):
+            if _presented_key(connection) is None and self.sessions.admit(connection):
+                return
             self._check_admin(connection, [self.admin])
         elif handler.opt.get("metrics"):
             self._check_admin(connection, [self.admin, self.metrics] if self.metrics else [self.admin])

@@ -22,7 +22,8 @@ from mlx_fleet.units import ByteSize
 from router.app import ROUTES, create_app
 
 API_KEY, ADMIN_KEY = "sk-user-0123456789", "sk-admin-0123456789"
-PUBLIC = {"/health"}
+# The dashboard's page, files and sign-in are public; what the page reads is the admin API, guarded.
+PUBLIC = {"/health", "/", "/dashboard", "/dashboard/static/m", "/dashboard/session"}
 ANTHROPIC = {"/v1/messages", "/v1/messages/count_tokens"}  # errors in Anthropic's shape there
 
 
@@ -158,7 +159,9 @@ def test_a_public_server_with_only_database_keys_lets_no_one_in_without_one(tmp_
         assert client.get("/v1/models", headers={"Authorization": f"Bearer {made.key}"}).status_code != 401
         r = client.get("/admin/models/status", headers={"Authorization": f"Bearer {made.key}"})
         assert r.status_code == 403  # no admin key: the admin API is closed, not open
-        assert client.get("/admin/models/status").status_code == 401
+        assert client.get("/admin/models/status").status_code == 401  # nor through a dashboard session
+        assert client.get("/dashboard/session").json()["auth_required"] is True
+        assert client.post("/dashboard/session", json={"key": made.key}).status_code == 401
         keys.revoke_key(conn, made.id)
         assert client.get("/v1/models").status_code == 401  # the last key gone: still closed
 
