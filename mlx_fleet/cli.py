@@ -22,6 +22,7 @@ from pathlib import Path
 import psutil
 
 from mlx_fleet.config import ConfigError, encode_config, load_config
+from mlx_fleet.keys import exposure_problem
 
 log = logging.getLogger("mlx_fleet")
 
@@ -106,6 +107,10 @@ def _serve(args: argparse.Namespace) -> int:
         config = load_config(args.config, environ)
     except ConfigError as e:
         print(f"mlx-fleet: invalid configuration: {e}", file=sys.stderr)
+        return 2
+    exposed = exposure_problem(config.server)
+    if exposed is not None:
+        print(f"mlx-fleet: {args.config or 'the configuration'}: {exposed}", file=sys.stderr)
         return 2
 
     # A stop signal at any moment, before uvicorn runs or re-raised by uvicorn after it drained,

@@ -235,11 +235,6 @@ def _check(config: FleetConfig, source: str, base: Path) -> None:
     for key in ("max_requests_per_model", "max_requests"):
         if getattr(server, key) < 1:
             raise ConfigError(f"{source}: server.{key}: must be at least 1")
-    if not is_loopback(server.host) and not server.api_keys:
-        raise ConfigError(
-            f"{source}: server.host: binding to {server.host!r} exposes the server beyond this machine; "
-            "set server.api_keys (and server.admin_key) first"
-        )
     seen: dict[str, str] = {}
     for i, model in enumerate(config.models):
         where = f"models.{i}"

@@ -19,6 +19,7 @@ from typing import Literal, get_args
 import msgspec
 
 from mlx_fleet import statedb
+from mlx_fleet.config import ServerConfig, is_loopback
 
 Scope = Literal["chat", "completions", "embeddings", "responses", "messages"]
 SCOPES: tuple[str, ...] = get_args(Scope)
@@ -126,6 +127,39 @@ def count_uses(conn: sqlite3.Connection, uses: dict[str, tuple[int, float]]) -> 
     """Add `{key id: (requests, last used)}` to the keys' counters (inside the caller's transaction)."""
     conn.executemany("UPDATE api_keys SET requests = requests + ?, last_used_at = max(coalesce(last_used_at, 0), ?) "
                      "WHERE id = ?", [(n, last, key_id) for key_id, (n, last) in uses.items()])
+
+
+def live_key_count(state_dir: Path) -> int:
+    """How many live keys the state database holds; 0 when it or its key table does not exist yet
+    (nothing is created: a server that refuses to start leaves no file behind)."""
+    path = statedb.db_path(state_dir)
+    if not path.exists():
+        return 0
+    conn = sqlite3.connect(path, timeout=statedb.BUSY_TIMEOUT_MS / 1000)
+    try:
+        return conn.execute("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL").fetchone()[0]
+    except sqlite3.OperationalError:  # no such table: no key was ever made
+        return 0
+    finally:
+        conn.close()
+
+
+def exposure_problem(server: ServerConfig) -> str | None:
+    """Why the server must not start where it is bound, or None.
+
+    Beyond loopback some key must guard it: a config key, the admin key (with which keys can be
+    made through the admin API; `/v1` refuses every request until then) or a live key in the
+    state database (`mlx-fleet keys create`). Checked at `serve`, not when the config is read,
+    so that `mlx-fleet keys --config` works on a config that needs its first key.
+    """
+    if is_loopback(server.host) or server.api_keys or server.admin_key:
+        return None
+    state_dir = Path(server.state_dir).expanduser()
+    if live_key_count(state_dir):
+        return None
+    return (f"server.host: binding to {server.host!r} exposes the server beyond this machine, and no key guards "
+            f"it: set server.api_keys (and server.admin_key), or make a key first with `mlx-fleet keys create "
+            f"NAME --state-dir {state_dir}` (its state database holds no live key)")
 
 
 class Holder(msgspec.Struct, frozen=True):

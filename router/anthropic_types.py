@@ -1,4 +1,5 @@
-"""Anthropic Messages API request bodies, as msgspec structs that validate while they decode.
+"""Anthropic Messages API request bodies, as msgspec structs that validate while they decode, and
+the shape of a whole reply (a message) for the OpenAPI schema.
 
 Tolerant where Anthropic's clients need it: unknown fields are ignored (Claude Code sends many:
 `metadata`, `cache_control` on blocks, `thinking`, `context_management`, betas...), and earlier
@@ -137,3 +138,45 @@ class MessagesRequest(CountTokensRequest, kw_only=True):
     temperature: Probability | None = None
     top_p: Probability | None = None
     top_k: NonNegativeInt | None = None
+
+
+# -- a whole reply ---------------------------------------------------------------------------------
+# `router.messages` builds it as JSON directly; these structs describe it exactly (unknown fields
+# refused, so the schema says `additionalProperties: false` and schemathesis holds each answer to it).
+
+
+class _Reply(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class ReplyText(_Reply, kw_only=True, tag="text", tag_field="type"):
+    text: str
+
+
+class ReplyThinking(_Reply, kw_only=True, tag="thinking", tag_field="type"):
+    thinking: str
+    signature: str
+
+
+class ReplyToolUse(_Reply, kw_only=True, tag="tool_use", tag_field="type"):
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+class MessageUsage(_Reply, kw_only=True):
+    input_tokens: int
+    output_tokens: int
+    cache_read_input_tokens: int
+    cache_creation_input_tokens: int
+
+
+class AnthropicMessage(_Reply, kw_only=True):
+    id: str
+    type: Literal["message"]
+    role: Literal["assistant"]
+    model: str
+    content: list[ReplyText | ReplyThinking | ReplyToolUse]
+    stop_reason: Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"]
+    stop_sequence: str | None
+    usage: MessageUsage

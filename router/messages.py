@@ -159,7 +159,7 @@ _ERRORS = error_responses(404, 413, 429, envelope=AnthropicEnvelope)
 
 @post("/v1/messages", status_code=200, exception_handlers=ANTHROPIC_ERROR_HANDLERS, opt={"scope": "messages"},
       dto=body_dto(an.MessagesRequest), return_dto=None, responses=_ERRORS)
-async def messages(request: Request, state: State, data: JSONBody[an.MessagesRequest]) -> Response[dict[str, Any]]:
+async def messages(request: Request, state: State, data: JSONBody[an.MessagesRequest]) -> Response[an.AnthropicMessage]:
     req = data
     model, name = await state.catalog.resolve(state.fleet, req.model)
     generate = Generate(await chat_input(req, model, state), sampling(req, default_temperature(state.config, model)),

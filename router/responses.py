@@ -223,7 +223,8 @@ class ResponseEvents(BlockFramer):
 
 @post("/v1/responses", status_code=200, opt={"scope": "responses"}, dto=body_dto(rt.ResponsesRequest),
       return_dto=None, responses=error_responses(404, 413, 429))
-async def responses(request: Request, state: State, data: JSONBody[rt.ResponsesRequest]) -> Response[dict[str, Any]]:
+async def responses(request: Request, state: State,
+                    data: JSONBody[rt.ResponsesRequest]) -> Response[rt.ResponseObject]:
     req = data
     model, name = await state.catalog.resolve(state.fleet, req.model)
     generate = await generate_request(req, model, state)

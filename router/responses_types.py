@@ -1,4 +1,5 @@
-"""OpenAI Responses API request bodies, as msgspec structs that validate while they decode.
+"""OpenAI Responses API request bodies, as msgspec structs that validate while they decode, and
+the shape of a whole reply (the response object) for the OpenAPI schema.
 
 Like the chat route, unknown top-level fields are refused ("Unrecognized request argument
 supplied"), as OpenAI does; documented fields that do not change this server's answer are
@@ -11,9 +12,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import msgspec
 from msgspec import Meta
 
-from router.openai_types import JsonObjectFormat, PositiveInt, Probability, Temperature, TextFormat, _Request
+from router.openai_types import (
+    JsonObjectFormat,
+    PositiveInt,
+    Probability,
+    Temperature,
+    TextFormat,
+    TokenLogprobOut,
+    _Request,
+)
 
 
 class InputText(_Request, kw_only=True, tag="input_text", tag_field="type"):
@@ -127,3 +137,105 @@ class ResponsesRequest(_Request, kw_only=True):
     reasoning: dict[str, Any] | None = None
     truncation: Literal["auto", "disabled"] | None = None
     stream_options: dict[str, Any] | None = None
+
+
+# -- the response object -------------------------------------------------------------------------
+# `router.responses` builds it as JSON directly (the stream's events carry the same object, built
+# once per request); these structs describe it exactly (unknown fields refused, so the schema says
+# `additionalProperties: false` and schemathesis holds each answer to it).
+
+
+class _Reply(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class ResponseOutputText(_Reply, kw_only=True):
+    type: Literal["output_text"]
+    text: str
+    annotations: list[Any]
+    logprobs: list[TokenLogprobOut]
+
+
+class ResponseOutputMessage(_Reply, kw_only=True, tag="message", tag_field="type"):
+    id: str
+    role: Literal["assistant"]
+    status: Literal["in_progress", "completed", "incomplete"]
+    content: list[ResponseOutputText]
+
+
+class ResponseReasoningText(_Reply, kw_only=True):
+    type: Literal["reasoning_text"]
+    text: str
+
+
+class ResponseReasoningItem(_Reply, kw_only=True, tag="reasoning", tag_field="type"):
+    id: str
+    summary: list[Any]
+    status: Literal["in_progress", "completed", "incomplete"]
+    content: list[ResponseReasoningText]
+
+
+class ResponseFunctionCall(_Reply, kw_only=True, tag="function_call", tag_field="type"):
+    id: str
+    status: Literal["in_progress", "completed", "incomplete"]
+    call_id: str
+    name: str
+    arguments: str
+
+
+class InputTokensDetails(_Reply, kw_only=True):
+    cached_tokens: int
+    cache_write_tokens: int
+
+
+class OutputTokensDetails(_Reply, kw_only=True):
+    reasoning_tokens: int
+
+
+class ResponseUsage(_Reply, kw_only=True):
+    input_tokens: int
+    input_tokens_details: InputTokensDetails
+    output_tokens: int
+    output_tokens_details: OutputTokensDetails
+    total_tokens: int
+
+
+class ResponseError(_Reply, kw_only=True):
+    code: str
+    message: str
+
+
+class IncompleteDetails(_Reply, kw_only=True):
+    reason: Literal["max_output_tokens"]
+
+
+class ReasoningSettings(_Reply, kw_only=True):
+    effort: str | None
+    summary: str | None
+
+
+class ResponseObject(_Reply, kw_only=True):
+    id: str
+    object: Literal["response"]
+    created_at: int
+    model: str
+    status: Literal["in_progress", "completed", "incomplete", "failed"]
+    output: list[ResponseOutputMessage | ResponseReasoningItem | ResponseFunctionCall]
+    instructions: str | None
+    max_output_tokens: int | None
+    temperature: float
+    top_p: float
+    parallel_tool_calls: bool
+    tool_choice: str | dict[str, Any]
+    tools: list[dict[str, Any]]
+    text: dict[str, Any]
+    truncation: Literal["auto", "disabled"]
+    store: bool
+    metadata: dict[str, str]
+    background: bool
+    previous_response_id: None
+    reasoning: ReasoningSettings
+    user: str | None
+    error: ResponseError | None
+    incomplete_details: IncompleteDetails | None
+    usage: ResponseUsage | None

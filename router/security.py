@@ -68,9 +68,13 @@ class Guard:
     def __init__(self, server: ServerConfig, keys: KeyIndex | None = None) -> None:
         self.api = KeyRing(server.api_keys)
         self.admin = KeyRing([server.admin_key]) if server.admin_key else self.api
-        self.sessions = Sessions(self.admin)
         self.metrics = KeyRing([server.metrics_key]) if server.metrics_key else None
         self.keys = keys
+        # With no key at all a loopback server is open; one bound beyond refuses every request
+        # until a key exists (it may start with only the admin key or database keys, which can be
+        # revoked while it runs).
+        self.open_without_keys = is_loopback(server.host)
+        self.sessions = Sessions(self.admin, open_without_keys=self.open_without_keys)
         # usage rows name a config key by a prefix of its hash, never by the key
         self.config_key_ids = {_digest(k): f"config-{_digest(k).hex()[:8]}" for k in server.api_keys if k}
 
@@ -88,8 +92,8 @@ class Guard:
             self._check_api(connection, handler.opt.get("scope"))
 
     def _check_admin(self, connection: ASGIConnection, rings: list[KeyRing]) -> None:
-        if not any(rings):
-            return  # no keys configured: allowed only because the config refuses that off loopback
+        if not any(rings) and self.open_without_keys:
+            return
         token = _required_key(connection)
         if any(ring.holds(token) for ring in rings):
             return
@@ -98,7 +102,7 @@ class Guard:
         raise ApiError(401, f"Incorrect API key provided: {_mask(token)}.", code="invalid_api_key")
 
     def _check_api(self, connection: ASGIConnection, scope: str | None) -> None:
-        if not self.api and not self.keys:
+        if not self.api and self.open_without_keys and not self.keys:
             return
         token = _required_key(connection)
         record = connection.scope.get(USAGE_SCOPE_KEY)  # type: ignore[call-overload]

@@ -53,16 +53,18 @@ class Session:
 class Sessions:
     """Issues and checks sessions for holders of an admin key (`ring`: the keys the admin API takes)."""
 
-    def __init__(self, ring: KeyRing, ttl: float = SESSION_TTL, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, ring: KeyRing, ttl: float = SESSION_TTL, clock: Callable[[], float] = time.time,
+                 open_without_keys: bool = True) -> None:
         self.ring, self.ttl, self.clock = ring, ttl, clock
+        self.open_without_keys = open_without_keys  # False off loopback: no key there means no way in
         self._secret = secrets.token_bytes(32)
         self._revoked: dict[str, float] = {}  # nonce -> expiry, for sign-outs before the cookie expires
 
     @property
     def required(self) -> bool:
-        """Whether the admin API needs a key at all: with none configured (loopback only, the config
-        sees to that) it is open, and so is the page."""
-        return bool(self.ring)
+        """Whether the admin API needs a key at all: with none configured on loopback it is open, and
+        so is the page; beyond loopback it always does (with no admin key, no one can sign in)."""
+        return bool(self.ring) or not self.open_without_keys
 
     def _sign(self, message: str) -> str:
         return _b64(hmac.new(self._secret, message.encode(), hashlib.sha256).digest())

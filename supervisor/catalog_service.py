@@ -44,9 +44,9 @@ class CatalogService:
                  timeouts: Timeouts) -> None:
         self.config, self.registry, self.loader, self.stopper, self.timeouts = config, registry, loader, stopper, timeouts
         self.catalog = registry.catalog
+        self.startup_profile = self.catalog.startup_profile()
         # `[catalog] wait_for_profile`: /health answers 503 until the startup profile is ready.
-        settings = config.catalog
-        self.waiting_for: str | None = settings.profile if settings.wait_for_profile else None
+        self.waiting_for: str | None = self.startup_profile if config.catalog.wait_for_profile else None
         self.startup_error: str | None = None
         self._rescanning = asyncio.Lock()  # one scan at a time: each compares with the one before
 
@@ -145,7 +145,7 @@ class CatalogService:
                 slot.pinned = slot.config.preload
                 raise CatalogError(failure.status, failure.code, f"Profile {name!r}: {failure.message}")
         unpinned = self._unpin_previous({s.id for s in slots})
-        self.catalog.active_profile = name
+        self.catalog.set_active_profile(name)
         if self.waiting_for == name:
             self.waiting_for = None
         log.info("profile %s active: %s pinned", name, ", ".join(s.id for s in slots))
@@ -169,8 +169,9 @@ class CatalogService:
         return unpinned
 
     async def startup(self) -> None:
-        """`[catalog] profile`: activate it once the supervisor runs."""
-        name = self.config.catalog.profile
+        """Activate the startup profile (`Catalog.startup_profile`) once the supervisor runs."""
+        name = self.startup_profile
+        assert name is not None
         try:
             await self.activate(name)
         except CatalogError as e:

@@ -98,7 +98,7 @@ class Supervisor:
             spawn(self._preload(preload), "preload")
         else:
             self.spares.refill()
-        if self.config.catalog.profile:
+        if self.catalog.startup_profile:
             spawn(self.catalog.startup(), "profile")
         try:
             await self.stopped.wait()

@@ -217,6 +217,26 @@ def test_profiles_persist_and_guard_the_active_one(shelf: Path, tmp_path: Path) 
     assert again.delete_profile("chat").name == "chat" and "chat" not in again.profiles()
 
 
+def test_the_startup_profile_is_the_last_activated_unless_the_config_changed(shelf: Path, tmp_path: Path) -> None:
+    profiles = {"work": ProfileConfig(models=["smollm2"]), "home": ProfileConfig(models=["tiny-llama"])}
+
+    def catalog(profile: str | None) -> Catalog:
+        config = FleetConfig(catalog=CatalogConfig(scan=[str(shelf)], profile=profile), profiles=profiles)
+        built = Catalog(config, CatalogStore(tmp_path))
+        built.rescan()
+        return built
+
+    assert catalog("work").startup_profile() == "work" and catalog(None).startup_profile() is None
+    first = catalog("work")
+    first.save_profile("chat", ["tiny-llama"])
+    first.set_active_profile("chat")
+    assert catalog("work").startup_profile() == "chat"  # the API's choice survives a restart
+    assert catalog("home").startup_profile() == "home"  # the config changed since: it wins
+    assert catalog(None).startup_profile() is None
+    catalog("home").set_active_profile("work")  # then chosen through the API under the new config
+    assert catalog("home").startup_profile() == "work" and catalog("work").startup_profile() == "work"
+
+
 def test_catalog_config_is_strict(tmp_path: Path) -> None:
     path = tmp_path / "fleet.toml"
     path.write_text('[catalog]\nscan = ["~/models"]\nhf_cache = true\n\n[profiles.day]\nmodels = ["org/name"]\n'

@@ -197,6 +197,41 @@ def test_a_disabled_model_is_404_and_stays_disabled_after_a_restart(layout: dict
         server.stop()
 
 
+def test_the_active_profile_survives_a_restart_until_the_config_names_another(
+        layout: dict[str, Path], tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    server = start(layout, state)
+    try:
+        assert api(server, "POST", "/admin/profiles", json={"name": "night", "models": ["tiny-b"]}).status_code == 201
+        assert api(server, "POST", "/admin/profiles/night/activate").status_code == 200
+    finally:
+        server.stop()
+    server = start(layout, state)  # the same config: the API's choice is restored
+    try:
+        assert wait_pinned(server, "tiny-b")
+        assert api(server, "GET", "/admin/profiles").json()["active"] == "night"
+    finally:
+        server.stop()
+    server = start(layout, state, 'profile = "day"')  # the config's profile changed since: it wins
+    try:
+        assert wait_pinned(server, "tiny-a")
+        assert not by_id(admin(server, "status").json()).get("tiny-b", {}).get("pinned")
+        assert api(server, "GET", "/admin/profiles").json()["active"] == "day"
+    finally:
+        server.stop()
+
+
+def wait_pinned(server: FleetServer, model: str) -> bool:
+    """The startup profile activates after /health turns 200 (without `wait_for_profile`)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = by_id(admin(server, "status").json()).get(model)
+        if status is not None and status["pinned"] and status["state"] == "ready":
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def test_wait_for_profile_holds_health_until_its_models_are_ready(layout: dict[str, Path], tmp_path: Path) -> None:
     """With policy "preload" too: the active profile is the fleet."""
     extra = ('profile = "both"\nwait_for_profile = true\n[memory]\npolicy = "preload"\n'

@@ -9,6 +9,7 @@ import msgspec
 import psutil
 import pytest
 
+from mlx_fleet import keys
 from mlx_fleet.catalog.registry import Catalog
 from mlx_fleet.config import (
     ConfigError,
@@ -22,6 +23,7 @@ from mlx_fleet.config import (
     encode_config,
     load_config,
 )
+from mlx_fleet.keys import exposure_problem
 from mlx_fleet.units import ByteSize, Duration, MemoryBudget
 
 # The example from the architecture notes, verbatim (comments included).
@@ -412,19 +414,36 @@ def test_unquoted_environment_value_for_text_keys(tmp_path):
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "::", "example.com"])
-def test_non_loopback_host_without_api_keys_is_refused(tmp_path, host):
-    message = refused(tmp_path, f'[server]\nhost = "{host}"\n' + MODEL)
-    assert "server.host" in message and "api_keys" in message
+def test_non_loopback_host_without_any_key_is_refused_at_serve(tmp_path, host):
+    state = tmp_path / "state"
+    config = load(tmp_path, f'[server]\nhost = "{host}"\nstate_dir = "{state}"\n' + MODEL)
+    message = exposure_problem(config.server)
+    assert message and "server.host" in message and "api_keys" in message and "mlx-fleet keys create" in message
+    assert not state.exists()  # the check creates no state database
 
 
-def test_non_loopback_host_from_environment_is_refused(tmp_path):
-    assert "server.host" in refused(tmp_path, MODEL, environ={"MLX_FLEET_SERVER_HOST": "0.0.0.0"})
+def test_non_loopback_host_from_environment_is_refused_at_serve(tmp_path):
+    config = load(tmp_path, MODEL, environ={"MLX_FLEET_SERVER_HOST": "0.0.0.0",
+                                            "MLX_FLEET_SERVER_STATE_DIR": f'"{tmp_path}"'})
+    assert "server.host" in exposure_problem(config.server)
+
+
+def test_a_key_in_the_state_database_or_the_admin_key_lets_a_public_server_start(tmp_path):
+    config = load(tmp_path, f'[server]\nhost = "0.0.0.0"\nstate_dir = "{tmp_path}"\n' + MODEL)
+    conn = keys.open_db(tmp_path)
+    assert exposure_problem(config.server) is not None  # the tables exist, no key yet
+    made = keys.create_key(conn, "first")
+    assert exposure_problem(config.server) is None
+    keys.revoke_key(conn, made.id)
+    assert exposure_problem(config.server) is not None
+    config.server.admin_key = "admin-0123456789"
+    assert exposure_problem(config.server) is None
 
 
 def test_non_loopback_host_with_api_keys_is_accepted(tmp_path):
     config = load(tmp_path, '[server]\nhost = "0.0.0.0"\napi_keys = ["secret"]\n' + MODEL)
     assert config.server.host == "0.0.0.0"
-    assert config.server.api_keys == ["secret"]
+    assert config.server.api_keys == ["secret"] and exposure_problem(config.server) is None
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -19,6 +20,14 @@ from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from fleet_server import FleetServer
+from mlx_fleet.protocol import Done, Failure, TokenLogprob, Usage
+from router import anthropic_types as an
+from router import responses_types as rt
+from router.completions import Exchange
+from router.event_stream import line_json
+from router.messages import _message
+from router.reply import CallParts, Reply
+from router.responses import ResponseShape, output_of
 from test_operations import ADMIN, ALL, write_ops_config
 from tiny_models import build_tiny_bert
 
@@ -71,11 +80,15 @@ def test_every_answer_is_documented_and_none_is_a_server_error(api_server: Fleet
                 continue  # no parameter or body to make invalid
             except (Exception, BaseExceptionGroup) as e:  # noqa: BLE001 -- collected, reported together
                 failures.append(f"{operation.label} ({mode.value}): {e}")
-    # and, whatever was generated, one stream and one plain answer of each completions route
-    for path in ("/v1/chat/completions", "/v1/completions"):
-        payload = {"messages": [{"role": "user", "content": "hi"}]} if "chat" in path else {"prompt": "hi"}
+    # and, whatever was generated, one stream and one plain answer of each generating route
+    hi = [{"role": "user", "content": "hi"}]
+    payloads = {"/v1/chat/completions": {"messages": hi, "max_tokens": 4},
+                "/v1/completions": {"prompt": "hi", "max_tokens": 4},
+                "/v1/responses": {"input": "hi", "max_output_tokens": 4},
+                "/v1/messages": {"messages": hi, "max_tokens": 4}}
+    for path, payload in payloads.items():
         for stream in (True, False):
-            case = spec[path]["POST"].Case(body={"model": "tiny", "max_tokens": 4, "stream": stream, **payload},
+            case = spec[path]["POST"].Case(body={"model": "tiny", "stream": stream, **payload},
                                            media_type="application/json")
             _check(case, api_server)
     assert not failures, "\n\n".join(failures)
@@ -88,6 +101,33 @@ def test_the_schema_names_the_real_bodies(api_server: FleetServer) -> None:
     ok = chat["responses"]["200"]["content"]
     assert ok["application/json"]["schema"]["$ref"].endswith("/ChatCompletion") and "text/event-stream" in ok
     assert chat["responses"]["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/Envelope")
+    for path, reply in (("/v1/responses", "/ResponseObject"), ("/v1/messages", "/AnthropicMessage")):
+        ok = spec["paths"][path]["post"]["responses"]["200"]["content"]
+        assert ok["application/json"]["schema"]["$ref"].endswith(reply) and "text/event-stream" in ok
     for path in ("/v1/embeddings", "/admin/keys", "/admin/usage", "/admin/usage/latency", "/admin/system/summary"):
         assert path in spec["paths"]
     assert httpx.get(f"{api_server.base_url}/docs", headers={"Authorization": f"Bearer {ALL}"}).status_code == 200
+
+
+@pytest.mark.parametrize("finish", ["stop", "length", "tool_calls"])
+def test_whole_replies_with_every_part_are_what_the_schema_says(finish: str) -> None:
+    """Thinking, text and tool calls, complete or cut short: parts a tiny model rarely makes when
+    schemathesis asks, decoded strictly into the structs the schema is generated from."""
+    reply = Reply(texts=["Hel", "lo"], reasoning=["hmm"], tool_calls=[CallParts("call_1", "f", ['{"a":', " 1}"])],
+                  answer_logprobs=[TokenLogprob("Hel", -0.5, (("Hel", -0.5), ("He", -1.5)))],
+                  done=Done(finish, Usage(prompt_tokens=5, completion_tokens=3, cached_tokens=2)))  # type: ignore[arg-type]
+    ex = Exchange(None, None, "tiny", 1, "id-1")  # type: ignore[arg-type]
+    request = msgspec.json.decode(b'{"model": "tiny", "input": "hi", "tool_choice": {"type": "function", "name": "f"}}',
+                                  type=rt.ResponsesRequest)
+    shape = ResponseShape(ex, request, 0.7, 1.0)
+    for built in (shape.finished(output_of(reply, reply.done), reply.done), shape.pending(),
+                  shape.failed(Failure("worker_failed", "boom", 500))):
+        decoded = msgspec.json.decode(line_json(built), type=rt.ResponseObject)
+        assert decoded.status == built["status"]
+    whole = msgspec.json.decode(line_json(shape.finished(output_of(reply, reply.done), reply.done)),
+                                type=rt.ResponseObject)
+    assert [type(item) for item in whole.output] == [
+        rt.ResponseReasoningItem, rt.ResponseOutputMessage, rt.ResponseFunctionCall]
+    assert whole.output[1].content[0].logprobs[0].top_logprobs[1].token == "He"
+    message = msgspec.json.decode(line_json(_message(ex, reply)), type=an.AnthropicMessage)
+    assert [type(block) for block in message.content] == [an.ReplyThinking, an.ReplyText, an.ReplyToolUse]

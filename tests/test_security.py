@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import tempfile
 import time
@@ -14,6 +15,7 @@ import pytest
 from litestar.testing import TestClient
 
 from fleet_server import FleetServer, strict_client, write_config
+from mlx_fleet import keys
 from mlx_fleet.config import FleetConfig, ModelConfig, ServerConfig
 from mlx_fleet.runtime import Endpoints
 from mlx_fleet.units import ByteSize
@@ -145,6 +147,43 @@ def test_public_bind_without_keys_is_refused(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "mlx_fleet.cli", "serve", "--config", str(config)],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "api_keys" in r.stderr
+
+
+def test_a_public_server_with_only_database_keys_lets_no_one_in_without_one(tmp_path: Path) -> None:
+    conn = keys.open_db(tmp_path)
+    made = keys.create_key(conn, "only")
+    config = FleetConfig(server=ServerConfig(host="0.0.0.0", state_dir=str(tmp_path)),
+                         models=[ModelConfig(id="m", path="/x", type="text")])
+    with TestClient(create_app(config, Endpoints(Path(tempfile.mkdtemp())), time.time())) as client:
+        assert client.get("/v1/models").status_code == 401
+        assert client.get("/v1/models", headers={"Authorization": f"Bearer {made.key}"}).status_code != 401
+        r = client.get("/admin/models/status", headers={"Authorization": f"Bearer {made.key}"})
+        assert r.status_code == 403  # no admin key: the admin API is closed, not open
+        assert client.get("/admin/models/status").status_code == 401  # nor through a dashboard session
+        assert client.get("/dashboard/session").json()["auth_required"] is True
+        assert client.post("/dashboard/session", json={"key": made.key}).status_code == 401
+        keys.revoke_key(conn, made.id)
+        assert client.get("/v1/models").status_code == 401  # the last key gone: still closed
+
+
+def test_a_public_bind_starts_with_a_key_made_by_the_cli(tmp_path: Path, tiny_lm: Path) -> None:
+    import subprocess
+    import sys
+
+    state = tmp_path / "state"
+    made = subprocess.run([sys.executable, "-m", "mlx_fleet.cli", "keys", "--state-dir", str(state), "--json",
+                           "create", "first"], capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    config = write_config(tmp_path / "fleet.toml", {"tiny": tiny_lm}, '[server]\nhost = "0.0.0.0"\n')
+    server = FleetServer(config, state).wait_ready()
+    try:
+        with pytest.raises(openai.AuthenticationError):
+            strict_client(server.base_url, api_key="nope").models.list()
+        client = strict_client(server.base_url, api_key=json.loads(made.stdout)["key"])
+        r = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+        assert r.usage.completion_tokens == 2
+    finally:
+        server.stop()
 
 
 def test_admission_limit_is_429_before_any_stream(tmp_path: Path, tiny_lm: Path) -> None:

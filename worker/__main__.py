@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import zmq
@@ -152,26 +153,25 @@ class Worker:
                 accepted = self._unsupported(e)
             self.emit(Kind.START if isinstance(accepted, Started) else Kind.END, rid, encode(accepted))
         elif kind == Kind.COUNT:
-            try:
-                answer = engine.count(decode_generate(body))
-            except Unsupported as e:
-                answer = self._unsupported(e)
-            except Exception as e:  # noqa: BLE001 - one bad input must not end the worker
-                answer = Failure("internal_error", f"Counting failed: {type(e).__name__}: {e}", 500)
-            self.emit(Kind.END, rid, encode(answer))
+            self._one_answer(rid, "Counting", lambda: engine.count(decode_generate(body)))
         elif kind == Kind.EMBED:
-            try:
-                answer = engine.embed(decode_embed(body))
-            except Unsupported as e:
-                answer = self._unsupported(e)
-            except Exception as e:  # noqa: BLE001 - one bad input must not end the worker
-                answer = Failure("internal_error", f"Embedding failed: {type(e).__name__}: {e}", 500)
-            self.emit(Kind.END, rid, encode(answer))
+            self._one_answer(rid, "Embedding", lambda: engine.embed(decode_embed(body)))
             self.control(MemoryReport(self.measure()))
         elif kind == Kind.CANCEL:
             engine.cancel(rid, self.emit)
         elif kind == Kind.CONTROL and isinstance(decode_control(body), Shutdown):
             self.running = False
+
+    def _one_answer(self, rid: bytes, doing: str, answer: Callable[[], object]) -> None:
+        """A request answered at once (COUNT, EMBED): its answer or its failure ends it, and one
+        bad input never ends the worker."""
+        try:
+            reply = answer()
+        except Unsupported as e:
+            reply = self._unsupported(e)
+        except Exception as e:  # noqa: BLE001 - one bad input must not end the worker
+            reply = Failure("internal_error", f"{doing} failed: {type(e).__name__}: {e}", 500)
+        self.emit(Kind.END, rid, encode(reply))
 
     def _unsupported(self, error: Unsupported) -> Failure:
         """The router checks a model's type first; this answers a request that got past it anyway."""

@@ -144,6 +144,27 @@ class Catalog:
             profile.active = name == self.active_profile
         return out
 
+    def set_active_profile(self, name: str) -> None:
+        self.active_profile = name
+        if self.store:
+            self.store.set_active_profile(name, self.config.catalog.profile)
+
+    def startup_profile(self) -> str | None:
+        """The profile to activate at startup: the one last activated (through the API too), unless
+        the config's `[catalog] profile` changed since then; then the config's value wins.
+
+        An operator's API choice thus survives a restart, while an edit of the config file (the
+        other way to choose) is never silently overridden by an older API call.
+        """
+        configured = self.config.catalog.profile
+        stored = self.store.active_profile() if self.store else None
+        if stored is None:
+            return configured
+        name, configured_then = stored
+        if configured_then != configured or name not in self.profiles():
+            return configured
+        return name
+
     def profile(self, name: str) -> Profile:
         profile = self.profiles().get(name)
         if profile is None:

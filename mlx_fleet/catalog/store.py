@@ -1,5 +1,5 @@
 """The catalog's choices that must survive a restart and a rescan: per-model overrides
-(enabled, tier) and the profiles made through the API. They live in the state database
+(enabled, tier), the profiles made through the API and which profile is active. They live in the state database
 (`mlx_fleet.statedb`), keyed by model id, so a model that vanishes and comes back keeps them.
 """
 
@@ -26,11 +26,21 @@ CREATE TABLE catalog_profiles (
     created_at REAL NOT NULL
 );
 """),
+    ("catalog-2", """
+CREATE TABLE catalog_active_profile (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    name TEXT NOT NULL,
+    config_profile TEXT,
+    activated_at REAL NOT NULL
+);
+"""),
 ]
 
 
 # (enabled, tier) chosen by the user for one model; None leaves the discovered value.
 Override = tuple[bool | None, str | None]
+# (the active profile, the config's `[catalog] profile` when it was activated)
+ActiveProfile = tuple[str, str | None]
 
 
 class CatalogStore:
@@ -65,6 +75,16 @@ class CatalogStore:
 
     def delete_profile(self, name: str) -> bool:
         return self.conn.execute("DELETE FROM catalog_profiles WHERE name = ?", (name,)).rowcount > 0
+
+    def active_profile(self) -> ActiveProfile | None:
+        row = self.conn.execute("SELECT name, config_profile FROM catalog_active_profile").fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def set_active_profile(self, name: str, config_profile: str | None) -> None:
+        self.conn.execute(
+            "INSERT INTO catalog_active_profile (id, name, config_profile, activated_at) VALUES (1, ?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET name = excluded.name, config_profile = excluded.config_profile, "
+            "activated_at = excluded.activated_at", (name, config_profile, time.time()))
 
     def close(self) -> None:
         self.conn.close()
