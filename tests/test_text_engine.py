@@ -137,3 +137,33 @@ def test_a_constrained_request_moved_into_the_batch_keeps_its_grammar(tiny_lm: P
         engine.step(sink)
     assert sink.text[b"a"] == expected
     assert sink.ends[b"b"].finish_reason == "length"
+
+
+def test_a_constrained_request_reports_the_constrained_log_probabilities(tiny_lm: Path) -> None:
+    """Its grammar then masks the logits mlx-lm normalizes: the alternatives the grammar forbids
+    come back impossible, and the reply is the one drawn without log probabilities."""
+    import math
+
+    from mlx_lm import load
+
+    from mlx_fleet.protocol import ResponseFormat
+    from worker.reply import IMPOSSIBLE
+    from worker.text_engine import TextEngine
+
+    model, tokenizer = load(str(tiny_lm))
+    engine, sink, scored = TextEngine(model, tokenizer, 2048), Sink(), []
+
+    def scoring_sink(kind: bytes, rid: bytes, body: bytes) -> None:
+        sink(kind, rid, body)
+        if kind == Kind.DELTA:
+            scored.extend(decode_delta(body).logprobs)
+
+    plain = Generate(ChatInput((Message("user", "json please"),)), Sampling(max_tokens=12, temperature=0.0),
+                     ResponseFormat("json_object"))
+    for rid, wanted in ((b"a", None), (b"b", 20)):
+        engine.submit(rid, Generate(plain.input, plain.sampling, plain.response_format, logprobs=wanted))
+        while engine.active:
+            engine.step(scoring_sink)
+    assert sink.text[b"a"] == sink.text[b"b"] == "".join(s.token for s in scored)
+    assert any(v == IMPOSSIBLE for s in scored for _, v in s.top)  # forbidden alternatives
+    assert all(sum(math.exp(v) for _, v in s.top) <= 1 + 1e-3 for s in scored)

@@ -1,17 +1,18 @@
-"""Constrained decoding with llguidance: a grammar per request, applied as a per-sequence logits
-processor, so it runs the same on mlx-lm's lone-request `generate_step` and inside its
-`BatchGenerator`, where the batch's other sequences never pay for it.
+"""Constrained decoding with llguidance: a grammar per request, applied in its own sampler, so it
+runs the same on mlx-lm's lone-request `generate_step` and inside its `BatchGenerator`, where the
+batch's other sequences never pay for it.
 
-The matcher advances from the tokens the generator actually sampled (the history it passes to
-the processor), never from a count of its own calls: when a lone request moves into the batch,
-its last token is fed again, and the matcher must not consume it twice. A thinking model's
+The matcher advances from the tokens the request's sampler actually drew, never from a count of
+its own calls: when a lone request moves into the batch, the token its loop drew ahead is
+dropped and its last token fed again, and the matcher must not consume either twice. A thinking model's
 grammar waits until its thinking block has closed.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import math
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import llguidance
@@ -26,6 +27,9 @@ from mlx_fleet.protocol import ResponseFormat, Tool
 # model cannot spend its whole budget on blank lines inside an object.
 _JSON_OPTIONS = {"item_separator": ", ", "key_separator": ": ", "whitespace_flexible": False}
 _ANY_OBJECT = {"type": "object"}
+
+
+Sampler = Callable[[mx.array], mx.array]
 
 
 class GrammarError(ValueError):
@@ -85,59 +89,83 @@ class Grammars:
 
 
 class GrammarProcessor:
-    """mlx-lm logits processor: `(history, logits) -> logits` with the disallowed tokens at -inf.
+    """One request's grammar, applied where it costs the batch least: in the request's own
+    sampler (`attach`), on its row of log probabilities. A logits processor on any sequence puts
+    mlx-lm's whole batch on its per-sequence path (a slice, a token buffer and a concatenation
+    for every sequence, each step), which cost 8 streams of a small model a third of their speed;
+    the sampler is called per sequence anyway. Only a request that wants log probabilities also
+    runs it as a logits processor (`__call__`), so the ones it reports are the constrained
+    distribution's.
 
-    `base` is where the generated tokens start in the history the generator passes: a fresh
-    generator's first call passes only prompt (whatever part of it that generator was given), and
-    an engine that hands a running request to another generator sets it (the whole prompt, for
-    mlx-lm's batch). So the matcher reads exactly the sampled tokens it has not seen yet.
+    The matcher reads each token from the array the sampler returned (already computed, or
+    queued before this step's forward pass), not from the history: reading that would add an op
+    and a wait for each sequence, each step. Only where it is not attached to the sampler
+    (mlx-vlm's generator takes no sampler) does it read the history. (Sending this step's forward off before waiting,
+    with `async_eval`, made the CPU backend slower: measured, not kept.)
     """
 
-    __slots__ = ("_matcher", "_mask", "_think_end", "_seen", "base")
+    __slots__ = ("_matcher", "_mask", "_think_end", "_drawn", "_attached", "_read")
 
     def __init__(self, matcher: llguidance.LLMatcher, vocab_size: int, think_end: int | None) -> None:
         self._matcher = matcher
         self._mask = llguidance.numpy.allocate_token_bitmask(1, vocab_size)
         self._think_end = think_end  # None: the grammar applies from the first token
-        self._seen = 0               # generated tokens read so far
-        self.base: int | None = None
+        self._drawn: mx.array | None = None  # the token(s) drawn since the last mask, not yet consumed
+        self._attached = False  # to a sampler of the request; else the history says what was drawn
+        self._read: int | None = None  # how much of that history has been read
+
+    def attach(self, sample: Sampler, processors: list, *, logprobs: bool, top_p: bool) -> Sampler:
+        """The request's sampler, constrained; `processors` gains this one where `logprobs` are
+        reported. `top_p`: the sampler keeps a share of the probability mass, so the masked row
+        is renormalized first (mask-then-normalize, as a logits processor would)."""
+        self._attached = True
+        if logprobs:
+            processors.append(self)
+
+        def draw(row: mx.array) -> mx.array:
+            if not logprobs:
+                row = self._constrain(row)
+                if top_p and self._think_end is None:
+                    row = row - mx.logsumexp(row, axis=-1, keepdims=True)
+            self._drawn = sample(row)
+            return self._drawn
+
+        return draw
 
     def __call__(self, history: mx.array, logits: mx.array) -> mx.array:
-        if self.base is None:
-            self.base = history.shape[-1]
-        elif history.shape[-1] - self.base > self._seen:
-            fresh = history[self.base + self._seen:].tolist()
-            self._seen += len(fresh)
-            self._advance(fresh)
-        return logits if self._think_end is not None else _APPLY(logits, self._fill())
+        if self._attached:
+            mx.async_eval(history)  # generate_step's history is a chain of lazy concatenations
+        elif self._read is None:  # a generator whose sampler is not ours (mlx-vlm's): the prompt
+            self._read = history.shape[-1]
+        elif history.shape[-1] > self._read:  # ... then what it drew since
+            self._drawn, self._read = history[self._read:], history.shape[-1]
+        return self._constrain(logits)
 
-    def _advance(self, tokens: list[int]) -> None:
+    def forget_draw(self) -> None:
+        """The generator drew a token ahead that the request will not keep: a lone request
+        moving into the batch recomputes it there, so the matcher must not consume it."""
+        self._drawn = None
+
+    def _constrain(self, row: mx.array) -> mx.array:
+        if self._drawn is not None:
+            tokens, self._drawn = self._drawn.tolist(), None
+            if self._think_end in tokens:
+                tokens, self._think_end = tokens[tokens.index(self._think_end) + 1:], None
+            if self._think_end is None and tokens:
+                self._matcher.consume_tokens(tokens)
         if self._think_end is not None:
-            if self._think_end not in tokens:
-                return
-            tokens = tokens[tokens.index(self._think_end) + 1:]
-            self._think_end = None
-        if tokens:
-            self._matcher.consume_tokens(tokens)
-
-    def _fill(self) -> np.ndarray:
+            return row
         llguidance.numpy.fill_next_token_bitmask(self._matcher, self._mask, 0)
-        return self._mask
+        return _APPLY(row, self._mask)
 
 
-_SHIFTS = mx.arange(32, dtype=mx.int32)
-
-
-def _apply_with_shifts(logits: mx.array, mask: np.ndarray) -> mx.array:
-    """The bitmask unpacked with shifts and applied with `mx.where`: works on every backend
-    (llguidance's own MLX path is a Metal kernel, which the CPU backend cannot run)."""
-    allowed = ((mx.array(mask)[..., None] >> _SHIFTS) & 1).reshape(1, -1).astype(mx.bool_)
-    vocab = logits.shape[-1]
-    if allowed.shape[-1] >= vocab:
-        allowed = allowed[:, :vocab]
-    else:  # a vocabulary padded past the tokenizer's: those ids never decode
-        allowed = mx.concatenate([allowed, mx.zeros((1, vocab - allowed.shape[-1]), dtype=mx.bool_)], axis=1)
-    return mx.where(allowed, logits, mx.array(-mx.inf, dtype=logits.dtype))
+def _apply_unpacked(logits: mx.array, mask: np.ndarray) -> mx.array:
+    """The bitmask unpacked on the host (one numpy call) and applied with one `mx.where`: works
+    on every backend (llguidance's own MLX path is a Metal kernel, which the CPU backend cannot
+    run), and puts two ops in the step's graph instead of one per unpacking stage. Ids past the
+    tokenizer's (a vocabulary padded for the matmul) unpack as disallowed: they never decode."""
+    allowed = np.unpackbits(mask.view(np.uint8), axis=-1, count=logits.shape[-1], bitorder="little")
+    return mx.where(mx.array(allowed.view(np.bool_)), logits, -math.inf)
 
 
 def _apply_on_metal(logits: mx.array, mask: np.ndarray) -> mx.array:
@@ -146,4 +174,4 @@ def _apply_on_metal(logits: mx.array, mask: np.ndarray) -> mx.array:
     return llguidance.mlx.apply_token_bitmask(logits, mask)
 
 
-_APPLY = _apply_on_metal if mx.default_device() == mx.gpu and mx.metal.is_available() else _apply_with_shifts
+_APPLY = _apply_on_metal if mx.default_device() == mx.gpu and mx.metal.is_available() else _apply_unpacked

@@ -126,10 +126,11 @@ class TextEngine(Engine):
             # runs alone, as OpenAI's own `seed` is best-effort.
             mx.random.seed(sampling.seed)
         cache, rest = self._cached_prefix(tokens)
-        processors = _logits_processors(sampling)
+        processors, sampler = _logits_processors(sampling), _sampler(sampling)
         if shape.grammar is not None:
-            processors.append(shape.grammar)
-        live = _Live(rid, self.tokenizer.detokenizer, StopMatcher(sampling.stop), _sampler(sampling), processors,
+            sampler = shape.grammar.attach(sampler, processors, logprobs=request.logprobs is not None,
+                                           top_p=sampling.temperature > 0 and sampling.top_p < 1.0)
+        live = _Live(rid, self.tokenizer.detokenizer, StopMatcher(sampling.stop), sampler, processors,
                      sampling.max_tokens, tokens, len(tokens) - len(rest), reply=shape.reply, grammar=shape.grammar,
                      logprobs=request.logprobs)
         self._live[rid] = live
@@ -154,6 +155,8 @@ class TextEngine(Engine):
         live.solo.close()
         cache, live.solo, live.cache = live.cache, None, None
         self._solo = None
+        if live.grammar is not None:
+            live.grammar.forget_draw()
         history = live.prompt + live.generated
         if live.generated and can_trim_prompt_cache(cache):
             trim_prompt_cache(cache, 1)
@@ -162,8 +165,6 @@ class TextEngine(Engine):
             self._insert(live, None, live.prompt, [], live.max_tokens)
 
     def _insert(self, live: _Live, cache: list | None, rest: list[int], history: list[int], max_tokens: int) -> None:
-        if live.grammar is not None:
-            live.grammar.base = len(live.prompt)  # the batch's history is the whole prompt, then the reply
         (uid,) = self._batch.insert([rest], max_tokens=[max_tokens], caches=[cache], all_tokens=[history],
                                     samplers=[live.sampler], logits_processors=[live.processors])
         live.uid = uid
