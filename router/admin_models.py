@@ -155,7 +155,7 @@ async def model_test(state: State, model_id: FromPath[Path],
                      max_tokens: Annotated[int, QueryParameter(ge=1, le=256)] = 16) -> Response[TestResult]:
     """One short request through the same path as clients' (loading the model if needed)."""
     model = await _model(state, model_id)
-    ex = Exchange.new(state.fleet, state.admission, model.id, "test")
+    ex = Exchange.new(state.fleet, state.admission, model.id, "test-")
     started = time.perf_counter()
     if model.type == "embeddings":
         stream = ex.open(Kind.EMBED, encode(Embed(texts=(prompt,))))

@@ -76,7 +76,7 @@ async def chat_completions(request: Request, state: State,
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     logprobs = chat_logprobs(req)
     messages = await chat_input(req, model, state.images, config.server.max_images_per_request)
-    ex = _exchange(request, state, name, model, "chatcmpl")
+    ex = _exchange(request, state, name, model, "chatcmpl-")
     generate = Generate(messages, sampling, response_format(req), logprobs)
     framer = CompletionFrames(ex, True, include_usage, bool(logprobs)) if req.stream else None
     return await respond(ex, generate, framer, completion_body(ex, generate, True))
@@ -93,7 +93,7 @@ async def completions(request: Request, state: State, data: JSONBody[oa.Completi
                        code="model_not_supported")
     sampling = sampling_from(req, req.max_tokens, config.server.default_max_tokens, default_temperature(config, model))
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    ex = _exchange(request, state, name, model, "cmpl")
+    ex = _exchange(request, state, name, model, "cmpl-")
     generate = Generate(completion_input(req), sampling, None, req.logprobs)
     framer = CompletionFrames(ex, False, include_usage, bool(req.logprobs)) if req.stream else None
     return await respond(ex, generate, framer, completion_body(ex, generate, False))

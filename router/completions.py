@@ -119,7 +119,7 @@ class Exchange:
     @classmethod
     def new(cls, client: FleetClient, admission: Admission, model: str, prefix: str,
             usage: UsageRecord | None = None) -> Exchange:
-        return cls(client, admission, model, int(time.time()), f"{prefix}-{os.urandom(12).hex()}", usage)
+        return cls(client, admission, model, int(time.time()), prefix + os.urandom(12).hex(), usage)
 
     def first_token(self) -> None:
         if self.usage is not None:

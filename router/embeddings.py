@@ -90,7 +90,7 @@ async def embeddings(request: Request, state: State, data: JSONBody[EmbeddingReq
         raise ApiError(400, f"Model '{req.model}' does not support embeddings.", param="model",
                        code="model_not_supported")
     usage = usage_record(request, model.id)
-    ex = Exchange.new(state.fleet, state.admission, name, "emb", usage)
+    ex = Exchange.new(state.fleet, state.admission, name, "emb-", usage)
     end = await ex.one_answer(Kind.EMBED, encode(_inputs(req.input)))
     assert isinstance(end, Embeddings)
     if req.dimensions is not None and req.dimensions != end.dim:

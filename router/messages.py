@@ -164,7 +164,7 @@ async def messages(request: Request, state: State, data: JSONBody[an.MessagesReq
     model, name = await state.catalog.resolve(state.fleet, req.model)
     generate = Generate(await chat_input(req, model, state), sampling(req, default_temperature(state.config, model)),
                         response_format(req))
-    ex = Exchange.new(state.fleet, state.admission, name, "msg", usage_record(request, model.id))
+    ex = Exchange.new(state.fleet, state.admission, name, "msg_", usage_record(request, model.id))
     return await respond(ex, generate, MessageEvents(ex) if req.stream else None,
                          lambda reply: line_json(_message(ex, reply)))
 
@@ -179,7 +179,7 @@ async def count_tokens(state: State, data: JSONBody[an.CountTokensRequest]) -> R
     req = data
     model, name = await state.catalog.resolve(state.fleet, req.model)
     generate = Generate(await chat_input(req, model, state), Sampling(max_tokens=1))
-    end = await Exchange.new(state.fleet, state.admission, name, "count").one_answer(Kind.COUNT, encode(generate))
+    end = await Exchange.new(state.fleet, state.admission, name, "count-").one_answer(Kind.COUNT, encode(generate))
     assert isinstance(end, TokenCount)
     return Response(line_json({"input_tokens": end.input_tokens}), media_type="application/json")
 

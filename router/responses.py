@@ -228,7 +228,7 @@ async def responses(request: Request, state: State,
     req = data
     model, name = await state.catalog.resolve(state.fleet, req.model)
     generate = await generate_request(req, model, state)
-    ex = Exchange.new(state.fleet, state.admission, name, "resp", usage_record(request, model.id))
+    ex = Exchange.new(state.fleet, state.admission, name, "resp_", usage_record(request, model.id))
     shape = ResponseShape(ex, req, generate.sampling.temperature, generate.sampling.top_p)
     return await respond(ex, generate, ResponseEvents(shape) if req.stream else None,
                          lambda reply: line_json(shape.finished(output_of(reply, reply.done), reply.done)))

@@ -155,7 +155,7 @@ def test_streamed_events_come_in_order(claude: anthropic.Anthropic) -> None:
     n = types.count("content_block_delta")
     assert types == ["message_start", "content_block_start", *["content_block_delta"] * n, "content_block_stop",
                      "message_delta", "message_stop"]
-    assert events[0].message.id and events[0].message.content == []
+    assert events[0].message.id.startswith("msg_") and events[0].message.content == []
     assert "".join(e.delta.text for e in events if e.type == "content_block_delta") == whole.content[0].text
     assert events[-2].delta.stop_reason == "max_tokens" and events[-2].usage.output_tokens == 16
     with claude.messages.stream(**kwargs) as stream:

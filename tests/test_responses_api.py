@@ -105,6 +105,7 @@ def test_streamed_events_come_in_order(client: openai.OpenAI) -> None:
     assert text == whole.output_text == events[-4].text == events[-2].item.content[0].text
     final = events[-1].response
     assert final.id == events[0].response.id and final.status == "incomplete"
+    assert final.id.startswith("resp_")  # OpenAI's own id shape
     assert final.output_text == text and final.usage.output_tokens == 16
     assert final.usage.input_tokens == whole.usage.input_tokens
 
