@@ -29,14 +29,12 @@ from mlx_fleet.protocol import (
     DryRunResult,
     Embed,
     Embeddings,
-    Failure,
     FleetStatus,
     Generate,
     GetStatus,
     Kind,
     Message,
     Sampling,
-    decode_end,
     encode,
 )
 from router.admin import as_json, ask
@@ -158,13 +156,7 @@ async def model_test(state: State, model_id: FromPath[Path],
     ex = Exchange.new(state.fleet, state.admission, model.id, "test-")
     started = time.perf_counter()
     if model.type == "embeddings":
-        stream = ex.open(Kind.EMBED, encode(Embed(texts=(prompt,))))
-        try:
-            end = decode_end((await stream.take())[-1][1])
-        finally:
-            ex.close()
-        if isinstance(end, Failure):
-            raise ApiError.from_failure(end)
+        end = await ex.one_answer(Kind.EMBED, encode(Embed(texts=(prompt,))))
         assert isinstance(end, Embeddings)
         result = TestResult(model=model.id, type=model.type, latency_ms=_ms(started),
                             prompt_tokens=sum(end.token_counts), dimensions=end.dim)

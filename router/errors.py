@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Literal, TypeVar
 
 import msgspec
 from litestar import Request, Response
@@ -25,6 +26,9 @@ _ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 4
                     429: "rate_limit_error", 529: "overloaded_error"}
 
 
+T = TypeVar("T")
+
+
 class ErrorBody(msgspec.Struct):
     message: str
     type: str
@@ -34,6 +38,18 @@ class ErrorBody(msgspec.Struct):
 
 class Envelope(msgspec.Struct):
     error: ErrorBody
+
+
+class AnthropicError(msgspec.Struct):
+    type: str
+    message: str
+
+
+class AnthropicEnvelope(msgspec.Struct):
+    """Anthropic's error shape, which `/v1/messages` answers with."""
+
+    type: Literal["error"]
+    error: AnthropicError
 
 
 class ApiError(Exception):
@@ -51,9 +67,9 @@ class ApiError(Exception):
         kind = _TYPES.get(self.status, "invalid_request_error" if self.status < 500 else "server_error")
         return Envelope(ErrorBody(self.message, kind, self.param, self.code))
 
-    def anthropic_envelope(self) -> dict[str, object]:
+    def anthropic_envelope(self) -> AnthropicEnvelope:
         kind = _ANTHROPIC_TYPES.get(self.status, "invalid_request_error" if self.status < 500 else "api_error")
-        return {"type": "error", "error": {"type": kind, "message": self.message}}
+        return AnthropicEnvelope("error", AnthropicError(kind, self.message))
 
     def response(self, anthropic: bool = False) -> Response:
         body = self.anthropic_envelope() if anthropic else self.envelope()
@@ -117,6 +133,17 @@ ANTHROPIC_ERROR_HANDLERS = {
 _AT = re.compile(r"^(.*) - at `\$\.?(.*)`$")
 _JSON_TYPES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "a boolean",
                "array": "an array", "object": "an object", "null": "null"}
+
+
+def checked(raw: object, kind: type[T], param: str) -> T:
+    """`raw` (a part of a body already decoded as JSON) converted to `kind`; a validation error
+    names `param` as where it is."""
+    try:
+        return msgspec.convert(raw, kind)
+    except msgspec.ValidationError as e:
+        text = str(e)
+        where = text.replace("`$", f"`$.{param}", 1) if " - at `$" in text else f"{text} - at `$.{param}`"
+        raise validation_error(msgspec.ValidationError(where)) from None
 
 
 def validation_error(error: msgspec.ValidationError) -> ApiError:

@@ -36,10 +36,10 @@ from mlx_fleet.protocol import (
 )
 from router import anthropic_types as an
 from router.completions import Exchange, default_temperature
-from router.errors import ANTHROPIC_ERROR_HANDLERS, ApiError
+from router.errors import ANTHROPIC_ERROR_HANDLERS, AnthropicEnvelope, ApiError
 from router.event_stream import BlockFramer, line_json, respond
 from router.messages_input import chat_input, response_format, sampling
-from router.openapi import AnthropicEnvelope, body_dto, error_responses
+from router.openapi import body_dto, error_responses
 from router.reply import CallParts, Reply
 from router.usage import usage_record
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import msgspec
 from litestar.datastructures import State
 
 from mlx_fleet.config import ModelConfig
 from mlx_fleet.protocol import ChatInput, ResponseFormat, Sampling, Tool, ToolCall, ToolChoice
 from router import anthropic_types as an
 from router.conversation import Turn, chat_messages
-from router.errors import ApiError, validation_error
+from router.errors import ApiError, checked
 
 
 def _image_url(source: an.Base64Source | an.URLSource) -> str:
@@ -66,12 +65,7 @@ def _tools(req: an.CountTokensRequest) -> tuple[Tool, ...]:
         if kind != "custom":
             raise ApiError(400, f"tools[{i}]: only client tools (with an input_schema) are supported, not "
                                 f"'{kind}'.", param=f"tools[{i}].type", code="unsupported_value")
-        try:
-            tool = msgspec.convert(raw, an.ToolParam)
-        except msgspec.ValidationError as e:
-            text = str(e)
-            where = text.replace("`$", f"`$.tools[{i}]", 1) if " - at `$" in text else f"{text} - at `$.tools[{i}]`"
-            raise validation_error(msgspec.ValidationError(where)) from None
+        tool = checked(raw, an.ToolParam, f"tools[{i}]")
         tools.append(Tool(tool.name, tool.description, json.dumps(tool.input_schema)))
     return tuple(tools)
 

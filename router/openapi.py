@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Generator
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import msgspec
 from litestar import Litestar
@@ -68,18 +68,6 @@ def json_body(model: type[T], decode: Callable[[bytes], T]) -> type[JsonBody[T]]
 _ERRORS = {400: "Invalid request", 401: "No key or a wrong key", 403: "The key may not do this",
            404: "Unknown model or route", 413: "Body too large", 429: "Too many requests for this model",
            500: "The model's worker failed", 503: "The fleet cannot serve this now"}
-
-
-class AnthropicError(msgspec.Struct):
-    type: str
-    message: str
-
-
-class AnthropicEnvelope(msgspec.Struct):
-    """Anthropic's error shape, which `/v1/messages` answers with."""
-
-    type: Literal["error"]
-    error: AnthropicError
 
 
 def error_responses(*statuses: int, envelope: type = Envelope) -> dict[int, ResponseSpec]:

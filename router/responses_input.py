@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import msgspec
 from litestar.datastructures import State
 
 from mlx_fleet.config import FleetConfig, ModelConfig
@@ -17,7 +16,7 @@ from mlx_fleet.protocol import ChatInput, Generate, ResponseFormat, Sampling, To
 from router import responses_types as rt
 from router.completions import default_temperature
 from router.conversation import Turn, chat_messages
-from router.errors import ApiError, validation_error
+from router.errors import ApiError, checked
 
 _ROLES = {"developer": "system"}
 LOGPROBS = "message.output_text.logprobs"  # the `include` value that asks for them
@@ -37,14 +36,6 @@ def refuse_what_cannot_be_honoured(req: rt.ResponsesRequest) -> None:
                        code="unsupported_parameter")
 
 
-def _checked(raw: Any, kind: type, param: str) -> Any:
-    """`raw` decoded as `kind`, a validation error naming `param` as where it is."""
-    try:
-        return msgspec.convert(raw, kind)
-    except msgspec.ValidationError as e:
-        text = str(e)
-        where = text.replace("`$", f"`$.{param}", 1) if " - at `$" in text else f"{text} - at `$.{param}`"
-        raise validation_error(msgspec.ValidationError(where)) from None
 
 
 def _item(i: int, raw: Any) -> Any:
@@ -56,7 +47,7 @@ def _item(i: int, raw: Any) -> Any:
         what = f"Input items of type '{kind}' are not supported." if isinstance(kind, str) else \
             "An input item must be an object."
         raise ApiError(400, what, param=f"input[{i}]", code="unsupported_value")
-    return _checked(raw, _ITEMS[kind], f"input[{i}]")
+    return checked(raw, _ITEMS[kind], f"input[{i}]")
 
 
 def _content(turn: Turn, parts: str | list, param: str) -> None:
@@ -108,7 +99,7 @@ def _tools(req: rt.ResponsesRequest) -> tuple[Tool, ...]:
         if not isinstance(raw, dict) or raw.get("type") != "function":
             raise ApiError(400, "Only function tools are supported.", param=f"tools[{i}].type",
                            code="unsupported_value")
-        tool = _checked(raw, rt.FunctionTool, f"tools[{i}]")
+        tool = checked(raw, rt.FunctionTool, f"tools[{i}]")
         tools.append(Tool(tool.name, tool.description or "",
                           json.dumps(tool.parameters) if tool.parameters is not None else ""))
     return tuple(tools)
