@@ -73,9 +73,9 @@ def _grammar(tokenizer: Any, request: Generate, tools: list[dict] | None) -> tup
         if not is_json_tools(tokenizer):
             raise GrammarError("tool_choice", f"tool_choice '{choice.mode}' needs a model whose tool calls are "
                                               "JSON between <tool_call> markers; this model's are not.")
-        start, end = tokenizer.tool_call_start, tokenizer.tool_call_end
-        vocab = tokenizer.get_vocab()
-        return tool_call_grammar(offered_tools(source), start, end, start in vocab and end in vocab), "tool_choice"
+        as_tokens = len(tokenizer.tool_call_start_tokens) == 1 and len(tokenizer.tool_call_end_tokens) == 1
+        return (tool_call_grammar(offered_tools(source), tokenizer.tool_call_start, tokenizer.tool_call_end, as_tokens),
+                "tool_choice")
     if fmt is not None:
         return response_format_grammar(fmt), "response_format"
     return None, ""
