@@ -184,14 +184,15 @@ class KeyIndex:
 
     def load(self) -> None:
         """Open and read now (at startup), so that the first request does not."""
-        self._fresh()
+        self.live()
 
     def close(self) -> None:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
 
-    def _fresh(self) -> dict[str, Holder]:
+    def live(self) -> dict[str, Holder]:
+        """The live keys by hash, re-read only when another connection wrote (one cheap pragma)."""
         if self.conn is None:
             self.conn = statedb.connect(self.path)
         version = self.conn.execute("PRAGMA data_version").fetchone()[0]
@@ -201,8 +202,5 @@ class KeyIndex:
             self._version = version
         return self._holders
 
-    def __bool__(self) -> bool:
-        return bool(self._fresh())
-
     def holder(self, token: str) -> Holder | None:
-        return self._fresh().get(token_hash(token))
+        return self.live().get(token_hash(token))

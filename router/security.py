@@ -20,7 +20,7 @@ from litestar.handlers import BaseRouteHandler
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from mlx_fleet.config import ServerConfig, is_loopback
-from mlx_fleet.keys import KeyIndex
+from mlx_fleet.keys import Holder, KeyIndex, token_hash
 from router.errors import ApiError
 from router.sessions import Sessions
 from router.usage import USAGE_SCOPE_KEY
@@ -101,16 +101,22 @@ class Guard:
             raise ApiError(403, "This key cannot use admin endpoints.", code="insufficient_permissions")
         raise ApiError(401, f"Incorrect API key provided: {_mask(token)}.", code="invalid_api_key")
 
+    def _database_keys(self) -> dict[str, Holder]:
+        return self.keys.live() if self.keys is not None else {}
+
     def _check_api(self, connection: ASGIConnection, scope: str | None) -> None:
-        if not self.api and self.open_without_keys and not self.keys:
-            return
+        holders = None  # the database's keys, read (one pragma) only where a decision needs them
+        if not self.api and self.open_without_keys:
+            holders = self._database_keys()
+            if not holders:
+                return
         token = _required_key(connection)
         record = connection.scope.get(USAGE_SCOPE_KEY)  # type: ignore[call-overload]
         if self.api.holds(token):
             if record is not None:
                 record.key_id = self.config_key_ids.get(_digest(token))
             return
-        holder = self.keys.holder(token) if self.keys is not None else None
+        holder = (self._database_keys() if holders is None else holders).get(token_hash(token))
         if holder is None:
             raise ApiError(401, f"Incorrect API key provided: {_mask(token)}.", code="invalid_api_key")
         if record is not None:

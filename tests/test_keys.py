@@ -19,7 +19,7 @@ def test_only_a_hash_is_stored(tmp_path) -> None:
 def test_revocation_by_another_connection_is_seen_at_the_next_check(tmp_path) -> None:
     writer = keys.open_db(tmp_path)
     index = keys.KeyIndex(statedb.db_path(tmp_path))
-    assert not index
+    assert not index.live()
     created = keys.create_key(writer, "alice", ["embeddings"])
     holder = index.holder(created.key)
     assert holder is not None and holder.id == created.id and holder.scopes == {"embeddings"}
