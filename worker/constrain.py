@@ -82,10 +82,10 @@ class Grammars:
 
     def processor(self, grammar: str, param: str, think_end: int | None) -> GrammarProcessor:
         """A fresh processor for one request; `think_end` holds it back until that token."""
-        error = llguidance.LLMatcher.validate_grammar(grammar, self.llg)
-        if error:
-            raise GrammarError(param, f"The grammar cannot be compiled: {error}")
-        return GrammarProcessor(llguidance.LLMatcher(self.llg, grammar, log_level=0), self.llg.vocab_size, think_end)
+        matcher = llguidance.LLMatcher(self.llg, grammar, log_level=0)  # compiles; an error is its state
+        if matcher.is_error():
+            raise GrammarError(param, f"The grammar cannot be compiled: {matcher.get_error()}")
+        return GrammarProcessor(matcher, self.llg.vocab_size, think_end)
 
 
 class GrammarProcessor:
