@@ -12,7 +12,7 @@ from litestar import Response, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery
 
-from mlx_fleet import statedb
+from mlx_fleet.state import db
 from mlx_fleet.protocol import (
     Call,
     FleetStatus,
@@ -24,9 +24,9 @@ from mlx_fleet.protocol import (
     UnloadModel,
     UnloadResult,
 )
-from router.errors import ApiError
-from router.fleet_client import FleetClient, SupervisorUnavailable
-from router.openapi import error_responses
+from mlx_fleet.router.errors import ApiError
+from mlx_fleet.router.fleet_client import FleetClient, SupervisorUnavailable
+from mlx_fleet.router.openapi import error_responses
 
 T = TypeVar("T")
 
@@ -36,7 +36,7 @@ LOAD_CALL_TIMEOUT = 3600.0
 
 async def in_db(state: State, fn: Callable[..., T], *args: Any) -> T:
     """`fn(connection, *args)` on the state database, in a thread: the event loop never waits on disk."""
-    return await asyncio.to_thread(statedb.call, state.db_path, fn, *args)
+    return await asyncio.to_thread(db.call, state.db_path, fn, *args)
 
 
 async def ask(state: State, call: Call, result: type[T], timeout: float | None = None) -> T:

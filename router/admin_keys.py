@@ -14,10 +14,10 @@ from litestar import Response, delete, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody
 
-from mlx_fleet import keys
-from router.admin import in_db
-from router.errors import ApiError
-from router.openapi import body_dto, error_responses
+from mlx_fleet.state import keys
+from mlx_fleet.router.admin import in_db
+from mlx_fleet.router.errors import ApiError
+from mlx_fleet.router.openapi import body_dto, error_responses
 
 
 class CreateKey(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -19,7 +19,7 @@ from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from mlx_fleet import worker_logs
+from mlx_fleet.state import worker_logs
 from mlx_fleet.config import ModelConfig
 from mlx_fleet.protocol import (
     ChatInput,
@@ -37,10 +37,10 @@ from mlx_fleet.protocol import (
     Sampling,
     encode,
 )
-from router.admin import as_json, ask
-from router.completions import Exchange
-from router.errors import ApiError
-from router.openapi import error_responses
+from mlx_fleet.router.admin import as_json, ask
+from mlx_fleet.router.completions import Exchange
+from mlx_fleet.router.errors import ApiError
+from mlx_fleet.router.openapi import error_responses
 
 
 

@@ -1,6 +1,6 @@
 """`/admin/system/*`: the machine and the fleet at a glance, what MLX runs on, and token throughput.
 
-Capabilities come from `python -m worker.capabilities`, a short-lived process (the router never
+Capabilities come from `python -m mlx_fleet.worker.capabilities`, a short-lived process (the router never
 imports MLX), run once and remembered: the versions and the device do not change while we run.
 """
 
@@ -17,10 +17,10 @@ import psutil
 from litestar import Response, get
 from litestar.datastructures import State
 
-from router import usage_queries as q
-from router.admin import fleet_status, in_db
-from router.errors import ApiError
-from router.openapi import error_responses
+from mlx_fleet.state import usage_queries as q
+from mlx_fleet.router.admin import fleet_status, in_db
+from mlx_fleet.router.errors import ApiError
+from mlx_fleet.router.openapi import error_responses
 
 CAPABILITIES_TIMEOUT = 120.0
 _ERRORS = error_responses()
@@ -76,7 +76,7 @@ async def system_summary(state: State) -> Response[Summary]:
 
 async def _probe_capabilities() -> bytes:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "worker.capabilities", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable, "-m", "mlx_fleet.worker.capabilities", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         out, err = await asyncio.wait_for(process.communicate(), CAPABILITIES_TIMEOUT)
     except TimeoutError:

@@ -14,10 +14,10 @@ from litestar import Response, get
 from litestar.datastructures import State
 from litestar.params import FromQuery, QueryParameter
 
-from router import usage_queries as q
-from router.admin import in_db
-from router.errors import ApiError
-from router.openapi import error_responses
+from mlx_fleet.state import usage_queries as q
+from mlx_fleet.router.admin import in_db
+from mlx_fleet.router.errors import ApiError
+from mlx_fleet.router.openapi import error_responses
 
 Since = Annotated[str | None, QueryParameter(description="unix seconds, or a duration back from now: 90m, 1h, 7d",
                                              pattern=r"^(\d+(\.\d+)?|(\d+(\.\d+)?(ms|s|m|h|d))+)$")]

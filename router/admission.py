@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import collections
 
-from router.errors import ApiError
+from mlx_fleet.router.errors import ApiError
 
 
 class Admission:

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from router.openai_types import NonNegativeInt, PositiveInt, Probability
+from mlx_fleet.router.openai_types import NonNegativeInt, PositiveInt, Probability
 
 
 class _Tolerant(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -19,12 +19,12 @@ from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.params import JSONBody
 
-from mlx_fleet import statedb
+from mlx_fleet.state import db
 from mlx_fleet.config import FleetConfig, ModelConfig
-from mlx_fleet.keys import KeyIndex
+from mlx_fleet.state.keys import KeyIndex
 from mlx_fleet.protocol import Failure, Generate
 from mlx_fleet.runtime import Endpoints
-from router import (
+from mlx_fleet.router import (
     admin,
     admin_keys,
     admin_models,
@@ -36,11 +36,11 @@ from router import (
     metrics,
     responses,
 )
-from router import openai_types as oa
-from router.admission import Admission
-from router.catalog_view import CatalogView
-from router.chat_request import chat_input, chat_logprobs, response_format
-from router.completions import (
+from mlx_fleet.router import openai_types as oa
+from mlx_fleet.router.admission import Admission
+from mlx_fleet.router.catalog_view import CatalogView
+from mlx_fleet.router.chat_request import chat_input, chat_logprobs, response_format
+from mlx_fleet.router.completions import (
     CompletionFrames,
     Exchange,
     completion_body,
@@ -48,14 +48,14 @@ from router.completions import (
     default_temperature,
     sampling_from,
 )
-from router.embeddings import embeddings
-from router.errors import ApiError, api_error_handler, http_error_handler, internal_error_handler
-from router.event_stream import respond
-from router.fleet_client import FleetClient, SupervisorUnavailable
-from router.images import ImagePolicy
-from router.openapi import ClosedStructs, body_dto, document_streams, error_responses, openapi_config
-from router.security import Guard, host_check_factory
-from router.usage import UsageWriter, state_db_lifespan, usage_middleware_factory, usage_record
+from mlx_fleet.router.embeddings import embeddings
+from mlx_fleet.router.errors import ApiError, api_error_handler, http_error_handler, internal_error_handler
+from mlx_fleet.router.event_stream import respond
+from mlx_fleet.router.fleet_client import FleetClient, SupervisorUnavailable
+from mlx_fleet.router.images import ImagePolicy
+from mlx_fleet.router.openapi import ClosedStructs, body_dto, document_streams, error_responses, openapi_config
+from mlx_fleet.router.security import Guard, host_check_factory
+from mlx_fleet.router.usage import UsageWriter, state_db_lifespan, usage_middleware_factory, usage_record
 
 log = logging.getLogger("mlx_fleet.router")
 
@@ -171,7 +171,7 @@ def create_app(
     state_dir = Path(server.state_dir).expanduser()
     request_metrics = metrics.RequestMetrics()
     usage = UsageWriter(state_dir, float(config.usage.retention), observers=[request_metrics.observe])
-    key_index = KeyIndex(statedb.db_path(state_dir))
+    key_index = KeyIndex(db.db_path(state_dir))
     host_check = host_check_factory(server)
     guard = Guard(server, key_index)
     return Litestar(
@@ -182,7 +182,7 @@ def create_app(
                      "admission": Admission(server.max_requests_per_model, server.max_requests),
                      "images": ImagePolicy(max_dimension=server.image_max_dimension, allow_urls=server.image_urls,
                                            allowed_hosts=tuple(server.image_allowed_hosts)),
-                     "db_path": statedb.db_path(state_dir), "usage": usage, "metrics": request_metrics,
+                     "db_path": db.db_path(state_dir), "usage": usage, "metrics": request_metrics,
                      "capabilities": None, "sessions": guard.sessions}),
         guards=[guard],
         middleware=[usage_middleware_factory(usage.queue), *([host_check] if host_check else [])],

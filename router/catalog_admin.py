@@ -24,9 +24,9 @@ from mlx_fleet.protocol import (
     SaveProfile,
     SetModel,
 )
-from router.admin import LOAD_CALL_TIMEOUT, ask, as_json
-from router.errors import ApiError
-from router.openapi import error_responses
+from mlx_fleet.router.admin import LOAD_CALL_TIMEOUT, ask, as_json
+from mlx_fleet.router.errors import ApiError
+from mlx_fleet.router.openapi import error_responses
 
 T = TypeVar("T")
 _ERRORS = error_responses(404)

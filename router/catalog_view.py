@@ -19,9 +19,9 @@ from mlx_fleet.catalog.entry import Registry
 from mlx_fleet.catalog.tiers import tier_request
 from mlx_fleet.config import FleetConfig, ModelConfig
 from mlx_fleet.protocol import GetCatalog, ResolveTier
-from router import openai_types as oa
-from router.errors import ApiError
-from router.fleet_client import FleetClient, SupervisorUnavailable
+from mlx_fleet.router import openai_types as oa
+from mlx_fleet.router.errors import ApiError
+from mlx_fleet.router.fleet_client import FleetClient, SupervisorUnavailable
 
 log = logging.getLogger("mlx_fleet.router")
 

@@ -11,10 +11,10 @@ import json
 
 from mlx_fleet.config import ModelConfig
 from mlx_fleet.protocol import ChatInput, ResponseFormat, Tool, ToolCall, ToolChoice
-from router import openai_types as oa
-from router.conversation import Turn, chat_messages
-from router.errors import ApiError
-from router.images import ImagePolicy
+from mlx_fleet.router import openai_types as oa
+from mlx_fleet.router.conversation import Turn, chat_messages
+from mlx_fleet.router.errors import ApiError
+from mlx_fleet.router.images import ImagePolicy
 
 
 async def chat_input(req: oa.ChatCompletionRequest, model: ModelConfig, images: ImagePolicy,

@@ -31,13 +31,13 @@ from mlx_fleet.protocol import (
     decode_delta,
     decode_end,
 )
-from router import openai_types as oa
-from router.admission import Admission
-from router.errors import ApiError, validation_error
-from router.event_stream import line_json
-from router.fleet_client import FleetClient, RequestStream, SupervisorUnavailable
-from router.reply import Reply, chat_logprobs, chat_message, completion_logprobs, stream_tool_calls
-from router.usage import UsageRecord
+from mlx_fleet.router import openai_types as oa
+from mlx_fleet.router.admission import Admission
+from mlx_fleet.router.errors import ApiError, validation_error
+from mlx_fleet.router.event_stream import line_json
+from mlx_fleet.router.fleet_client import FleetClient, RequestStream, SupervisorUnavailable
+from mlx_fleet.router.reply import Reply, chat_logprobs, chat_message, completion_logprobs, stream_tool_calls
+from mlx_fleet.router.usage import UsageRecord
 
 _json = msgspec.json.encode
 _DECODERS: dict[type, Callable[[bytes], object]] = {}

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 from mlx_fleet.config import ModelConfig
 from mlx_fleet.protocol import ImageData, Message, ToolCall
-from router.errors import ApiError
-from router.images import ImagePolicy, load_image
+from mlx_fleet.router.errors import ApiError
+from mlx_fleet.router.images import ImagePolicy, load_image
 
 
 @dataclass(slots=True)

@@ -15,8 +15,8 @@ from litestar import Request, Response, delete, get, post
 from litestar.datastructures import Cookie, State
 from litestar.params import FromPath
 
-from router.errors import ApiError
-from router.sessions import COOKIE, Session, Sessions, refuse_other_origins
+from mlx_fleet.router.errors import ApiError
+from mlx_fleet.router.sessions import COOKIE, Session, Sessions, refuse_other_origins
 
 MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
                ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
@@ -44,7 +44,7 @@ class SessionInfo(msgspec.Struct):
 @functools.cache
 def files() -> dict[str, tuple[bytes, str]]:
     """Every file of the page by name, with its media type, read once."""
-    folder = importlib.resources.files("router") / "static"
+    folder = importlib.resources.files("mlx_fleet.router") / "static"
     out = {}
     for entry in folder.iterdir():
         suffix = entry.name[entry.name.rfind("."):]

@@ -18,10 +18,10 @@ from litestar.params import JSONBody
 from msgspec import Meta
 
 from mlx_fleet.protocol import Embed, Embeddings, Kind, encode
-from router.completions import Exchange
-from router.errors import ApiError
-from router.openapi import body_dto, error_responses
-from router.usage import usage_record
+from mlx_fleet.router.completions import Exchange
+from mlx_fleet.router.errors import ApiError
+from mlx_fleet.router.openapi import body_dto, error_responses
+from mlx_fleet.router.usage import usage_record
 
 MAX_INPUTS = 2048
 

@@ -32,12 +32,12 @@ from mlx_fleet.protocol import (
     decode_started,
     encode,
 )
-from router.errors import ApiError
-from router.fleet_client import RequestStream
-from router.reply import Reply, is_answer, is_plain
+from mlx_fleet.router.errors import ApiError
+from mlx_fleet.router.fleet_client import RequestStream
+from mlx_fleet.router.reply import Reply, is_answer, is_plain
 
 if TYPE_CHECKING:
-    from router.completions import Exchange
+    from mlx_fleet.router.completions import Exchange
 
 _json = msgspec.json.encode
 # JSON leaves these unescaped, but clients that split a stream into lines the way Python's

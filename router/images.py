@@ -36,7 +36,7 @@ import httpx
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mlx_fleet.protocol import ImageData
-from router.errors import ApiError
+from mlx_fleet.router.errors import ApiError
 
 __all__ = ["ImagePolicy", "load_image"]
 

@@ -34,14 +34,14 @@ from mlx_fleet.protocol import (
     Usage,
     encode,
 )
-from router import anthropic_types as an
-from router.completions import Exchange, default_temperature
-from router.errors import ANTHROPIC_ERROR_HANDLERS, AnthropicEnvelope, ApiError
-from router.event_stream import BlockFramer, line_json, respond
-from router.messages_input import chat_input, response_format, sampling
-from router.openapi import body_dto, error_responses
-from router.reply import CallParts, Reply
-from router.usage import usage_record
+from mlx_fleet.router import anthropic_types as an
+from mlx_fleet.router.completions import Exchange, default_temperature
+from mlx_fleet.router.errors import ANTHROPIC_ERROR_HANDLERS, AnthropicEnvelope, ApiError
+from mlx_fleet.router.event_stream import BlockFramer, line_json, respond
+from mlx_fleet.router.messages_input import chat_input, response_format, sampling
+from mlx_fleet.router.openapi import body_dto, error_responses
+from mlx_fleet.router.reply import CallParts, Reply
+from mlx_fleet.router.usage import usage_record
 
 _PING = b'event: ping\ndata: {"type":"ping"}\n\n'
 _STOP_MESSAGE = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'

@@ -14,9 +14,9 @@ from litestar.datastructures import State
 
 from mlx_fleet.config import ModelConfig
 from mlx_fleet.protocol import ChatInput, ResponseFormat, Sampling, Tool, ToolCall, ToolChoice
-from router import anthropic_types as an
-from router.conversation import Turn, chat_messages
-from router.errors import ApiError, checked
+from mlx_fleet.router import anthropic_types as an
+from mlx_fleet.router.conversation import Turn, chat_messages
+from mlx_fleet.router.errors import ApiError, checked
 
 
 def _image_url(source: an.Base64Source | an.URLSource) -> str:

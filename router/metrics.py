@@ -17,8 +17,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Summa
 from prometheus_client.registry import Collector
 
 from mlx_fleet.protocol import FleetStatus
-from router.admin import fleet_status
-from router.usage import UsageRecord
+from mlx_fleet.router.admin import fleet_status
+from mlx_fleet.router.usage import UsageRecord
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)

@@ -22,8 +22,8 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Reference, Schema
 from litestar.typing import FieldDefinition
 
-from router.completions import decode_request
-from router.errors import Envelope
+from mlx_fleet.router.completions import decode_request
+from mlx_fleet.router.errors import Envelope
 
 T = TypeVar("T")
 

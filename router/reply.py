@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mlx_fleet.protocol import Delta, Done, TokenLogprob, ToolCallDelta
-from router import openai_types as oa
+from mlx_fleet.router import openai_types as oa
 
 
 @dataclass(slots=True)

@@ -25,13 +25,13 @@ from litestar.datastructures import State
 from litestar.params import JSONBody
 
 from mlx_fleet.protocol import Done, Failure, Started, TokenLogprob, ToolCallDelta
-from router import responses_types as rt
-from router.completions import Exchange
-from router.event_stream import BlockFramer, line_json, respond
-from router.openapi import body_dto, error_responses
-from router.reply import CallParts, Reply, token_logprobs
-from router.responses_input import generate_request
-from router.usage import usage_record
+from mlx_fleet.router import responses_types as rt
+from mlx_fleet.router.completions import Exchange
+from mlx_fleet.router.event_stream import BlockFramer, line_json, respond
+from mlx_fleet.router.openapi import body_dto, error_responses
+from mlx_fleet.router.reply import CallParts, Reply, token_logprobs
+from mlx_fleet.router.responses_input import generate_request
+from mlx_fleet.router.usage import usage_record
 
 _ERROR_CODES = {429: "rate_limit_exceeded"}  # ResponseError.code is a closed list: all else is server_error
 _KINDS = {"message": ("msg", "output_text", "response.output_text"),

@@ -13,10 +13,10 @@ from litestar.datastructures import State
 
 from mlx_fleet.config import FleetConfig, ModelConfig
 from mlx_fleet.protocol import ChatInput, Generate, ResponseFormat, Sampling, Tool, ToolCall, ToolChoice
-from router import responses_types as rt
-from router.completions import default_temperature
-from router.conversation import Turn, chat_messages
-from router.errors import ApiError, checked
+from mlx_fleet.router import responses_types as rt
+from mlx_fleet.router.completions import default_temperature
+from mlx_fleet.router.conversation import Turn, chat_messages
+from mlx_fleet.router.errors import ApiError, checked
 
 _ROLES = {"developer": "system"}
 LOGPROBS = "message.output_text.logprobs"  # the `include` value that asks for them

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from router.openai_types import (
+from mlx_fleet.router.openai_types import (
     JsonObjectFormat,
     PositiveInt,
     Probability,

@@ -20,10 +20,10 @@ from litestar.handlers import BaseRouteHandler
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from mlx_fleet.config import ServerConfig, is_loopback
-from mlx_fleet.keys import Holder, KeyIndex, token_hash
-from router.errors import ApiError
-from router.sessions import Sessions
-from router.usage import USAGE_SCOPE_KEY
+from mlx_fleet.state.keys import Holder, KeyIndex, token_hash
+from mlx_fleet.router.errors import ApiError
+from mlx_fleet.router.sessions import Sessions
+from mlx_fleet.router.usage import USAGE_SCOPE_KEY
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 

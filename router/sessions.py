@@ -23,10 +23,10 @@ from urllib.parse import urlsplit
 
 from litestar.connection import ASGIConnection
 
-from router.errors import ApiError
+from mlx_fleet.router.errors import ApiError
 
 if TYPE_CHECKING:
-    from router.security import KeyRing
+    from mlx_fleet.router.security import KeyRing
 
 COOKIE = "mlx_fleet_session"
 CSRF_HEADER = "x-csrf-token"

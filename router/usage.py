@@ -21,7 +21,7 @@ from pathlib import Path
 from litestar import Request
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from mlx_fleet import keys, statedb
+from mlx_fleet.state import db, keys
 
 log = logging.getLogger("mlx_fleet.router")
 
@@ -156,7 +156,7 @@ class UsageWriter:
 
     def __init__(self, state_dir: Path, retention: float, observers: Iterable[Callable[[list[UsageRecord]], None]] = (),
                  interval: float = 1.0, prune_every: float = 3600.0) -> None:
-        self.path = statedb.db_path(state_dir)
+        self.path = db.db_path(state_dir)
         self.retention, self.interval, self.prune_every = retention, interval, prune_every
         self.queue: collections.deque[UsageRecord] = collections.deque(maxlen=MAX_QUEUED)
         self.observers = list(observers)
@@ -168,8 +168,8 @@ class UsageWriter:
         self._conn: sqlite3.Connection | None = None
 
     def start(self) -> None:
-        self._conn = statedb.connect(self.path)
-        statedb.ensure_schema(self._conn, keys.MIGRATIONS + MIGRATIONS)
+        self._conn = db.connect(self.path)
+        db.ensure_schema(self._conn, keys.MIGRATIONS + MIGRATIONS)
         self._prune()
         self._thread.start()
 

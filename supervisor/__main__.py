@@ -1,4 +1,4 @@
-"""`python -m supervisor`: the fleet's one long-lived process, started by `mlx-fleet serve`."""
+"""`python -m mlx_fleet.supervisor`: the fleet's one long-lived process, started by `mlx-fleet serve`."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from mlx_fleet.catalog.store import CatalogStore
 from mlx_fleet.config import decode_config
 from mlx_fleet.heap import freeze_startup_heap
 from mlx_fleet.runtime import Endpoints
-from supervisor.fleet import Supervisor
-from supervisor.launcher import PythonWorkerLauncher
-from supervisor.memory import Remembered
+from mlx_fleet.supervisor.fleet import Supervisor
+from mlx_fleet.supervisor.launcher import PythonWorkerLauncher
+from mlx_fleet.supervisor.memory import Remembered
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m supervisor")
+    p = argparse.ArgumentParser(prog="python -m mlx_fleet.supervisor")
     p.add_argument("--config-json", type=Path, required=True, help="the resolved config, written by serve")
     p.add_argument("--runtime-dir", type=Path, required=True)
     p.add_argument("--parent-pid", type=int, required=True)

@@ -26,13 +26,13 @@ from mlx_fleet.protocol import (
     UnloadResult,
     decode_call,
 )
-from supervisor.catalog_service import CATALOG_CALLS, CatalogService
-from supervisor.dispatch import Dispatcher
-from supervisor.loading import Loader
-from supervisor.registry import Registry
-from supervisor.spares import SparePool
-from supervisor.stopping import Stopper
-from supervisor.timeouts import Timeouts
+from mlx_fleet.supervisor.catalog_service import CATALOG_CALLS, CatalogService
+from mlx_fleet.supervisor.dispatch import Dispatcher
+from mlx_fleet.supervisor.loading import Loader
+from mlx_fleet.supervisor.registry import Registry
+from mlx_fleet.supervisor.spares import SparePool
+from mlx_fleet.supervisor.stopping import Stopper
+from mlx_fleet.supervisor.timeouts import Timeouts
 
 log = logging.getLogger("mlx_fleet.supervisor")
 

@@ -27,11 +27,11 @@ from mlx_fleet.protocol import (
     SaveProfile,
     SetModel,
 )
-from supervisor.loading import Loader
-from supervisor.registry import Registry
-from supervisor.slot import WorkerSlot
-from supervisor.stopping import Stopper
-from supervisor.timeouts import Timeouts
+from mlx_fleet.supervisor.loading import Loader
+from mlx_fleet.supervisor.registry import Registry
+from mlx_fleet.supervisor.slot import WorkerSlot
+from mlx_fleet.supervisor.stopping import Stopper
+from mlx_fleet.supervisor.timeouts import Timeouts
 
 log = logging.getLogger("mlx_fleet.supervisor")
 

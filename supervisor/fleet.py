@@ -18,19 +18,19 @@ from collections.abc import Callable
 from mlx_fleet.catalog.registry import Catalog
 from mlx_fleet.config import FleetConfig
 from mlx_fleet.protocol import FleetStatus
-from supervisor.admin import AdminRpc
-from supervisor.catalog_service import CatalogService
-from supervisor.diagnostics import Diagnostics
-from supervisor.dispatch import Dispatcher
-from supervisor.housekeeping import Housekeeper
-from supervisor.launcher import Launcher, PythonWorkerLauncher
-from supervisor.loading import Loader
-from supervisor.memory import Remembered, budget_bytes, tree_rss
-from supervisor.registry import Registry
-from supervisor.slot import WorkerSlot
-from supervisor.spares import SparePool
-from supervisor.stopping import Stopper
-from supervisor.timeouts import Timeouts
+from mlx_fleet.supervisor.admin import AdminRpc
+from mlx_fleet.supervisor.catalog_service import CatalogService
+from mlx_fleet.supervisor.diagnostics import Diagnostics
+from mlx_fleet.supervisor.dispatch import Dispatcher
+from mlx_fleet.supervisor.housekeeping import Housekeeper
+from mlx_fleet.supervisor.launcher import Launcher, PythonWorkerLauncher
+from mlx_fleet.supervisor.loading import Loader
+from mlx_fleet.supervisor.memory import Remembered, budget_bytes, tree_rss
+from mlx_fleet.supervisor.registry import Registry
+from mlx_fleet.supervisor.slot import WorkerSlot
+from mlx_fleet.supervisor.spares import SparePool
+from mlx_fleet.supervisor.stopping import Stopper
+from mlx_fleet.supervisor.timeouts import Timeouts
 
 __all__ = ["PythonWorkerLauncher", "Supervisor", "Timeouts"]
 log = logging.getLogger("mlx_fleet.supervisor")

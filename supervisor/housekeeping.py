@@ -12,11 +12,11 @@ import time
 from collections.abc import Callable
 
 from mlx_fleet.config import FleetConfig
-from supervisor.policy import expired, over_budget
-from supervisor.registry import Registry
-from supervisor.spares import SparePool
-from supervisor.stopping import Stopper
-from supervisor.timeouts import Timeouts
+from mlx_fleet.supervisor.policy import expired, over_budget
+from mlx_fleet.supervisor.registry import Registry
+from mlx_fleet.supervisor.spares import SparePool
+from mlx_fleet.supervisor.stopping import Stopper
+from mlx_fleet.supervisor.timeouts import Timeouts
 
 log = logging.getLogger("mlx_fleet.supervisor")
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Protocol
 
 from mlx_fleet.config import ModelConfig
-from mlx_fleet.worker_logs import WorkerLogs, logs_dir
-from supervisor.process import WorkerProcess
+from mlx_fleet.state.worker_logs import WorkerLogs, logs_dir
+from mlx_fleet.supervisor.process import WorkerProcess
 
 
 class Launcher(Protocol):
@@ -36,7 +36,7 @@ async def launch(launcher: Launcher, argv: list[str], label: str) -> WorkerProce
 
 
 class PythonWorkerLauncher:
-    """`python -m worker` with the same interpreter, offline unless the config allows downloads."""
+    """`python -m mlx_fleet.worker` with the same interpreter, offline unless the config allows downloads."""
 
     def __init__(self, state_dir: Path, allow_downloads: bool, prompt_cache_bytes: int, sink: str) -> None:
         self.logs: WorkerLogs | None = WorkerLogs(logs_dir(state_dir))
@@ -54,7 +54,7 @@ class PythonWorkerLauncher:
 
     def _common(self, identity: str, endpoint: str) -> list[str]:
         return [
-            sys.executable, "-m", "worker",
+            sys.executable, "-m", "mlx_fleet.worker",
             "--endpoint", endpoint,
             "--sink", self.sink,
             "--identity", identity,

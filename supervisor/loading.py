@@ -21,16 +21,16 @@ from collections.abc import Callable
 from mlx_fleet.config import FleetConfig
 from mlx_fleet.units import fmt_bytes
 from mlx_fleet.protocol import Assign, Failure, LoadFailed, Loading, MemoryReport, Ready, decode_control
-from supervisor.dispatch import Dispatcher
-from supervisor.launcher import Launcher, launch
-from supervisor.memory import Remembered
-from supervisor.policy import make_room
-from supervisor.registry import Registry
-from supervisor.slot import IDLE, STARTING, LoadError, WorkerSlot
-from supervisor.spares import SparePool, SpareWorker
-from supervisor.state import WorkerState
-from supervisor.stopping import Stopper
-from supervisor.timeouts import Timeouts
+from mlx_fleet.supervisor.dispatch import Dispatcher
+from mlx_fleet.supervisor.launcher import Launcher, launch
+from mlx_fleet.supervisor.memory import Remembered
+from mlx_fleet.supervisor.policy import make_room
+from mlx_fleet.supervisor.registry import Registry
+from mlx_fleet.supervisor.slot import IDLE, STARTING, LoadError, WorkerSlot
+from mlx_fleet.supervisor.spares import SparePool, SpareWorker
+from mlx_fleet.supervisor.state import WorkerState
+from mlx_fleet.supervisor.stopping import Stopper
+from mlx_fleet.supervisor.timeouts import Timeouts
 
 log = logging.getLogger("mlx_fleet.supervisor")
 S = WorkerState

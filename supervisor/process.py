@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from mlx_fleet.worker_logs import SPARES, WorkerLogs
+from mlx_fleet.state.worker_logs import SPARES, WorkerLogs
 
 LOG_TAIL_LINES = 40
 

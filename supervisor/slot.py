@@ -26,9 +26,9 @@ from mlx_fleet.protocol import (
     Ready,
     gigabytes,
 )
-from supervisor.memory import footprint
-from supervisor.process import WorkerProcess
-from supervisor.state import Lifecycle, WorkerState
+from mlx_fleet.supervisor.memory import footprint
+from mlx_fleet.supervisor.process import WorkerProcess
+from mlx_fleet.supervisor.state import Lifecycle, WorkerState
 
 S = WorkerState
 IDLE = frozenset({S.STOPPED, S.FAILED})

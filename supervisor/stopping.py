@@ -14,12 +14,12 @@ import signal
 from collections.abc import Callable
 
 from mlx_fleet.protocol import Failure
-from supervisor.dispatch import Dispatcher
-from supervisor.process import WorkerProcess
-from supervisor.registry import Registry
-from supervisor.slot import STARTING, WorkerSlot
-from supervisor.state import WorkerState
-from supervisor.timeouts import Timeouts
+from mlx_fleet.supervisor.dispatch import Dispatcher
+from mlx_fleet.supervisor.process import WorkerProcess
+from mlx_fleet.supervisor.registry import Registry
+from mlx_fleet.supervisor.slot import STARTING, WorkerSlot
+from mlx_fleet.supervisor.state import WorkerState
+from mlx_fleet.supervisor.timeouts import Timeouts
 
 log = logging.getLogger("mlx_fleet.supervisor")
 S = WorkerState

@@ -1,6 +1,6 @@
 """A fake worker: a real subprocess speaking the real protocol, without MLX.
 
-The supervisor cannot tell it from `python -m worker`, so its own logic (routing, memory policy,
+The supervisor cannot tell it from `python -m mlx_fleet.worker`, so its own logic (routing, memory policy,
 draining, crash handling) is tested with real processes and real ZeroMQ in milliseconds. Switches
 make it misbehave on command; everything it does is deterministic.
 """

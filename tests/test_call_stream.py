@@ -10,8 +10,8 @@ import pytest
 
 from mlx_fleet.protocol import ToolCallDelta
 from tiny_models import QWEN_TOOL_TEMPLATE, TOOL_SPECIAL_TOKENS, build_tiny_lm
-from worker.call_stream import CallStream
-from worker.reply import ReplyParser
+from mlx_fleet.worker.call_stream import CallStream
+from mlx_fleet.worker.reply import ReplyParser
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
 

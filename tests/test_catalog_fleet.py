@@ -80,7 +80,7 @@ def registry(server: FleetServer) -> dict[str, dict]:
 
 def worker_pids(server: FleetServer) -> set[int]:
     """Workers and warm spares."""
-    return {p.pid for p in server.tree() if p.cmdline()[1:3] == ["-m", "worker"]}
+    return {p.pid for p in server.tree() if p.cmdline()[1:3] == ["-m", "mlx_fleet.worker"]}
 
 
 def test_registry_lists_every_model_with_its_facts(server: FleetServer, layout: dict[str, Path]) -> None:

@@ -9,7 +9,7 @@ import msgspec
 import psutil
 import pytest
 
-from mlx_fleet import keys
+from mlx_fleet.state import keys
 from mlx_fleet.catalog.registry import Catalog
 from mlx_fleet.config import (
     ConfigError,
@@ -23,7 +23,7 @@ from mlx_fleet.config import (
     encode_config,
     load_config,
 )
-from mlx_fleet.keys import exposure_problem
+from mlx_fleet.state.keys import exposure_problem
 from mlx_fleet.units import ByteSize, Duration, MemoryBudget
 
 # The example from the architecture notes, verbatim (comments included).

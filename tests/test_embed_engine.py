@@ -16,7 +16,7 @@ import pytest
 
 from mlx_fleet.protocol import Embed, Embeddings, Failure, decode_end, encode
 from tiny_models import build_tiny_bert
-from worker.embed_engine import EmbeddingEngine, load_embeddings
+from mlx_fleet.worker.embed_engine import EmbeddingEngine, load_embeddings
 
 TEXTS = (
     "The old lighthouse stood at the northern end of the bay.",

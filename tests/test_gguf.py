@@ -8,7 +8,7 @@ failure that matters.
 
 from __future__ import annotations
 
-from worker.blas import preload_blas
+from mlx_fleet.worker.blas import preload_blas
 
 # OpenBLAS must be loaded before mlx.core for the fp32 model to run at a
 # reasonable speed on Linux; it is a no-op elsewhere or when not installed.
@@ -29,7 +29,7 @@ import mlx_lm  # noqa: E402
 import pytest  # noqa: E402
 from mlx_lm.sample_utils import make_sampler  # noqa: E402
 
-from worker.gguf import (  # noqa: E402
+from mlx_fleet.worker.gguf import (  # noqa: E402
     GGUFConversionError,
     convert_gguf,
     converted_dir,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mlx_fleet import keys, statedb
+from mlx_fleet.state import db, keys
 
 
 def test_only_a_hash_is_stored(tmp_path) -> None:
@@ -18,7 +18,7 @@ def test_only_a_hash_is_stored(tmp_path) -> None:
 
 def test_revocation_by_another_connection_is_seen_at_the_next_check(tmp_path) -> None:
     writer = keys.open_db(tmp_path)
-    index = keys.KeyIndex(statedb.db_path(tmp_path))
+    index = keys.KeyIndex(db.db_path(tmp_path))
     assert not index.live()
     created = keys.create_key(writer, "alice", ["embeddings"])
     holder = index.holder(created.key)

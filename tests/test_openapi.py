@@ -21,13 +21,13 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from fleet_server import FleetServer
 from mlx_fleet.protocol import Done, Failure, TokenLogprob, Usage
-from router import anthropic_types as an
-from router import responses_types as rt
-from router.completions import Exchange
-from router.event_stream import line_json
-from router.messages import _message
-from router.reply import CallParts, Reply
-from router.responses import ResponseShape, output_of
+from mlx_fleet.router import anthropic_types as an
+from mlx_fleet.router import responses_types as rt
+from mlx_fleet.router.completions import Exchange
+from mlx_fleet.router.event_stream import line_json
+from mlx_fleet.router.messages import _message
+from mlx_fleet.router.reply import CallParts, Reply
+from mlx_fleet.router.responses import ResponseShape, output_of
 from test_operations import ADMIN, ALL, write_ops_config
 from tiny_models import build_tiny_bert
 

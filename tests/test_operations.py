@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fleet_server import ROOT, FleetServer, strict_client
-from router.usage_queries import percentile
+from mlx_fleet.state.usage_queries import percentile
 from tiny_models import build_tiny_bert
 
 ADMIN, ALL = "sk-admin-ops-0123456789", "sk-all-ops-0123456789"

@@ -15,11 +15,11 @@ import pytest
 from litestar.testing import TestClient
 
 from fleet_server import FleetServer, strict_client, write_config
-from mlx_fleet import keys
+from mlx_fleet.state import keys
 from mlx_fleet.config import FleetConfig, ModelConfig, ServerConfig
 from mlx_fleet.runtime import Endpoints
 from mlx_fleet.units import ByteSize
-from router.app import ROUTES, create_app
+from mlx_fleet.router.app import ROUTES, create_app
 
 API_KEY, ADMIN_KEY = "sk-user-0123456789", "sk-admin-0123456789"
 # The dashboard's page, files and sign-in are public; what the page reads is the admin API, guarded.

@@ -28,7 +28,7 @@ def _tree_with_worker(server: FleetServer) -> list[psutil.Process]:
     client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
     tree = server.tree()
     names = [" ".join(_cmdline(p)) for p in tree]
-    assert any("-m supervisor" in n for n in names) and any("-m worker" in n for n in names), names
+    assert any("-m mlx_fleet.supervisor" in n for n in names) and any("-m mlx_fleet.worker" in n for n in names), names
     return tree
 
 
@@ -48,8 +48,8 @@ def test_supervisor_killed_router_answers_503_and_workers_exit(tmp_path: Path, t
     server = FleetServer(write_config(tmp_path / "fleet.toml", {"tiny": tiny_lm}), tmp_path / "state").wait_ready()
     try:
         tree = _tree_with_worker(server)
-        supervisor = next(p for p in tree if "-m supervisor" in " ".join(_cmdline(p)))
-        workers = [p for p in tree if "-m worker" in " ".join(_cmdline(p))]
+        supervisor = next(p for p in tree if "-m mlx_fleet.supervisor" in " ".join(_cmdline(p)))
+        workers = [p for p in tree if "-m mlx_fleet.worker" in " ".join(_cmdline(p))]
         supervisor.kill()
         assert wait_gone(workers, 10) == [], "workers must notice their supervisor died and exit"
         started = time.monotonic()

@@ -12,9 +12,9 @@ from litestar.testing import TestClient
 from mlx_fleet.config import FleetConfig, ModelConfig, ServerConfig
 from mlx_fleet.protocol import Failure
 from mlx_fleet.runtime import Endpoints
-from router.app import create_app
-from router.security import KeyRing
-from router.sessions import Sessions
+from mlx_fleet.router.app import create_app
+from mlx_fleet.router.security import KeyRing
+from mlx_fleet.router.sessions import Sessions
 
 ADMIN_KEY = "sk-admin-0123456789"
 

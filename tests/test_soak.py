@@ -160,7 +160,7 @@ class Samples:
 def is_worker(p: psutil.Process) -> bool:
     try:
         cmd = p.cmdline()
-        return p.status() != psutil.STATUS_ZOMBIE and "-m" in cmd and "worker" in cmd
+        return p.status() != psutil.STATUS_ZOMBIE and "-m" in cmd and "mlx_fleet.worker" in cmd
     except psutil.Error:
         return False
 
@@ -293,7 +293,7 @@ class TreeWatch(threading.Thread):
         tree = self.server.tree()
         for p in tree:
             with contextlib.suppress(psutil.Error):
-                if "-m" in (cmd := p.cmdline()) and "supervisor" in cmd:
+                if "-m" in (cmd := p.cmdline()) and "mlx_fleet.supervisor" in cmd:
                     self.supervisor_pid = p.pid
         for p in tree:
             try:
@@ -524,7 +524,7 @@ def serve_rss(server: FleetServer) -> dict[str, int]:
             cmd = p.cmdline()
             if p.pid == server.proc.pid:
                 out["router"] = p.memory_info().rss
-            elif "-m" in cmd and "supervisor" in cmd:
+            elif "-m" in cmd and "mlx_fleet.supervisor" in cmd:
                 out["supervisor"] = p.memory_info().rss
     return out
 

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from mlx_fleet.statedb import connect, db_path, ensure_schema
+from mlx_fleet.state.db import connect, db_path, ensure_schema
 
 STEPS = [
     ("t-1", "CREATE TABLE t (a INTEGER);"),

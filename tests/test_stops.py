@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.stops import StopMatcher
+from mlx_fleet.worker.stops import StopMatcher
 
 
 def run(stops: tuple[str, ...], pieces: list[str]) -> tuple[list[str], bool, str]:

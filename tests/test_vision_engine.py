@@ -34,7 +34,7 @@ from mlx_fleet.protocol import (
     decode_end,
 )
 from tiny_models import build_tiny_qwen2_vl
-from worker.vision_engine import VisionEngine, load_vision
+from mlx_fleet.worker.vision_engine import VisionEngine, load_vision
 
 Event = tuple[bytes, Delta | Done | Failure | Any]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mlx_fleet.worker_logs import WorkerLogs, log_path, read_after, tail
+from mlx_fleet.state.worker_logs import WorkerLogs, log_path, read_after, tail
 
 
 def test_rotation_keeps_the_files_bounded_and_the_tail_reaches_into_the_last_one(tmp_path) -> None:

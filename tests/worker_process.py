@@ -1,4 +1,4 @@
-"""A real `python -m worker` process for tests that talk to it as the supervisor and the router
+"""A real `python -m mlx_fleet.worker` process for tests that talk to it as the supervisor and the router
 would: its control socket, and its sink, where each frame it pushes arrives as it was sent (one
 Delta a message, never merged as the router's stream loop merges what arrived together).
 """
@@ -36,13 +36,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @contextmanager
 def worker(path: Path, kind: str) -> Iterator[tuple[zmq.Socket, zmq.Socket, Ready]]:
-    """A `python -m worker` on a real model, ready, with its control socket and its sink."""
+    """A `python -m mlx_fleet.worker` on a real model, ready, with its control socket and its sink."""
     ctx = zmq.Context()
     runtime = Path(tempfile.mkdtemp())
     control, sink = ctx.socket(zmq.ROUTER), ctx.socket(zmq.PULL)
     control.bind(f"ipc://{runtime}/control")
     sink.bind(f"ipc://{runtime}/sink")
-    proc = subprocess.Popen([sys.executable, "-m", "worker", "--model-id", "m", "--path", str(path), "--type", kind,
+    proc = subprocess.Popen([sys.executable, "-m", "mlx_fleet.worker", "--model-id", "m", "--path", str(path), "--type", kind,
                              "--endpoint", f"ipc://{runtime}/control", "--sink", f"ipc://{runtime}/sink",
                              "--identity", "w", "--parent-pid", str(os.getpid()), "--state-dir", str(runtime)],
                             cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})

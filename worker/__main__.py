@@ -1,4 +1,4 @@
-"""`python -m worker`: one process that serves one model.
+"""`python -m mlx_fleet.worker`: one process that serves one model.
 
 Order matters for start-up speed and for the supervisor's view of it: connect and say LOADING
 first (milliseconds), then import MLX's libraries and load (seconds), then say READY with what
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import zmq
 
-from worker.blas import preload_blas
+from mlx_fleet.worker.blas import preload_blas
 
 preload_blas()  # before anything imports mlx.core, or it is too late to matter
 
@@ -42,7 +42,7 @@ from mlx_fleet.protocol import (  # noqa: E402
     encode,
     stream_frame,
 )
-from worker.engine import Engine, Unsupported  # noqa: E402
+from mlx_fleet.worker.engine import Engine, Unsupported  # noqa: E402
 
 PARENT_CHECK_SECONDS = 0.5
 IDLE_POLL_MS = 100
@@ -52,7 +52,7 @@ FINAL_SEND_MS = 1000
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m worker")
+    p = argparse.ArgumentParser(prog="python -m mlx_fleet.worker")
     p.add_argument("--spare", action="store_true", help="import MLX's libraries, then wait to be assigned a model")
     p.add_argument("--model-id")
     p.add_argument("--path")
@@ -98,8 +98,8 @@ class Worker:
 
     def wait_for_model(self) -> bool:
         """As a warm spare: import what a text model needs now, then wait for `Assign`."""
-        import worker.text_engine  # noqa: F401 - the import is the point: mlx-lm, transformers
-        from worker.memory import measure
+        import mlx_fleet.worker.text_engine  # noqa: F401 - the import is the point: mlx-lm, transformers
+        from mlx_fleet.worker.memory import measure
 
         self.control(Spare(os.getpid(), measure()))
         while self.running:
@@ -123,8 +123,8 @@ class Worker:
         self.control(Loading(os.getpid()))
         started = time.perf_counter()
         try:
-            from worker.loader import ModelNotLoadable, load_engine
-            from worker.memory import measure
+            from mlx_fleet.worker.loader import ModelNotLoadable, load_engine
+            from mlx_fleet.worker.memory import measure
 
             self.engine = load_engine(self.args.type, self.args.path, self.args.state_dir.expanduser(),
                                       prompt_cache_bytes=self.args.prompt_cache_bytes)
@@ -226,7 +226,7 @@ def _logged_traceback(error: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     if not args.spare and not (args.model_id and args.path):
-        print("python -m worker: --model-id and --path are required (or --spare)", file=sys.stderr)
+        print("python -m mlx_fleet.worker: --model-id and --path are required (or --spare)", file=sys.stderr)
         return 2
     worker = Worker(args)
 

@@ -1,4 +1,4 @@
-"""`python -m worker.capabilities`: this machine's MLX facts as one JSON object on stdout.
+"""`python -m mlx_fleet.worker.capabilities`: this machine's MLX facts as one JSON object on stdout.
 
 A short-lived process, so that the router can report MLX's versions and device without ever
 importing MLX itself (the router and supervisor stay small and start in milliseconds).

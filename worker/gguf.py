@@ -43,9 +43,9 @@ from typing import Any, Final
 
 import mlx.core as mx
 
-from worker.gguf_read import GGUFConversionError, check_architecture, read_gguf
-from worker.gguf_tensors import convert_tensors, model_config
-from worker.gguf_tokenizer import build_tokenizer, tokenizer_config
+from mlx_fleet.worker.gguf_read import GGUFConversionError, check_architecture, read_gguf
+from mlx_fleet.worker.gguf_tensors import convert_tensors, model_config
+from mlx_fleet.worker.gguf_tokenizer import build_tokenizer, tokenizer_config
 
 __all__ = [
     "FORMAT_VERSION",

@@ -10,7 +10,7 @@ from typing import Any, Final
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
 
-from worker.gguf_read import GGUFConversionError, Metadata
+from mlx_fleet.worker.gguf_read import GGUFConversionError, Metadata
 
 # llama.cpp token types (enum llama_token_type).
 _TOKEN_TYPE_CONTROL: Final[int] = 3

@@ -21,7 +21,7 @@ import mlx.core as mx
 from mlx_lm.generate import TextStateMachine, make_text_state_machine
 
 from mlx_fleet.protocol import TokenLogprob, ToolCallDelta
-from worker.call_stream import CallStream, is_json_tools
+from mlx_fleet.worker.call_stream import CallStream, is_json_tools
 
 
 # What OpenAI reports for a token that cannot be chosen (JSON has no -Infinity): here, a token a

@@ -41,11 +41,11 @@ from mlx_fleet.protocol import (
     Usage,
     encode,
 )
-from worker.constrain import GrammarError, GrammarProcessor, Grammars, response_format_grammar
-from worker.engine import DEFAULT_CONTEXT, Emit, Engine, config_value, tokenizer_limit, vocab_size
-from worker.reply import token_logprob
-from worker.request_checks import check_request, fit_to_context, unsupported_by_vision
-from worker.stops import StopMatcher
+from mlx_fleet.worker.constrain import GrammarError, GrammarProcessor, Grammars, response_format_grammar
+from mlx_fleet.worker.engine import DEFAULT_CONTEXT, Emit, Engine, config_value, tokenizer_limit, vocab_size
+from mlx_fleet.worker.reply import token_logprob
+from mlx_fleet.worker.request_checks import check_request, fit_to_context, unsupported_by_vision
+from mlx_fleet.worker.stops import StopMatcher
 
 # Roles whose images mlx-vlm's prompt formatter drops (it adds image tokens to user turns only):
 # accepting them would hand the model more images than the prompt has places for.

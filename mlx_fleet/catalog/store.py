@@ -1,6 +1,6 @@
 """The catalog's choices that must survive a restart and a rescan: per-model overrides
 (enabled, tier), the profiles made through the API and which profile is active. They live in the state database
-(`mlx_fleet.statedb`), keyed by model id, so a model that vanishes and comes back keeps them.
+(`mlx_fleet.state.db`), keyed by model id, so a model that vanishes and comes back keeps them.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from mlx_fleet.statedb import connect, db_path, ensure_schema
+from mlx_fleet.state.db import connect, db_path, ensure_schema
 
 MIGRATIONS = [
     ("catalog-1", """

@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from worker.blas import preload_blas  # noqa: E402  (imports nothing from MLX)
+from mlx_fleet.worker.blas import preload_blas  # noqa: E402  (imports nothing from MLX)
 
 BLAS = preload_blas()  # before the first `import mlx.core`, or it changes nothing
 
@@ -87,7 +87,7 @@ class Session:
                 "python": sys.version.split()[0]}
 
     def convert(self, gguf: str, cache_root: str) -> dict:
-        from worker.gguf import ensure_converted
+        from mlx_fleet.worker.gguf import ensure_converted
 
         started = time.perf_counter()
         path = ensure_converted(Path(gguf), Path(cache_root))

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from worker.blas import preload_blas  # noqa: E402  (imports nothing from MLX)
+from mlx_fleet.worker.blas import preload_blas  # noqa: E402  (imports nothing from MLX)
 
 preload_blas()
 http.server.ThreadingHTTPServer.request_queue_size = int(os.environ.get("BENCH_PEER_BACKLOG", "256"))

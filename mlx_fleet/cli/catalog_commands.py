@@ -11,7 +11,7 @@ from typing import TypeVar
 import httpx
 import msgspec
 
-from mlx_fleet.admin_cli import Spinner
+from mlx_fleet.cli.fleet_commands import Spinner
 from mlx_fleet.catalog.entry import Activation, ModelEntry, ProfileList, Registry, ScanResult
 from mlx_fleet.units import fmt_bytes
 

@@ -18,7 +18,7 @@ from typing import Literal, get_args
 
 import msgspec
 
-from mlx_fleet import statedb
+from mlx_fleet.state import db
 from mlx_fleet.config import ServerConfig, is_loopback
 
 Scope = Literal["chat", "completions", "embeddings", "responses", "messages"]
@@ -71,8 +71,8 @@ def token_hash(token: str) -> str:
 
 
 def open_db(state_dir: Path) -> sqlite3.Connection:
-    conn = statedb.connect(statedb.db_path(state_dir))
-    statedb.ensure_schema(conn, MIGRATIONS)
+    conn = db.connect(db.db_path(state_dir))
+    db.ensure_schema(conn, MIGRATIONS)
     return conn
 
 
@@ -132,10 +132,10 @@ def count_uses(conn: sqlite3.Connection, uses: dict[str, tuple[int, float]]) -> 
 def live_key_count(state_dir: Path) -> int:
     """How many live keys the state database holds; 0 when it or its key table does not exist yet
     (nothing is created: a server that refuses to start leaves no file behind)."""
-    path = statedb.db_path(state_dir)
+    path = db.db_path(state_dir)
     if not path.exists():
         return 0
-    conn = sqlite3.connect(path, timeout=statedb.BUSY_TIMEOUT_MS / 1000)
+    conn = sqlite3.connect(path, timeout=db.BUSY_TIMEOUT_MS / 1000)
     try:
         return conn.execute("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL").fetchone()[0]
     except sqlite3.OperationalError:  # no such table: no key was ever made
@@ -194,7 +194,7 @@ class KeyIndex:
     def live(self) -> dict[str, Holder]:
         """The live keys by hash, re-read only when another connection wrote (one cheap pragma)."""
         if self.conn is None:
-            self.conn = statedb.connect(self.path)
+            self.conn = db.connect(self.path)
         version = self.conn.execute("PRAGMA data_version").fetchone()[0]
         if version != self._version:
             rows = self.conn.execute("SELECT hash, id, scopes FROM api_keys WHERE revoked_at IS NULL").fetchall()

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import msgspec
 
-from mlx_fleet import keys
-from mlx_fleet.admin_cli import call, table
+from mlx_fleet.state import keys
+from mlx_fleet.cli.fleet_commands import call, table
 from mlx_fleet.config import ConfigError, ServerConfig, load_config
-from router.usage_queries import Aggregate
+from mlx_fleet.state.usage_queries import Aggregate
 
 
 def add_commands(sub: argparse._SubParsersAction, client_options: Callable[[argparse.ArgumentParser], None]) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 
 from mlx_fleet.config import ConfigError, encode_config, load_config
-from mlx_fleet.keys import exposure_problem
+from mlx_fleet.state.keys import exposure_problem
 
 log = logging.getLogger("mlx_fleet")
 
@@ -66,21 +66,21 @@ def main(argv: list[str] | None = None) -> int:
     _client_options(use, inherited=True)
     for cmd in (models, profile):
         _client_options(cmd)
-    from mlx_fleet import ops_cli
+    from mlx_fleet.cli import ops_commands
 
-    ops_cli.add_commands(sub, _client_options)
+    ops_commands.add_commands(sub, _client_options)
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
     if args.command in ("models", "profile"):
-        from mlx_fleet import catalog_cli
+        from mlx_fleet.cli import catalog_commands
 
-        return catalog_cli.run(args)
-    if args.command in ops_cli.COMMANDS:
-        return ops_cli.COMMANDS[args.command](args)
-    from mlx_fleet import admin_cli
+        return catalog_commands.run(args)
+    if args.command in ops_commands.COMMANDS:
+        return ops_commands.COMMANDS[args.command](args)
+    from mlx_fleet.cli import fleet_commands
 
-    return admin_cli.run(args)
+    return fleet_commands.run(args)
 
 
 def _client_options(cmd: argparse.ArgumentParser, inherited: bool = False) -> None:
@@ -125,7 +125,7 @@ def _serve(args: argparse.Namespace) -> int:
     from mlx_fleet.runtime import Endpoints, make_runtime_dir, remove_runtime_dir
 
     DrainingServer = _draining_server()
-    from router.app import create_app
+    from mlx_fleet.router.app import create_app
 
     started = time.time()
     runtime = make_runtime_dir()
@@ -133,7 +133,7 @@ def _serve(args: argparse.Namespace) -> int:
     config_json = runtime / "config.json"
     config_json.write_bytes(encode_config(config))
     supervisor = subprocess.Popen(
-        [sys.executable, "-m", "supervisor", "--config-json", str(config_json),
+        [sys.executable, "-m", "mlx_fleet.supervisor", "--config-json", str(config_json),
          "--runtime-dir", str(runtime), "--parent-pid", str(os.getpid())],
         process_group=0,  # Ctrl-C reaches us, and we stop it in order; same session: see supervisor/process.py
     )
@@ -158,7 +158,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _draining_server():
     import uvicorn
 
-    from router.app import begin_drain
+    from mlx_fleet.router.app import begin_drain
 
     class DrainingServer(uvicorn.Server):
         """uvicorn, but a stop signal first puts the app in drain mode (503 to new requests; the
@@ -194,10 +194,7 @@ def _stop_supervisor(supervisor: subprocess.Popen) -> None:
             log.error("supervisor did not stop in %.0f s; killing it", SUPERVISOR_STOP_SECONDS)
             supervisor.kill()
             supervisor.wait()
-    from supervisor.process import kill_all
+    from mlx_fleet.supervisor.process import kill_all
 
     kill_all(tree)
 
-
-if __name__ == "__main__":
-    sys.exit(main())
