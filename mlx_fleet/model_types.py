@@ -27,7 +27,7 @@ import re
 from pathlib import Path
 from typing import Any, Final, Literal
 
-ModelKind = Literal["text", "vision", "embeddings"]
+ModelType = Literal["text", "vision", "embeddings"]
 
 # Encoder-only families: they have no causal LM head, so the only useful thing to serve is an
 # embedding (mlx-embeddings loads bert, xlm_roberta, modernbert, ...).
@@ -79,7 +79,7 @@ _VISION_NAME_WORDS: Final[frozenset[str]] = frozenset({"vl", "vlm", "vision"})
 _EMBEDDING_NAME_WORDS: Final[frozenset[str]] = frozenset({"minilm", "sentence", "e5", "bge"})
 
 
-def detect_type(path: str) -> ModelKind:
+def detect_type(path: str) -> ModelType:
     """The engine that serves the model at `path` (a directory, a `.gguf` file or a repo id)."""
     if path.lower().endswith(".gguf"):
         return "text"
@@ -92,7 +92,7 @@ def detect_type(path: str) -> ModelKind:
     return classify(config, config_file.parent)
 
 
-def classify(config: dict[str, Any], model_dir: Path | None = None) -> ModelKind:
+def classify(config: dict[str, Any], model_dir: Path | None = None) -> ModelType:
     """The engine for a parsed config.json; `model_dir` lets sentence-transformers files count."""
     model_type = str(config.get("model_type") or "").lower()
     architectures = [str(a) for a in config.get("architectures") or () if isinstance(a, str)]
@@ -108,7 +108,7 @@ def classify(config: dict[str, Any], model_dir: Path | None = None) -> ModelKind
     return "text"
 
 
-def kind_from_name(name: str) -> ModelKind | None:
+def kind_from_name(name: str) -> ModelType | None:
     """The kind a model's name announces (`Qwen2.5-VL-3B`, `bge-small`, `nomic-embed-text`), if any."""
     words = [w for w in re.split(r"[-_./\s]+", name.lower()) if w]
     if any(w.startswith("embed") or w in _EMBEDDING_NAME_WORDS for w in words):

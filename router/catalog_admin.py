@@ -14,7 +14,7 @@ from litestar import Request, Response, delete, get, post, put
 from litestar.datastructures import State
 from litestar.params import FromPath
 
-from mlx_fleet.catalog.entry import Activation, ModelEntry, Profile, ProfileList, Registry, ScanResult, TierModels
+from mlx_fleet.catalog.entry import Activation, ModelEntry, Profile, ProfileList, RegistryListing, ScanResult, TierModels
 from mlx_fleet.protocol import (
     ActivateProfile,
     DeleteProfile,
@@ -53,8 +53,8 @@ def _body(raw: bytes, kind: type[T]) -> T:
 
 
 @get("/admin/models/registry", responses=_ERRORS)
-async def registry(state: State) -> Response[Registry]:
-    return as_json(await ask(state, GetCatalog(), Registry))
+async def registry(state: State) -> Response[RegistryListing]:
+    return as_json(await ask(state, GetCatalog(), RegistryListing))
 
 
 @post("/admin/models/rescan", status_code=200, responses=_ERRORS)
@@ -82,7 +82,7 @@ async def set_model(state: State, request: Request, target: FromPath[Path]) -> R
 
 @get("/admin/models/tiers/{tier:str}", responses=_ERRORS)
 async def tier_models(state: State, tier: FromPath[str]) -> Response[TierModels]:
-    registry = await ask(state, GetCatalog(tier), Registry)
+    registry = await ask(state, GetCatalog(tier), RegistryListing)
     return as_json(TierModels(tier=tier, models=registry.models))
 
 

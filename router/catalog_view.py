@@ -15,7 +15,7 @@ import logging
 
 import msgspec
 
-from mlx_fleet.catalog.entry import Registry
+from mlx_fleet.catalog.entry import RegistryListing
 from mlx_fleet.catalog.tiers import tier_request
 from mlx_fleet.config import FleetConfig, ModelConfig
 from mlx_fleet.protocol import GetCatalog, ResolveTier
@@ -38,7 +38,7 @@ class CatalogView:
         cards = [oa.ModelCard(id=m.id, created=int(self.started), type=m.type) for m, _ in models]
         self.models_body = msgspec.json.encode(oa.ModelList(data=cards))
 
-    def apply(self, registry: Registry) -> None:
+    def apply(self, registry: RegistryListing) -> None:
         """Take a fresh registry: its enabled models, by id and alias."""
         models = []
         for entry in registry.models:
@@ -52,7 +52,7 @@ class CatalogView:
         reply = await client.call(GetCatalog())
         if reply.failure is not None:
             raise ApiError.from_failure(reply.failure)
-        self.apply(msgspec.convert(reply.result, Registry))
+        self.apply(msgspec.convert(reply.result, RegistryListing))
 
     async def keep_fetching(self, client: FleetClient, retry: float = 0.2) -> None:
         """At startup: until the supervisor answers with its catalog."""

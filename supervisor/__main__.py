@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from mlx_fleet.catalog.registry import Catalog
+from mlx_fleet.catalog.catalog import Catalog
 from mlx_fleet.catalog.store import CatalogStore
 from mlx_fleet.config import decode_config
 from mlx_fleet.heap import freeze_startup_heap

@@ -29,7 +29,7 @@ from mlx_fleet.protocol import (
 from mlx_fleet.supervisor.catalog_service import CATALOG_CALLS, CatalogService
 from mlx_fleet.supervisor.dispatch import Dispatcher
 from mlx_fleet.supervisor.loading import Loader
-from mlx_fleet.supervisor.registry import Registry
+from mlx_fleet.supervisor.slot_table import SlotTable
 from mlx_fleet.supervisor.spares import SparePool
 from mlx_fleet.supervisor.stopping import Stopper
 from mlx_fleet.supervisor.timeouts import Timeouts
@@ -38,7 +38,7 @@ log = logging.getLogger("mlx_fleet.supervisor")
 
 
 class AdminRpc:
-    def __init__(self, config: FleetConfig, registry: Registry, dispatch: Dispatcher, loader: Loader,
+    def __init__(self, config: FleetConfig, registry: SlotTable, dispatch: Dispatcher, loader: Loader,
                  stopper: Stopper, spares: SparePool, budget: int, timeouts: Timeouts,
                  held: Callable[[], int], catalog: CatalogService) -> None:
         self.config, self.registry, self.dispatch, self.loader = config, registry, dispatch, loader

@@ -13,7 +13,7 @@ import logging
 import time
 
 from mlx_fleet.catalog.entry import Activation, ModelEntry, ProfileList, ScanResult
-from mlx_fleet.catalog.registry import CatalogError
+from mlx_fleet.catalog.catalog import CatalogError
 from mlx_fleet.config import FleetConfig
 from mlx_fleet.protocol import (
     ActivateProfile,
@@ -28,7 +28,7 @@ from mlx_fleet.protocol import (
     SetModel,
 )
 from mlx_fleet.supervisor.loading import Loader
-from mlx_fleet.supervisor.registry import Registry
+from mlx_fleet.supervisor.slot_table import SlotTable
 from mlx_fleet.supervisor.slot import WorkerSlot
 from mlx_fleet.supervisor.stopping import Stopper
 from mlx_fleet.supervisor.timeouts import Timeouts
@@ -40,7 +40,7 @@ CATALOG_CALLS = (GetCatalog, Rescan, SetModel, ResolveTier, GetProfiles, SavePro
 
 
 class CatalogService:
-    def __init__(self, config: FleetConfig, registry: Registry, loader: Loader, stopper: Stopper,
+    def __init__(self, config: FleetConfig, registry: SlotTable, loader: Loader, stopper: Stopper,
                  timeouts: Timeouts) -> None:
         self.config, self.registry, self.loader, self.stopper, self.timeouts = config, registry, loader, stopper, timeouts
         self.catalog = registry.catalog

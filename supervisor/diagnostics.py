@@ -19,14 +19,14 @@ from mlx_fleet.protocol import Diagnose, Diagnosis, DryRun, DryRunResult, DryRun
 from mlx_fleet.units import fmt_bytes
 from mlx_fleet.supervisor.memory import Remembered
 from mlx_fleet.supervisor.policy import Plan, in_use, make_room
-from mlx_fleet.supervisor.registry import Registry
+from mlx_fleet.supervisor.slot_table import SlotTable
 from mlx_fleet.supervisor.slot import WorkerSlot
 
 GIB = 2**30
 
 
 class Diagnostics:
-    def __init__(self, config: FleetConfig, registry: Registry, remembered: Remembered, budget: int) -> None:
+    def __init__(self, config: FleetConfig, registry: SlotTable, remembered: Remembered, budget: int) -> None:
         self.config, self.registry, self.remembered, self.budget = config, registry, remembered, budget
 
     def calls(self) -> dict[type, Callable[[Any], Awaitable[Reply]]]:

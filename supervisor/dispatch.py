@@ -19,7 +19,7 @@ import zmq
 import zmq.asyncio
 
 from mlx_fleet.protocol import MAX_MESSAGE_BYTES, Failure, Kind, Reply, Shutdown, decode_end, encode
-from mlx_fleet.supervisor.registry import Registry
+from mlx_fleet.supervisor.slot_table import SlotTable
 from mlx_fleet.supervisor.slot import Pending, WorkerSlot
 
 
@@ -30,7 +30,7 @@ def failure_body(code: str, message: str, status: int, retry_after: float | None
 class Dispatcher:
     """Owns both sockets. The hooks are set by the composition root (`fleet.Supervisor`)."""
 
-    def __init__(self, registry: Registry, frontend: str, backend: str) -> None:
+    def __init__(self, registry: SlotTable, frontend: str, backend: str) -> None:
         self.registry = registry
         self.ctx = zmq.asyncio.Context()
         self.frontend = self._bind(zmq.ROUTER, frontend)

@@ -15,7 +15,7 @@ import logging
 import os
 from collections.abc import Callable
 
-from mlx_fleet.catalog.registry import Catalog
+from mlx_fleet.catalog.catalog import Catalog
 from mlx_fleet.config import FleetConfig
 from mlx_fleet.protocol import FleetStatus
 from mlx_fleet.supervisor.admin import AdminRpc
@@ -26,7 +26,7 @@ from mlx_fleet.supervisor.housekeeping import Housekeeper
 from mlx_fleet.supervisor.launcher import Launcher, PythonWorkerLauncher
 from mlx_fleet.supervisor.loading import Loader
 from mlx_fleet.supervisor.memory import Remembered, budget_bytes, tree_rss
-from mlx_fleet.supervisor.registry import Registry
+from mlx_fleet.supervisor.slot_table import SlotTable
 from mlx_fleet.supervisor.slot import WorkerSlot
 from mlx_fleet.supervisor.spares import SparePool
 from mlx_fleet.supervisor.stopping import Stopper
@@ -56,7 +56,7 @@ class Supervisor:
         self.budget = budget_bytes(config.memory.budget) if budget is None else budget
         self.timeouts = timeouts or Timeouts.from_config(config.server)
         self.parent_pid = parent_pid
-        self.registry = registry = Registry(config, catalog)
+        self.registry = registry = SlotTable(config, catalog)
         self.dispatch = dispatch = Dispatcher(registry, frontend, backend)
         self.spares = SparePool(config.memory.spares, launcher, backend, registry, self.budget,
                                 self.timeouts.stop_grace, self.held, probe)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from mlx_fleet.config import FleetConfig
 from mlx_fleet.supervisor.policy import expired, over_budget
-from mlx_fleet.supervisor.registry import Registry
+from mlx_fleet.supervisor.slot_table import SlotTable
 from mlx_fleet.supervisor.spares import SparePool
 from mlx_fleet.supervisor.stopping import Stopper
 from mlx_fleet.supervisor.timeouts import Timeouts
@@ -22,7 +22,7 @@ log = logging.getLogger("mlx_fleet.supervisor")
 
 
 class Housekeeper:
-    def __init__(self, config: FleetConfig, registry: Registry, stopper: Stopper, spares: SparePool, budget: int,
+    def __init__(self, config: FleetConfig, registry: SlotTable, stopper: Stopper, spares: SparePool, budget: int,
                  timeouts: Timeouts, held: Callable[[], int], probe: Callable[[int], int]) -> None:
         self.config, self.registry, self.stopper, self.spares = config, registry, stopper, spares
         self.budget, self.timeouts, self.held, self.probe = budget, timeouts, held, probe

@@ -25,7 +25,7 @@ from mlx_fleet.supervisor.dispatch import Dispatcher
 from mlx_fleet.supervisor.launcher import Launcher, launch
 from mlx_fleet.supervisor.memory import Remembered
 from mlx_fleet.supervisor.policy import make_room
-from mlx_fleet.supervisor.registry import Registry
+from mlx_fleet.supervisor.slot_table import SlotTable
 from mlx_fleet.supervisor.slot import IDLE, STARTING, LoadError, WorkerSlot
 from mlx_fleet.supervisor.spares import SparePool, SpareWorker
 from mlx_fleet.supervisor.state import WorkerState
@@ -37,7 +37,7 @@ S = WorkerState
 
 
 class Loader:
-    def __init__(self, config: FleetConfig, registry: Registry, dispatch: Dispatcher, spares: SparePool,
+    def __init__(self, config: FleetConfig, registry: SlotTable, dispatch: Dispatcher, spares: SparePool,
                  stopper: Stopper, launcher: Launcher, endpoint: str, remembered: Remembered, budget: int,
                  timeouts: Timeouts, prompt_cache_bytes: int, probe: Callable[[int], int]) -> None:
         self.config, self.registry, self.dispatch = config, registry, dispatch

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from mlx_fleet.config import ModelConfig
 from mlx_fleet.protocol import (
-    MODEL_KINDS,
+    STATUS_MODEL_TYPES,
     Done,
     End,
     FailedLoad,
@@ -291,7 +291,7 @@ class WorkerSlot:
             tokens_generated=self.tokens,
             ttl_remaining=max(0.0, ttl - (now - (self.last_used or now))) if idle else None,
             last_error=self.last_error, last_error_out_of_memory=self.out_of_memory,
-            model_id=self.id, model_type=MODEL_KINDS[self.config.type],
+            model_id=self.id, model_type=STATUS_MODEL_TYPES[self.config.type],
             size_gb=gigabytes(self.footprint) if loaded else None, preloaded=self.pinned,
             loads=self.loads, load_seconds_total=self.load_seconds_total, load_failures=self.load_failures,
             evictions=self.evictions, crashes=self.crashes,

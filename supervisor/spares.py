@@ -20,7 +20,7 @@ from mlx_fleet.protocol import Spare, SpareStatus, decode_control
 from mlx_fleet.supervisor.launcher import Launcher, launch
 from mlx_fleet.supervisor.memory import RUNTIME_OVERHEAD, footprint
 from mlx_fleet.supervisor.process import WorkerProcess
-from mlx_fleet.supervisor.registry import Registry
+from mlx_fleet.supervisor.slot_table import SlotTable
 
 log = logging.getLogger("mlx_fleet.supervisor")
 MAX_FAILURES = 3  # spares that died in a row before the pool stops trying
@@ -55,7 +55,7 @@ class SpareWorker:
 
 
 class SparePool:
-    def __init__(self, wanted: int, launcher: Launcher, endpoint: str, registry: Registry, budget: int,
+    def __init__(self, wanted: int, launcher: Launcher, endpoint: str, registry: SlotTable, budget: int,
                  stop_grace: float, held: Callable[[], int], probe: Callable[[int], int]) -> None:
         self.wanted = wanted
         self.launcher, self.endpoint, self.registry = launcher, endpoint, registry

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from mlx_fleet.protocol import Failure
 from mlx_fleet.supervisor.dispatch import Dispatcher
 from mlx_fleet.supervisor.process import WorkerProcess
-from mlx_fleet.supervisor.registry import Registry
+from mlx_fleet.supervisor.slot_table import SlotTable
 from mlx_fleet.supervisor.slot import STARTING, WorkerSlot
 from mlx_fleet.supervisor.state import WorkerState
 from mlx_fleet.supervisor.timeouts import Timeouts
@@ -26,7 +26,7 @@ S = WorkerState
 
 
 class Stopper:
-    def __init__(self, registry: Registry, dispatch: Dispatcher, timeouts: Timeouts,
+    def __init__(self, registry: SlotTable, dispatch: Dispatcher, timeouts: Timeouts,
                  load_failed: Callable[[WorkerSlot, str], None], failed: Callable[[WorkerSlot, str], None]) -> None:
         """`load_failed`: a load ended without a worker; `failed`: a worker crashed or hung (both
         the loader's: it backs the model off, and brings a pinned one back)."""

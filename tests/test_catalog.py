@@ -18,9 +18,9 @@ import pytest
 from mlx.utils import tree_flatten
 
 from mlx_fleet.catalog.discover import discover, scan_folder
-from mlx_fleet.catalog.entry import Registry
+from mlx_fleet.catalog.entry import RegistryListing
 from mlx_fleet.catalog.inspect import describe_dir
-from mlx_fleet.catalog.registry import Catalog, CatalogError
+from mlx_fleet.catalog.catalog import Catalog, CatalogError
 from mlx_fleet.catalog.store import CatalogStore
 from mlx_fleet.catalog.tiers import tier_for
 from mlx_fleet.config import CatalogConfig, ConfigError, FleetConfig, ModelConfig, ProfileConfig, load_config
@@ -260,4 +260,4 @@ def test_entries_round_trip_as_json(shelf: Path) -> None:
     catalog = Catalog(FleetConfig(catalog=CatalogConfig(scan=[str(shelf)])))
     catalog.rescan()
     body = msgspec.json.encode(catalog.registry())
-    assert msgspec.json.decode(body, type=Registry).models == list(catalog.entries.values())
+    assert msgspec.json.decode(body, type=RegistryListing).models == list(catalog.entries.values())

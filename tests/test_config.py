@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 from mlx_fleet.state import keys
-from mlx_fleet.catalog.registry import Catalog
+from mlx_fleet.catalog.catalog import Catalog
 from mlx_fleet.config import (
     ConfigError,
     FleetConfig,

@@ -48,7 +48,7 @@ class ModelEntry(ModelFacts, kw_only=True):
 # serves them and the CLI that prints them.
 
 
-class Registry(msgspec.Struct, kw_only=True):
+class RegistryListing(msgspec.Struct, kw_only=True):
     """`GET /admin/models/registry`."""
 
     models: list[ModelEntry]

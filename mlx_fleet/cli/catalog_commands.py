@@ -12,7 +12,7 @@ import httpx
 import msgspec
 
 from mlx_fleet.cli.fleet_commands import Spinner
-from mlx_fleet.catalog.entry import Activation, ModelEntry, ProfileList, Registry, ScanResult
+from mlx_fleet.catalog.entry import Activation, ModelEntry, ProfileList, RegistryListing, ScanResult
 from mlx_fleet.units import fmt_bytes
 
 
@@ -55,7 +55,7 @@ def _do(args: argparse.Namespace, action: str) -> tuple[bytes, str]:
     if action == "tier":
         raw, entry = _request(args, ModelEntry, "PUT", f"/admin/models/{args.model}/tier", {"tier": args.tier})
         return raw, f"{entry.id}: tier {entry.tier}"
-    raw, registry = _request(args, Registry, "GET", "/admin/models/registry")
+    raw, registry = _request(args, RegistryListing, "GET", "/admin/models/registry")
     return raw, format_registry(registry)
 
 
@@ -82,7 +82,7 @@ def _count(n: int | None) -> str:
     return str(n)
 
 
-def format_registry(registry: Registry) -> str:
+def format_registry(registry: RegistryListing) -> str:
     header = ("MODEL", "TYPE", "TIER", "SOURCE", "PARAMS", "SIZE", "QUANT", "CONTEXT", "TOOLS", "THINKS", "ENABLED")
     rows = [header]
     for m in registry.models:

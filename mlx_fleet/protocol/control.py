@@ -92,7 +92,7 @@ class Ping(_Wire, tag=4):
 
 
 class GetCatalog(_Wire, tag=5):
-    """The registry (`mlx_fleet.catalog.entry.Registry`): every model, enabled or not; with a
+    """The registry (`mlx_fleet.catalog.entry.RegistryListing`): every model, enabled or not; with a
     tier, only that tier's enabled models, smallest first."""
 
     tier: str | None = None

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 import msgspec
 
-__all__ = ["GB", "ModelKind", "MODEL_KINDS", "gigabytes", "ModelMemory", "ModelStatus", "LoadResult", "UnloadResult", "SpareStatus", "PoolStatus", "MemoryTotals", "FleetStatus", "FailedLoad", "Diagnosis", "DryRunWarning", "DryRunResult", "HealthStatus"]
+__all__ = ["GB", "StatusModelType", "STATUS_MODEL_TYPES", "gigabytes", "ModelMemory", "ModelStatus", "LoadResult", "UnloadResult", "SpareStatus", "PoolStatus", "MemoryTotals", "FleetStatus", "FailedLoad", "Diagnosis", "DryRunWarning", "DryRunResult", "HealthStatus"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -16,9 +16,11 @@ __all__ = ["GB", "ModelKind", "MODEL_KINDS", "gigabytes", "ModelMemory", "ModelS
 # `size_gb`, `status: "loaded"`, ...), so a client written for those reads mlx-fleet unchanged.
 
 GB = 10**9
-ModelKind = Literal["text-gen", "vision", "embeddings"]
-MODEL_KINDS: dict[str, ModelKind] = {"auto": "text-gen", "text": "text-gen", "vision": "vision",
-                                     "embeddings": "embeddings"}
+StatusModelType = Literal["text-gen", "vision", "embeddings"]
+# The status reports a model's type in the design documents' words (`text-gen`); the config's
+# `ModelType` (`mlx_fleet.model_types`) says `text`.
+STATUS_MODEL_TYPES: dict[str, StatusModelType] = {"auto": "text-gen", "text": "text-gen", "vision": "vision",
+                                                  "embeddings": "embeddings"}
 
 
 def gigabytes(n: int | None) -> float | None:
@@ -65,7 +67,7 @@ class ModelStatus(_Json, kw_only=True):
     crashes: int = 0
     # The design documents' names.
     model_id: str
-    model_type: ModelKind
+    model_type: StatusModelType
     size_gb: float | None             # measured, else estimated, while it has a process
     preloaded: bool                   # pinned: preloaded or loaded by an administrator
     # The catalog's view: the model's tier, and where it came from ("config", "scan", "hf_cache").

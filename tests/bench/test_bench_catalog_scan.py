@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from benchlib import env_int, med, rounds, save, table
-from mlx_fleet.catalog.registry import Catalog
+from mlx_fleet.catalog.catalog import Catalog
 from mlx_fleet.config import CatalogConfig, FleetConfig
 
 pytestmark = [pytest.mark.bench]

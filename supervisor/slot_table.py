@@ -12,7 +12,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
-from mlx_fleet.catalog.registry import Catalog
+from mlx_fleet.catalog.catalog import Catalog
 from mlx_fleet.config import FleetConfig, ModelConfig
 from mlx_fleet.supervisor.policy import Resident
 from mlx_fleet.supervisor.slot import WorkerSlot
@@ -22,7 +22,7 @@ S = WorkerState
 log = logging.getLogger("mlx_fleet.supervisor")
 
 
-class Registry:
+class SlotTable:
     def __init__(self, config: FleetConfig, catalog: Catalog | None = None) -> None:
         """Without a catalog (tests of the supervisor alone), one of the configured models only."""
         self.slots: dict[str, WorkerSlot] = {m.id: WorkerSlot(m) for m in config.models}

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from mlx_fleet.catalog.discover import GGUF_SUFFIX, discover, unique_ids
-from mlx_fleet.catalog.entry import TIERS, ModelEntry, ModelFacts, Profile, Registry, ScanResult
+from mlx_fleet.catalog.entry import TIERS, ModelEntry, ModelFacts, Profile, RegistryListing, ScanResult
 from mlx_fleet.catalog.inspect import NotAModel, describe_dir, describe_gguf
 from mlx_fleet.catalog.store import CatalogStore
 from mlx_fleet.catalog.tiers import tier_for
@@ -103,9 +103,9 @@ class Catalog:
             return configured
         return ModelConfig(id=entry.id, path=entry.path, type=entry.type)  # type: ignore[arg-type]
 
-    def registry(self, tier: str | None = None) -> Registry:
+    def registry(self, tier: str | None = None) -> RegistryListing:
         """Every model, or with a tier, that tier's enabled models, smallest first."""
-        return Registry(models=list(self.entries.values()) if tier is None else self.tier(tier),
+        return RegistryListing(models=list(self.entries.values()) if tier is None else self.tier(tier),
                         scan_paths=[str(Path(p).expanduser()) for p in self.config.catalog.scan],
                         hf_cache=self.config.catalog.hf_cache, last_scan=self.last_scan,
                         active_profile=self.active_profile)
