@@ -167,7 +167,8 @@ class ModelStore:
         dtype = "float32" if kind == "tiny" else synthetic_dtype()
         # Keyed by the builder's code and the shapes, so a change to either builds anew.
         shapes = re.search(r"^SHAPES.*?^}", (BENCH_DIR / "inproc.py").read_text(), re.M | re.S)
-        source = (ROOT / "tests" / "tiny_models.py").read_bytes() + (shapes.group(0) if shapes else "").encode()
+        builder = (ROOT / "tests" / "support" / "tiny_models.py").read_bytes()
+        source = builder + (shapes.group(0) if shapes else "").encode()
         digest = hashlib.sha256(source).hexdigest()[:10]
         out = cache_dir() / "models" / f"{kind}-{arch}-{dtype}-s{seed}-{digest}"
         out.parent.mkdir(parents=True, exist_ok=True)

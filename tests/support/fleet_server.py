@@ -17,7 +17,7 @@ import httpx
 import openai
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 60.0
 
 
