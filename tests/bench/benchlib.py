@@ -1,4 +1,4 @@
-"""What every benchmark here shares: settings, server processes, a streaming client, reports.
+"""What every benchmark here shares: settings, models, starting servers, a streaming client, reports.
 
 Not a test module. It needs only what a bare GPU image has (the standard library, httpx,
 msgspec, psutil); matplotlib is used for the charts when it can be imported.
@@ -34,8 +34,6 @@ import os
 import platform
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -48,6 +46,8 @@ import httpx
 import msgspec
 import psutil
 
+from fleet_server import FleetServer, ServerProcess, free_port
+
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per admin poll drowns the tables
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,6 +56,7 @@ PY = sys.executable
 FLEET = "mlx-fleet"
 PEER = "mlx_lm.server"
 INPROC = "in-process"
+READY_TIMEOUT = 120.0  # how long the benchmarks give a server to answer /health
 
 
 # -- settings -----------------------------------------------------------------------------------
@@ -167,7 +168,8 @@ class ModelStore:
         dtype = "float32" if kind == "tiny" else synthetic_dtype()
         # Keyed by the builder's code and the shapes, so a change to either builds anew.
         shapes = re.search(r"^SHAPES.*?^}", (BENCH_DIR / "inproc.py").read_text(), re.M | re.S)
-        source = (ROOT / "tests" / "tiny_models.py").read_bytes() + (shapes.group(0) if shapes else "").encode()
+        builder = (ROOT / "tests" / "support" / "tiny_models.py").read_bytes()
+        source = builder + (shapes.group(0) if shapes else "").encode()
         digest = hashlib.sha256(source).hexdigest()[:10]
         out = cache_dir() / "models" / f"{kind}-{arch}-{dtype}-s{seed}-{digest}"
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -227,66 +229,6 @@ class InProc:
 
 # -- server processes ---------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """A server subprocess in its own session: started, waited for, stopped with its whole tree."""
-
-    def __init__(self, name: str, argv: list[str], port: int, log_path: Path, env: dict[str, str] | None = None,
-                 ready_path: str = "/health") -> None:
-        self.name, self.port, self.ready_path = name, port, ready_path
-        self.base_url = f"http://127.0.0.1:{port}"
-        self.log_path = log_path
-        self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-
-    def wait_ready(self, timeout: float = 120.0) -> Server:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.base_url + self.ready_path, timeout=2.0).status_code == 200:
-                    return self
-            time.sleep(0.05)
-        raise TimeoutError(f"{self.name} not ready in {timeout} s:\n{self.log()}")
-
-    def log(self, tail: int = 4000) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors="replace")[-tail:]
-
-    def tree(self) -> list[psutil.Process]:
-        try:
-            root = psutil.Process(self.proc.pid)
-            return [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
-
-    def stop(self, timeout: float = 30.0) -> None:
-        tree = self.tree()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        # Whatever of the tree outlived its parent (it should not): wait briefly, then kill it.
-        _, alive = psutil.wait_procs([p for p in tree if p.pid != self.proc.pid], timeout=10)
-        for p in alive:
-            with contextlib.suppress(psutil.Error):
-                print(f"[bench] {self.name}: killing leftover process {p.pid} {p.name()}")
-                p.kill()
-        if not self._log.closed:
-            self._log.close()
-
-
 def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -312,14 +254,13 @@ def write_fleet_config(path: Path, models: dict[str, str], *, memory: dict | Non
 
 
 def start_fleet(workdir: Path, models: dict[str, str], *, state_dir: Path, memory: dict | None = None,
-                server: dict | None = None, name: str = "fleet") -> Server:
+                server: dict | None = None, name: str = "fleet") -> FleetServer:
     """`mlx-fleet serve` as a user starts it, on a config naming `models`."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = write_fleet_config(workdir / f"{name}.toml", models, memory=memory, server=server)
     port = free_port()
-    argv = [PY, "-m", "mlx_fleet.cli", "serve", "--config", str(config), "--port", str(port)]
-    env = {"MLX_FLEET_SERVER_STATE_DIR": json.dumps(str(state_dir))}
-    return Server(FLEET, argv, port, workdir / f"{name}-{port}.log", env).wait_ready()
+    return FleetServer(config, state_dir, log_path=workdir / f"{name}-{port}.log", port=port,
+                       kill_leftovers=True).wait_ready(READY_TIMEOUT)
 
 
 def fleet_batch_settings() -> dict[str, int]:
@@ -333,7 +274,7 @@ def fleet_batch_settings() -> dict[str, int]:
     return settings
 
 
-def start_peer(workdir: Path, model_dir: str | None, *, name: str = "peer") -> Server:
+def start_peer(workdir: Path, model_dir: str | None, *, name: str = "peer") -> ServerProcess:
     """`mlx_lm.server` with the same batch sizes as the fleet's worker and its backlog raised."""
     workdir.mkdir(parents=True, exist_ok=True)
     batch = fleet_batch_settings()
@@ -344,21 +285,22 @@ def start_peer(workdir: Path, model_dir: str | None, *, name: str = "peer") -> S
             "--prefill-step-size", str(batch["prefill_step_size"])]
     if model_dir is not None:
         argv += ["--model", model_dir]
-    return Server(PEER, argv, port, workdir / f"{name}-{port}.log").wait_ready()
+    return ServerProcess(argv, port, workdir / f"{name}-{port}.log", name=PEER,
+                         kill_leftovers=True).wait_ready(READY_TIMEOUT)
 
 
-def admin(server: Server, method: str, path: str, timeout: float = 600.0) -> dict:
+def admin(server: FleetServer, method: str, path: str, timeout: float = 600.0) -> dict:
     r = httpx.request(method, f"{server.base_url}/admin/{path}", timeout=timeout)
     if r.status_code != 200:
         raise RuntimeError(f"{method} /admin/{path}: {r.status_code} {r.text[:500]}")
     return r.json()
 
 
-def fleet_status(server: Server) -> dict:
+def fleet_status(server: FleetServer) -> dict:
     return admin(server, "GET", "models/status", timeout=10.0)
 
 
-def wait_settled(server: Server, timeout: float = 30.0) -> dict:
+def wait_settled(server: FleetServer, timeout: float = 30.0) -> dict:
     """Until no model is loading or stopping, and the warm spare (if the fleet keeps one) is ready:
     a measurement then starts from the fleet's steady state. Returns the last status."""
     deadline = time.monotonic() + timeout

@@ -29,7 +29,7 @@ import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]
 
 from mlx_fleet.worker.blas import preload_blas  # noqa: E402  (imports nothing from MLX)
 

@@ -39,10 +39,9 @@ from benchlib import (
     BENCH_DIR,
     FLEET,
     PY,
-    Server,
+    READY_TIMEOUT,
     env_float,
     env_int,
-    free_port,
     med,
     pct,
     ratio,
@@ -51,6 +50,7 @@ from benchlib import (
     start_fleet,
     table,
 )
+from fleet_server import ServerProcess, free_port
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(1800)]
 
@@ -71,8 +71,9 @@ def test_router_requests_per_second(bench_dir, state_dir, models, info):
         models_json = bench_dir / "router" / "models.json"
         models_json.write_bytes(body)
         port = free_port()
-        bare = Server(BARE, [PY, str(BENCH_DIR / "bare_app.py"), "--port", str(port), "--models-json",
-                             str(models_json)], port, bench_dir / "router" / f"bare-{port}.log").wait_ready()
+        bare = ServerProcess([PY, str(BENCH_DIR / "bare_app.py"), "--port", str(port), "--models-json",
+                              str(models_json)], port, bench_dir / "router" / f"bare-{port}.log", name=BARE,
+                             kill_leftovers=True).wait_ready(READY_TIMEOUT)
         assert httpx.get(f"{bare.base_url}/v1/models").content == body
         servers = {FLEET: fleet, BARE: bare}
         samples: dict[str, dict[str, list[dict]]] = {path: {FLEET: [], BARE: []} for path in PATHS}

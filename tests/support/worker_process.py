@@ -31,7 +31,7 @@ from mlx_fleet.protocol import (
     split_stream_frame,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextmanager

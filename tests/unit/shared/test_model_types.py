@@ -20,7 +20,7 @@ import pytest
 from mlx_fleet.model_types import classify, detect_type, find_config, hf_cache_dir, hf_cache_snapshot, kind_from_name
 from tiny_models import build_tiny_bert, build_tiny_lm, build_tiny_qwen2_vl
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def write_model(directory: Path, config: dict[str, Any], *extra_files: str) -> Path:

@@ -44,7 +44,7 @@ from mlx_fleet.protocol import (
     encode,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 
 SAMPLING_FULL = Sampling(max_tokens=64, temperature=0.7, top_p=0.9, top_k=40, min_p=0.05, seed=7,
                          stop=("</s>", "\n\n"), repetition_penalty=1.1, frequency_penalty=0.5,

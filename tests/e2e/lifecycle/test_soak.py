@@ -21,7 +21,7 @@ Invariants checked at the end:
 
 A summary is printed (run with -s); its figures go into the project's notes.
 
-Run: `SOAK_SECONDS=60 .venv/bin/python -m pytest tests/test_soak.py -m slow -s -q -p no:cacheprovider`
+Run: `SOAK_SECONDS=60 .venv/bin/python -m pytest tests/e2e/lifecycle/test_soak.py -m slow -s -q -p no:cacheprovider`
 (`SOAK_SEED` changes the traffic, `SOAK_PROBE_SECONDS` the probe's traffic, default 25).
 """
 

@@ -1,6 +1,6 @@
 """An in-process supervisor wired to fake worker subprocesses, for the supervisor's own logic.
 
-Everything real except MLX: real worker processes (tests/fake_worker.py), real ZeroMQ sockets,
+Everything real except MLX: real worker processes (tests/support/fake_worker.py), real ZeroMQ sockets,
 the router's real FleetClient. Timeouts are injected, so a test of draining or idle TTLs takes
 milliseconds.
 """
@@ -24,7 +24,7 @@ from mlx_fleet.router.fleet_client import FleetClient, RequestStream
 from mlx_fleet.supervisor.fleet import Supervisor, Timeouts
 from mlx_fleet.supervisor.memory import Remembered, tree_rss
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FAKE_WORKER = Path(__file__).resolve().parent / "fake_worker.py"
 MiB = 2**20
 FAST = Timeouts(load=10.0, stop_grace=0.5, drain=2.0, parent_check=0.5, housekeeping=0.05, progress=5.0,
@@ -32,7 +32,7 @@ FAST = Timeouts(load=10.0, stop_grace=0.5, drain=2.0, parent_check=0.5, housekee
 
 
 class FakeLauncher:
-    """Starts tests/fake_worker.py with per-model switches; counts spawns (of model workers, not
+    """Starts tests/support/fake_worker.py with per-model switches; counts spawns (of model workers, not
     spares). `spare_flags`: the switches of the 1st, 2nd, ... spare (the last repeats); None: no spares."""
 
     def __init__(self, flags: dict[str, list[str]], sink: str, spare_flags: list[list[str]] | None = None) -> None:
