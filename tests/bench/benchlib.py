@@ -254,13 +254,14 @@ def write_fleet_config(path: Path, models: dict[str, str], *, memory: dict | Non
 
 
 def start_fleet(workdir: Path, models: dict[str, str], *, state_dir: Path, memory: dict | None = None,
-                server: dict | None = None, name: str = "fleet") -> FleetServer:
-    """`mlx-fleet serve` as a user starts it, on a config naming `models`."""
+                server: dict | None = None, name: str = "fleet", python: str | None = None) -> FleetServer:
+    """`mlx-fleet serve` as a user starts it, on a config naming `models` (`python`: another
+    checkout's interpreter, see `FleetServer`)."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = write_fleet_config(workdir / f"{name}.toml", models, memory=memory, server=server)
     port = free_port()
     return FleetServer(config, state_dir, log_path=workdir / f"{name}-{port}.log", port=port,
-                       kill_leftovers=True).wait_ready(READY_TIMEOUT)
+                       kill_leftovers=True, python=python).wait_ready(READY_TIMEOUT)
 
 
 def fleet_batch_settings() -> dict[str, int]:

@@ -44,12 +44,13 @@ class ServerProcess:
     """
 
     def __init__(self, argv: list[str], port: int, log_path: Path, env: dict[str, str] | None = None, *,
-                 name: str = "server", ready_path: str = "/health", kill_leftovers: bool = False) -> None:
+                 name: str = "server", ready_path: str = "/health", kill_leftovers: bool = False,
+                 cwd: Path = ROOT) -> None:
         self.name, self.port, self.ready_path, self.kill_leftovers = name, port, ready_path, kill_leftovers
         self.base_url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
         self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=self._log,
+        self.proc = subprocess.Popen(argv, cwd=cwd, env={**os.environ, **(env or {})}, stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> Self:
@@ -101,18 +102,23 @@ class ServerProcess:
 
 
 class FleetServer(ServerProcess):
-    """`mlx-fleet serve` as a user runs it: a subprocess tree we can query and kill."""
+    """`mlx-fleet serve` as a user runs it: a subprocess tree we can query and kill.
+
+    `python`: another interpreter whose `mlx_fleet` is another checkout (a benchmark's baseline); it
+    runs in the state folder, so this repository's folders are not on its import path."""
 
     def __init__(self, config: Path | None, state_dir: Path, env: dict[str, str] | None = None,
-                 log_path: Path | None = None, *, port: int | None = None, kill_leftovers: bool = False) -> None:
+                 log_path: Path | None = None, *, port: int | None = None, kill_leftovers: bool = False,
+                 python: str | None = None) -> None:
         port = port or free_port()
-        argv = [sys.executable, "-m", "mlx_fleet.cli", "serve", "--port", str(port)]
+        argv = [python or sys.executable, "-m", "mlx_fleet.cli", "serve", "--port", str(port)]
         if config is not None:
             argv += ["--config", str(config)]
         state_dir.mkdir(parents=True, exist_ok=True)
         super().__init__(argv, port, log_path or state_dir / f"serve-{port}.log",
                          {"MLX_FLEET_SERVER_STATE_DIR": json.dumps(str(state_dir)), **(env or {})},
-                         name="mlx-fleet serve", kill_leftovers=kill_leftovers)
+                         name="mlx-fleet serve", kill_leftovers=kill_leftovers,
+                         cwd=ROOT if python is None else state_dir)
 
 
 def alive(processes: list[psutil.Process]) -> list[psutil.Process]:
