@@ -1,4 +1,4 @@
-"""`worker.embed_engine.EmbeddingEngine` on real models, in process.
+"""`worker.engines.embed.EmbeddingEngine` on real models, in process.
 
 A tiny random BERT (loaded by `mlx_embeddings.load`, as a user's model is) checks the mechanics:
 the vectors equal mlx-embeddings' own `text_embeds` for the same inputs, padding and chunking
@@ -16,7 +16,7 @@ import pytest
 
 from mlx_fleet.protocol import Embed, Embeddings, Failure, decode_end, encode
 from tiny_models import build_tiny_bert
-from mlx_fleet.worker.embed_engine import EmbeddingEngine, load_embeddings
+from mlx_fleet.worker.engines.embed import EmbeddingEngine, load_embeddings
 
 TEXTS = (
     "The old lighthouse stood at the northern end of the bay.",

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlx_fleet.protocol import ChatInput, Failure, Generate, TextInput, TokensInput
-from mlx_fleet.worker.call_stream import is_json_tools
-from mlx_fleet.worker.chat_prompt import TemplateRefused, offered_tools, render, template_tools
-from mlx_fleet.worker.constrain import GrammarError, GrammarProcessor, Grammars, response_format_grammar, tool_call_grammar
-from mlx_fleet.worker.reply import ReplyParser, initial_state
+from mlx_fleet.worker.generation.call_stream import is_json_tools
+from mlx_fleet.worker.generation.chat_prompt import TemplateRefused, offered_tools, render, template_tools
+from mlx_fleet.worker.generation.constrain import GrammarError, GrammarProcessor, Grammars, response_format_grammar, tool_call_grammar
+from mlx_fleet.worker.generation.reply_split import ReplyParser, initial_state
 
 
 class Refused(Exception):

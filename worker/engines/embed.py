@@ -21,7 +21,7 @@ import mlx.core as mx
 import numpy as np
 
 from mlx_fleet.protocol import Embed, Embeddings, Failure
-from mlx_fleet.worker.engine import Engine, config_value, tokenizer_limit, vocab_size
+from mlx_fleet.worker.engines.base import Engine, config_value, tokenizer_limit, vocab_size
 
 # Beyond this no encoder we serve was trained, and attention cost grows with its square.
 MAX_LENGTH_CAP = 8192

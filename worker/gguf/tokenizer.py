@@ -1,4 +1,4 @@
-"""The converter's tokenizer (`worker.gguf`): a Hugging Face byte-level BPE `tokenizer.json`
+"""The converter's tokenizer (`gguf.convert`): a Hugging Face byte-level BPE `tokenizer.json`
 rebuilt from the GGUF's vocabulary and merges, and its `tokenizer_config.json`.
 """
 
@@ -10,7 +10,7 @@ from typing import Any, Final
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
 
-from mlx_fleet.worker.gguf_read import GGUFConversionError, Metadata
+from mlx_fleet.worker.gguf.read import GGUFConversionError, Metadata
 
 # llama.cpp token types (enum llama_token_type).
 _TOKEN_TYPE_CONTROL: Final[int] = 3

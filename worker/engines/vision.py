@@ -4,7 +4,7 @@ mlx-vlm batches only in its own server, so this engine serves requests in arriva
 FIFO queue. It keeps the running request's `mlx_vlm.stream_generate` generator and advances it by
 exactly one token per `step()`: the worker polls its socket between steps, so a cancel or a new
 request waits at most one token (the first step of a request also runs its prefill, image encoder
-included). It is an `Engine` (worker/engine.py), as `TextEngine` is, so the worker loop does not
+included). It is an `Engine` (`engines.base`), as `TextEngine` is, so the worker loop does not
 care which engine it runs.
 
 The prompt is built the way mlx-vlm's own server builds it: `apply_chat_template` with the
@@ -41,11 +41,11 @@ from mlx_fleet.protocol import (
     Usage,
     encode,
 )
-from mlx_fleet.worker.constrain import GrammarError, GrammarProcessor, Grammars, response_format_grammar
-from mlx_fleet.worker.engine import DEFAULT_CONTEXT, Emit, Engine, config_value, tokenizer_limit, vocab_size
-from mlx_fleet.worker.reply import token_logprob
-from mlx_fleet.worker.request_checks import check_request, fit_to_context, unsupported_by_vision
-from mlx_fleet.worker.stops import StopMatcher
+from mlx_fleet.worker.engines.base import DEFAULT_CONTEXT, Emit, Engine, config_value, tokenizer_limit, vocab_size
+from mlx_fleet.worker.generation.constrain import GrammarError, GrammarProcessor, Grammars, response_format_grammar
+from mlx_fleet.worker.generation.logprobs import token_logprob
+from mlx_fleet.worker.generation.request_checks import check_request, fit_to_context, unsupported_by_vision
+from mlx_fleet.worker.generation.stops import StopMatcher
 
 # Roles whose images mlx-vlm's prompt formatter drops (it adds image tokens to user turns only):
 # accepting them would hand the model more images than the prompt has places for.

@@ -23,12 +23,13 @@ from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, make_prom
 from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
 from mlx_fleet.protocol import Delta, Done, Failure, Generate, Kind, Sampling, Started, TokenCount, Usage, encode
-from mlx_fleet.worker.constrain import GrammarProcessor, Grammars
-from mlx_fleet.worker.engine import Emit, Engine
-from mlx_fleet.worker.reply import ReplyParser, token_logprob
-from mlx_fleet.worker.request_checks import check_request, fit_to_context
-from mlx_fleet.worker.request_plan import Refused, plan, prompt_text
-from mlx_fleet.worker.stops import StopMatcher
+from mlx_fleet.worker.engines.base import Emit, Engine
+from mlx_fleet.worker.generation.constrain import GrammarProcessor, Grammars
+from mlx_fleet.worker.generation.logprobs import token_logprob
+from mlx_fleet.worker.generation.reply_split import ReplyParser
+from mlx_fleet.worker.generation.request_checks import check_request, fit_to_context
+from mlx_fleet.worker.generation.request_plan import Refused, plan, prompt_text
+from mlx_fleet.worker.generation.stops import StopMatcher
 
 _MODEL_KEY = "model"  # one model per worker: the prompt cache needs no other key
 MIN_REUSED_TOKENS = 64  # a shorter shared prefix is recomputed rather than copied out of the cache
