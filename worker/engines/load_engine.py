@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mlx_fleet.worker.engines.base import DEFAULT_CONTEXT, Engine
+from mlx_fleet.worker.engines.base import Engine, context_length_of
 
 
 class ModelNotLoadable(Exception):
@@ -56,6 +56,4 @@ def load_engine(kind: str, path: str, state_dir: Path, *, prompt_cache_bytes: in
     from mlx_fleet.worker.engines.text import TextEngine
 
     model, tokenizer, config = _guarded(path, lambda: load(resolve(path, state_dir), return_config=True))
-    context = int(config.get("max_position_embeddings") or getattr(tokenizer, "model_max_length", 0)
-                  or DEFAULT_CONTEXT)
-    return TextEngine(model, tokenizer, context, prompt_cache_bytes=prompt_cache_bytes)
+    return TextEngine(model, tokenizer, context_length_of(config, tokenizer), prompt_cache_bytes=prompt_cache_bytes)

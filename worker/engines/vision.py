@@ -41,7 +41,7 @@ from mlx_fleet.protocol import (
     Usage,
     encode,
 )
-from mlx_fleet.worker.engines.base import DEFAULT_CONTEXT, Emit, Engine, config_value, tokenizer_limit, vocab_size
+from mlx_fleet.worker.engines.base import Emit, Engine, context_length_of, vocab_size
 from mlx_fleet.worker.generation.constrain import GrammarError, GrammarProcessor, Grammars, response_format_grammar
 from mlx_fleet.worker.generation.logprobs import token_logprob
 from mlx_fleet.worker.generation.request_checks import check_request, fit_to_context, unsupported_by_vision
@@ -88,7 +88,7 @@ class VisionEngine(Engine):
         self.processor = processor
         self.config = model.config
         self.tokenizer = processor.tokenizer if hasattr(processor, "tokenizer") else processor
-        self.context_length = context_length or context_length_of(model, processor)
+        self.context_length = context_length or context_length_of(self.config, self.tokenizer)
         self.vocab_size = vocab_size(self.config, self.tokenizer)
         self._prefill_step_size = prefill_step_size
         # Exactly the flag stream_generate would use when it tokenizes the prompt itself.
@@ -313,15 +313,6 @@ def load_vision(path: str, context_length: int | None = None) -> VisionEngine:
 
     model, processor = load(path)
     return VisionEngine(model, processor, context_length)
-
-
-def context_length_of(model: Any, processor: Any) -> int:
-    """The language model's context: its config first, the tokenizer's limit second, else 4096."""
-    value = config_value(model.config, "max_position_embeddings")
-    if isinstance(value, int) and value > 0:
-        return value
-    tokenizer = processor.tokenizer if hasattr(processor, "tokenizer") else processor
-    return tokenizer_limit(tokenizer) or DEFAULT_CONTEXT
 
 
 def _content(text: str, images: int) -> str | list[dict[str, str]]:
