@@ -44,7 +44,12 @@ from mlx_fleet.protocol import (
 from mlx_fleet.worker.engines.base import Emit, Engine, context_length_of, vocab_size
 from mlx_fleet.worker.generation.constrain import GrammarError, GrammarProcessor, Grammars, response_format_grammar
 from mlx_fleet.worker.generation.logprobs import token_logprob
-from mlx_fleet.worker.generation.request_checks import check_request, fit_to_context, unsupported_by_vision
+from mlx_fleet.worker.generation.request_checks import (
+    check_request,
+    empty_prompt,
+    fit_to_context,
+    unsupported_by_vision,
+)
 from mlx_fleet.worker.generation.stops import StopMatcher
 
 # Roles whose images mlx-vlm's prompt formatter drops (it adds image tokens to user turns only):
@@ -141,7 +146,7 @@ class VisionEngine(Engine):
             try:
                 grammar = self._grammars.processor(response_format_grammar(fmt), "response_format", None)
             except GrammarError as e:
-                return Failure("invalid_value", str(e), 400, e.param)
+                return e.failure()
         self._queue.append(_Job(rid, prompt, inputs, prompt_tokens, sampling, StopMatcher(sampling.stop),
                                 grammar=grammar, logprobs=request.logprobs))
         return Started(prompt_tokens)
@@ -154,7 +159,7 @@ class VisionEngine(Engine):
         source = request.input
         if isinstance(source, TokensInput):
             if not source.tokens:
-                return Failure("invalid_value", "The prompt is empty.", 400, "prompt")
+                return empty_prompt("prompt")
             ids = mx.array([list(source.tokens)], dtype=mx.int32)
             return "", {"input_ids": ids, "attention_mask": mx.ones(ids.shape, dtype=mx.int32)}
 
@@ -186,7 +191,7 @@ class VisionEngine(Engine):
             param = "prompt"
             prompt = source.prompt
             if not prompt:
-                return Failure("invalid_value", "The prompt is empty.", 400, param)
+                return empty_prompt(param)
         if not isinstance(prompt, str):  # some formats hand back a message, not text
             prompt = str(prompt)
         try:

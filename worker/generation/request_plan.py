@@ -57,7 +57,7 @@ def plan(tokenizer: Any, grammars: Grammars, request: Generate, tokens: list[int
         think_end = tokenizer.think_end_tokens[-1] if start == "reasoning" else None
         processor = grammars.processor(grammar, param, think_end) if grammar is not None else None
     except GrammarError as e:
-        raise Refused(Failure("invalid_value", str(e), 400, e.param)) from None
+        raise Refused(e.failure()) from None
     return Plan(tokens, reply, processor)
 
 
