@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mlx_fleet.worker.engines.base import Engine, context_length_of
+from mlx_fleet.worker.engines.base import Engine
 
 
 class ModelNotLoadable(Exception):
@@ -51,9 +51,6 @@ def load_engine(kind: str, path: str, state_dir: Path, *, prompt_cache_bytes: in
         from mlx_fleet.worker.engines.embed import load_embeddings
 
         return _guarded(path, lambda: load_embeddings(path))
-    from mlx_lm import load
+    from mlx_fleet.worker.engines.text import load_text
 
-    from mlx_fleet.worker.engines.text import TextEngine
-
-    model, tokenizer, config = _guarded(path, lambda: load(resolve(path, state_dir), return_config=True))
-    return TextEngine(model, tokenizer, context_length_of(config, tokenizer), prompt_cache_bytes=prompt_cache_bytes)
+    return _guarded(path, lambda: load_text(resolve(path, state_dir), prompt_cache_bytes=prompt_cache_bytes))
