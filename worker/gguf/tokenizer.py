@@ -111,6 +111,8 @@ def _merge_pairs(meta: Metadata) -> list[tuple[str, str]]:
 
 
 def _special_tokens(meta: Metadata, tokens: list[str]) -> SpecialTokens:
+    """The strings of the special tokens the metadata names by id, each checked against the vocabulary."""
+
     def token_for(key: str) -> str | None:
         token_id = meta.get(key)
         if token_id is None:
