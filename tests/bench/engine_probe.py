@@ -18,7 +18,7 @@ from mlx_lm import load, stream_generate  # noqa: E402
 from mlx_lm.sample_utils import make_sampler  # noqa: E402
 
 from mlx_fleet.protocol import ChatInput, Generate, Message, Sampling  # noqa: E402
-from mlx_fleet.worker.text_engine import TextEngine  # noqa: E402
+from mlx_fleet.worker.engines.text import TextEngine  # noqa: E402
 
 
 def main() -> None:

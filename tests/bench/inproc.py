@@ -87,7 +87,7 @@ class Session:
                 "python": sys.version.split()[0]}
 
     def convert(self, gguf: str, cache_root: str) -> dict:
-        from mlx_fleet.worker.gguf import ensure_converted
+        from mlx_fleet.worker.gguf.convert import ensure_converted
 
         started = time.perf_counter()
         path = ensure_converted(Path(gguf), Path(cache_root))

@@ -3,7 +3,7 @@
 Both servers run at once on the same model directory, with the same continuous-batching sizes
 (`mlx_lm.server --decode-concurrency/--prompt-concurrency/--prefill-step-size` set to the fleet
 worker's `completion_batch_size` / `prefill_batch_size` / `prefill_step_size`, read from
-`worker/text_engine.py`: 32 / 8 / 2048 today, which are also mlx_lm.server's defaults), greedy,
+`worker/engines/text.py`: 32 / 8 / 2048 today, which are also mlx_lm.server's defaults), greedy,
 the same `max_tokens`. The peer runs through `peer_server.py`: listen backlog raised from 5 to 256
 (otherwise bursts fail on the peer for a reason that is one line to fix) and OpenBLAS loaded as
 in the fleet's worker. The table prints each listening socket's backlog as the kernel reports it.

@@ -3,7 +3,7 @@ without one, on the same fleet and model (goal: >= 0.9x unconstrained).
 
 The schema keeps the model writing until max_tokens (an array of integers that must hold more
 items than the budget allows), so both sides decode the same number of tokens; its grammar is
-llguidance's, applied per sequence (see worker/constrain.py). Widths 1 (the lone-request loop)
+llguidance's, applied per sequence (see worker/generation/constrain.py). Widths 1 (the lone-request loop)
 and 8 (the batch). Waves alternate which side goes first each round.
 
     agg tok/s     a wave's completion tokens ÷ (first send → last [DONE]); median over rounds

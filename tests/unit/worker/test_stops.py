@@ -1,10 +1,10 @@
-"""Unit tests for `worker.stops.StopMatcher`: stop strings across token boundaries."""
+"""Unit tests for `worker.generation.stops.StopMatcher`: stop strings across token boundaries."""
 
 from __future__ import annotations
 
 import pytest
 
-from mlx_fleet.worker.stops import StopMatcher
+from mlx_fleet.worker.generation.stops import StopMatcher
 
 
 def run(stops: tuple[str, ...], pieces: list[str]) -> tuple[list[str], bool, str]:

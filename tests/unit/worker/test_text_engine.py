@@ -14,7 +14,7 @@ from mlx_fleet.protocol import ChatInput, Done, Generate, Kind, Message, Samplin
 def engine_factory(tiny_lm: Path):
     from mlx_lm import load
 
-    from mlx_fleet.worker.text_engine import TextEngine
+    from mlx_fleet.worker.engines.text import TextEngine
 
     model, tokenizer = load(str(tiny_lm))
     return lambda: TextEngine(model, tokenizer, 2048)
@@ -114,7 +114,7 @@ def test_a_constrained_request_moved_into_the_batch_keeps_its_grammar(tiny_lm: P
     from mlx_lm import load
 
     from mlx_fleet.protocol import ResponseFormat
-    from mlx_fleet.worker.text_engine import TextEngine
+    from mlx_fleet.worker.engines.text import TextEngine
 
     model, tokenizer = load(str(tiny_lm))
     schema = {"type": "object", "additionalProperties": False, "required": ["a", "b"],
@@ -147,8 +147,8 @@ def test_a_constrained_request_reports_the_constrained_log_probabilities(tiny_lm
     from mlx_lm import load
 
     from mlx_fleet.protocol import ResponseFormat
-    from mlx_fleet.worker.reply import IMPOSSIBLE
-    from mlx_fleet.worker.text_engine import TextEngine
+    from mlx_fleet.worker.generation.logprobs import IMPOSSIBLE
+    from mlx_fleet.worker.engines.text import TextEngine
 
     model, tokenizer = load(str(tiny_lm))
     engine, sink, scored = TextEngine(model, tokenizer, 2048), Sink(), []

@@ -1,4 +1,4 @@
-"""`worker.vision_engine.VisionEngine` on a real (tiny, random) Qwen2-VL model, in process.
+"""`worker.engines.vision.VisionEngine` on a real (tiny, random) Qwen2-VL model, in process.
 
 The model goes through `mlx_vlm.load` like a user's model; the engine is driven the way the
 worker drives it (submit, then step() until inactive, messages collected from `emit`). The
@@ -34,7 +34,7 @@ from mlx_fleet.protocol import (
     decode_end,
 )
 from tiny_models import build_tiny_qwen2_vl
-from mlx_fleet.worker.vision_engine import VisionEngine, load_vision
+from mlx_fleet.worker.engines.vision import VisionEngine, load_vision
 
 Event = tuple[bytes, Delta | Done | Failure | Any]
 

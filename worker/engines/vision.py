@@ -4,7 +4,7 @@ mlx-vlm batches only in its own server, so this engine serves requests in arriva
 FIFO queue. It keeps the running request's `mlx_vlm.stream_generate` generator and advances it by
 exactly one token per `step()`: the worker polls its socket between steps, so a cancel or a new
 request waits at most one token (the first step of a request also runs its prefill, image encoder
-included). It is an `Engine` (worker/engine.py), as `TextEngine` is, so the worker loop does not
+included). It is an `Engine` (`engines.base`), as `TextEngine` is, so the worker loop does not
 care which engine it runs.
 
 The prompt is built the way mlx-vlm's own server builds it: `apply_chat_template` with the
@@ -41,11 +41,16 @@ from mlx_fleet.protocol import (
     Usage,
     encode,
 )
-from mlx_fleet.worker.constrain import GrammarError, GrammarProcessor, Grammars, response_format_grammar
-from mlx_fleet.worker.engine import DEFAULT_CONTEXT, Emit, Engine, config_value, tokenizer_limit, vocab_size
-from mlx_fleet.worker.reply import token_logprob
-from mlx_fleet.worker.request_checks import check_request, fit_to_context, unsupported_by_vision
-from mlx_fleet.worker.stops import StopMatcher
+from mlx_fleet.worker.engines.base import Emit, Engine, context_length_of, vocab_size
+from mlx_fleet.worker.generation.constrain import GrammarError, GrammarProcessor, Grammars, response_format_grammar
+from mlx_fleet.worker.generation.logprobs import token_logprob
+from mlx_fleet.worker.generation.request_checks import (
+    check_request,
+    empty_prompt,
+    fit_to_context,
+    unsupported_by_vision,
+)
+from mlx_fleet.worker.generation.stops import StopMatcher
 
 # Roles whose images mlx-vlm's prompt formatter drops (it adds image tokens to user turns only):
 # accepting them would hand the model more images than the prompt has places for.
@@ -88,7 +93,7 @@ class VisionEngine(Engine):
         self.processor = processor
         self.config = model.config
         self.tokenizer = processor.tokenizer if hasattr(processor, "tokenizer") else processor
-        self.context_length = context_length or context_length_of(model, processor)
+        self.context_length = context_length or context_length_of(self.config, self.tokenizer)
         self.vocab_size = vocab_size(self.config, self.tokenizer)
         self._prefill_step_size = prefill_step_size
         # Exactly the flag stream_generate would use when it tokenizes the prompt itself.
@@ -141,7 +146,7 @@ class VisionEngine(Engine):
             try:
                 grammar = self._grammars.processor(response_format_grammar(fmt), "response_format", None)
             except GrammarError as e:
-                return Failure("invalid_value", str(e), 400, e.param)
+                return e.failure()
         self._queue.append(_Job(rid, prompt, inputs, prompt_tokens, sampling, StopMatcher(sampling.stop),
                                 grammar=grammar, logprobs=request.logprobs))
         return Started(prompt_tokens)
@@ -154,7 +159,7 @@ class VisionEngine(Engine):
         source = request.input
         if isinstance(source, TokensInput):
             if not source.tokens:
-                return Failure("invalid_value", "The prompt is empty.", 400, "prompt")
+                return empty_prompt("prompt")
             ids = mx.array([list(source.tokens)], dtype=mx.int32)
             return "", {"input_ids": ids, "attention_mask": mx.ones(ids.shape, dtype=mx.int32)}
 
@@ -186,7 +191,7 @@ class VisionEngine(Engine):
             param = "prompt"
             prompt = source.prompt
             if not prompt:
-                return Failure("invalid_value", "The prompt is empty.", 400, param)
+                return empty_prompt(param)
         if not isinstance(prompt, str):  # some formats hand back a message, not text
             prompt = str(prompt)
         try:
@@ -313,15 +318,6 @@ def load_vision(path: str, context_length: int | None = None) -> VisionEngine:
 
     model, processor = load(path)
     return VisionEngine(model, processor, context_length)
-
-
-def context_length_of(model: Any, processor: Any) -> int:
-    """The language model's context: its config first, the tokenizer's limit second, else 4096."""
-    value = config_value(model.config, "max_position_embeddings")
-    if isinstance(value, int) and value > 0:
-        return value
-    tokenizer = processor.tokenizer if hasattr(processor, "tokenizer") else processor
-    return tokenizer_limit(tokenizer) or DEFAULT_CONTEXT
 
 
 def _content(text: str, images: int) -> str | list[dict[str, str]]:

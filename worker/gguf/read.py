@@ -1,4 +1,4 @@
-"""Reading a GGUF for the converter (`worker.gguf`): its tensors and metadata through MLX's own
+"""Reading a GGUF for the converter (`gguf.convert`): its tensors and metadata through MLX's own
 GGUF reader, and the one error every part of the conversion raises.
 """
 

@@ -18,9 +18,9 @@ produces garbage.
 :func:`ensure_converted` adds a process-safe on-disk cache on top of
 :func:`convert_gguf`, so a worker pays the conversion once per GGUF file.
 
-The steps live in their own modules: ``worker.gguf_read`` (tensors and
-metadata, and the error), ``worker.gguf_tensors`` (renaming, quantization and
-``config.json``), ``worker.gguf_tokenizer`` (``tokenizer.json`` and
+The steps live in their own modules: ``gguf.read`` (tensors and
+metadata, and the error), ``gguf.tensors`` (renaming, quantization and
+``config.json``), ``gguf.tokenizer`` (``tokenizer.json`` and
 ``tokenizer_config.json``); this one writes the directory and keeps the cache.
 
 This module is only imported inside worker processes, so importing
@@ -43,9 +43,9 @@ from typing import Any, Final
 
 import mlx.core as mx
 
-from mlx_fleet.worker.gguf_read import GGUFConversionError, check_architecture, read_gguf
-from mlx_fleet.worker.gguf_tensors import convert_tensors, model_config
-from mlx_fleet.worker.gguf_tokenizer import build_tokenizer, tokenizer_config
+from mlx_fleet.worker.gguf.read import GGUFConversionError, check_architecture, read_gguf
+from mlx_fleet.worker.gguf.tensors import convert_tensors, model_config
+from mlx_fleet.worker.gguf.tokenizer import build_tokenizer, tokenizer_config
 
 __all__ = [
     "FORMAT_VERSION",

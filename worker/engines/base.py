@@ -85,3 +85,12 @@ def tokenizer_limit(tokenizer: Any) -> int | None:
     """The tokenizer's declared maximum length, if it declares a real one."""
     limit = getattr(tokenizer, "model_max_length", None)
     return limit if isinstance(limit, int) and 0 < limit < NO_LIMIT else None
+
+
+def context_length_of(config: Any, tokenizer: Any, default: int = DEFAULT_CONTEXT) -> int:
+    """The longest sequence a model takes, read the same way for every engine: its position table
+    (the language part's first), else its tokenizer's declared limit, else `default`."""
+    positions = config_value(config, "max_position_embeddings")
+    if isinstance(positions, int) and positions > 0:
+        return positions
+    return tokenizer_limit(tokenizer) or default

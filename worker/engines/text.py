@@ -18,17 +18,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import mlx.core as mx
+from mlx_lm import load
 from mlx_lm.generate import BatchGenerator, generate_step
 from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
 from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
 from mlx_fleet.protocol import Delta, Done, Failure, Generate, Kind, Sampling, Started, TokenCount, Usage, encode
-from mlx_fleet.worker.constrain import GrammarProcessor, Grammars
-from mlx_fleet.worker.engine import Emit, Engine
-from mlx_fleet.worker.reply import ReplyParser, token_logprob
-from mlx_fleet.worker.request_checks import check_request, fit_to_context
-from mlx_fleet.worker.request_plan import Refused, plan, prompt_text
-from mlx_fleet.worker.stops import StopMatcher
+from mlx_fleet.worker.engines.base import Emit, Engine, context_length_of
+from mlx_fleet.worker.generation.constrain import GrammarProcessor, Grammars
+from mlx_fleet.worker.generation.logprobs import token_logprob
+from mlx_fleet.worker.generation.reply_split import ReplyParser
+from mlx_fleet.worker.generation.request_checks import check_request, fit_to_context
+from mlx_fleet.worker.generation.request_plan import Refused, plan, prompt_text
+from mlx_fleet.worker.generation.stops import StopMatcher
 
 _MODEL_KEY = "model"  # one model per worker: the prompt cache needs no other key
 MIN_REUSED_TOKENS = 64  # a shorter shared prefix is recomputed rather than copied out of the cache
@@ -293,6 +295,12 @@ class TextEngine(Engine):
             self._solo = None
         usage = Usage(len(live.prompt), len(live.generated), live.cached_tokens)
         emit(Kind.END, live.rid, encode(Done(reason, usage, live.stops.matched)))
+
+
+def load_text(path: str, *, prompt_cache_bytes: int) -> TextEngine:
+    """Load an mlx-lm model directory (or cached repo id) into a `TextEngine`."""
+    model, tokenizer, config = load(path, return_config=True)
+    return TextEngine(model, tokenizer, context_length_of(config, tokenizer), prompt_cache_bytes=prompt_cache_bytes)
 
 
 def _sampler(s: Sampling):

@@ -1,4 +1,4 @@
-"""The converter's tokenizer (`worker.gguf`): a Hugging Face byte-level BPE `tokenizer.json`
+"""The converter's tokenizer (`gguf.convert`): a Hugging Face byte-level BPE `tokenizer.json`
 rebuilt from the GGUF's vocabulary and merges, and its `tokenizer_config.json`.
 """
 
@@ -10,7 +10,7 @@ from typing import Any, Final
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
 
-from mlx_fleet.worker.gguf_read import GGUFConversionError, Metadata
+from mlx_fleet.worker.gguf.read import GGUFConversionError, Metadata
 
 # llama.cpp token types (enum llama_token_type).
 _TOKEN_TYPE_CONTROL: Final[int] = 3
@@ -54,29 +54,11 @@ class SpecialTokens:
 
 def build_tokenizer(meta: Metadata) -> tuple[Tokenizer, SpecialTokens]:
     """Rebuild the byte-level BPE tokenizer from the GGUF vocabulary and merges."""
-    model = meta.get("tokenizer.ggml.model")
-    if model != "gpt2":
-        raise GGUFConversionError(
-            f"{meta.src}: unsupported tokenizer model {model!r}; only 'gpt2' (byte-level BPE) is supported"
-        )
-    pre = meta.get("tokenizer.ggml.pre")
-    if pre not in _PRE_TOKENIZERS:
-        raise GGUFConversionError(
-            f"{meta.src}: unsupported tokenizer pre-tokenizer {pre!r}; "
-            f"supported: {', '.join(sorted(_PRE_TOKENIZERS))}"
-        )
+    pre = _checked_pre_tokenizer(meta)
     tokens: list[str] = meta.require("tokenizer.ggml.tokens")
-    merges: list[str] = meta.require("tokenizer.ggml.merges")
     token_types: list[int] = meta.get("tokenizer.ggml.token_type") or []
 
-    pairs: list[tuple[str, str]] = []
-    for merge in merges:
-        left, sep, right = merge.partition(" ")
-        if not sep:
-            raise GGUFConversionError(f"{meta.src}: malformed BPE merge {merge!r}")
-        pairs.append((left, right))
-
-    tokenizer = Tokenizer(models.BPE(vocab={tok: i for i, tok in enumerate(tokens)}, merges=pairs))
+    tokenizer = Tokenizer(models.BPE(vocab={tok: i for i, tok in enumerate(tokens)}, merges=_merge_pairs(meta)))
     tokenizer.pre_tokenizer = _PRE_TOKENIZERS[pre]()
     tokenizer.decoder = decoders.ByteLevel()
     # Control tokens (<|im_start|>, ...) must be matched verbatim and never
@@ -88,21 +70,7 @@ def build_tokenizer(meta: Metadata) -> tuple[Tokenizer, SpecialTokens]:
             if kind in (_TOKEN_TYPE_CONTROL, _TOKEN_TYPE_USER_DEFINED)
         ]
     )
-
-    def token_for(key: str) -> str | None:
-        token_id = meta.get(key)
-        if token_id is None:
-            return None
-        if not 0 <= token_id < len(tokens):
-            raise GGUFConversionError(f"{meta.src}: {key}={token_id} is outside the vocabulary")
-        return tokens[token_id]
-
-    special = SpecialTokens(
-        bos=token_for("tokenizer.ggml.bos_token_id"),
-        eos=token_for("tokenizer.ggml.eos_token_id"),
-        unk=token_for("tokenizer.ggml.unknown_token_id"),
-        pad=token_for("tokenizer.ggml.padding_token_id"),
-    )
+    special = _special_tokens(meta, tokens)
     if meta.get("tokenizer.ggml.add_bos_token", False) and special.bos is not None:
         # Hugging Face fast tokenizers add BOS through the post-processor,
         # not through tokenizer_config's add_bos_token.
@@ -113,6 +81,52 @@ def build_tokenizer(meta: Metadata) -> tuple[Tokenizer, SpecialTokens]:
             special_tokens=[(special.bos, bos_id)],
         )
     return tokenizer, special
+
+
+def _checked_pre_tokenizer(meta: Metadata) -> str:
+    """The pre-tokenizer's name, once the tokenizer is known to be one this converter rebuilds."""
+    model = meta.get("tokenizer.ggml.model")
+    if model != "gpt2":
+        raise GGUFConversionError(
+            f"{meta.src}: unsupported tokenizer model {model!r}; only 'gpt2' (byte-level BPE) is supported"
+        )
+    pre = meta.get("tokenizer.ggml.pre")
+    if pre not in _PRE_TOKENIZERS:
+        raise GGUFConversionError(
+            f"{meta.src}: unsupported tokenizer pre-tokenizer {pre!r}; "
+            f"supported: {', '.join(sorted(_PRE_TOKENIZERS))}"
+        )
+    return pre
+
+
+def _merge_pairs(meta: Metadata) -> list[tuple[str, str]]:
+    """The BPE merges ("left right" strings in the GGUF) as pairs."""
+    pairs: list[tuple[str, str]] = []
+    for merge in meta.require("tokenizer.ggml.merges"):
+        left, sep, right = merge.partition(" ")
+        if not sep:
+            raise GGUFConversionError(f"{meta.src}: malformed BPE merge {merge!r}")
+        pairs.append((left, right))
+    return pairs
+
+
+def _special_tokens(meta: Metadata, tokens: list[str]) -> SpecialTokens:
+    """The strings of the special tokens the metadata names by id, each checked against the vocabulary."""
+
+    def token_for(key: str) -> str | None:
+        token_id = meta.get(key)
+        if token_id is None:
+            return None
+        if not 0 <= token_id < len(tokens):
+            raise GGUFConversionError(f"{meta.src}: {key}={token_id} is outside the vocabulary")
+        return tokens[token_id]
+
+    return SpecialTokens(
+        bos=token_for("tokenizer.ggml.bos_token_id"),
+        eos=token_for("tokenizer.ggml.eos_token_id"),
+        unk=token_for("tokenizer.ggml.unknown_token_id"),
+        pad=token_for("tokenizer.ggml.padding_token_id"),
+    )
 
 
 def tokenizer_config(meta: Metadata, special: SpecialTokens, max_length: int) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mlx_fleet.worker.engine import DEFAULT_CONTEXT, Engine
+from mlx_fleet.worker.engines.base import Engine
 
 
 class ModelNotLoadable(Exception):
@@ -20,7 +20,7 @@ class ModelNotLoadable(Exception):
 def resolve(path: str, state_dir: Path) -> str:
     """A GGUF file is converted once into an mlx-lm directory under the state directory."""
     if path.endswith(".gguf"):
-        from mlx_fleet.worker.gguf import ensure_converted
+        from mlx_fleet.worker.gguf.convert import ensure_converted
 
         return str(ensure_converted(Path(path), state_dir / "models"))
     return path
@@ -44,18 +44,13 @@ def _guarded(path: str, load: Callable[[], Any]) -> Any:
 def load_engine(kind: str, path: str, state_dir: Path, *, prompt_cache_bytes: int = 512 * 2**20) -> Engine:
     """The engine for a model: TextEngine, VisionEngine or EmbeddingEngine."""
     if kind == "vision":
-        from mlx_fleet.worker.vision_engine import load_vision
+        from mlx_fleet.worker.engines.vision import load_vision
 
         return _guarded(path, lambda: load_vision(path))
     if kind == "embeddings":
-        from mlx_fleet.worker.embed_engine import load_embeddings
+        from mlx_fleet.worker.engines.embed import load_embeddings
 
         return _guarded(path, lambda: load_embeddings(path))
-    from mlx_lm import load
+    from mlx_fleet.worker.engines.text import load_text
 
-    from mlx_fleet.worker.text_engine import TextEngine
-
-    model, tokenizer, config = _guarded(path, lambda: load(resolve(path, state_dir), return_config=True))
-    context = int(config.get("max_position_embeddings") or getattr(tokenizer, "model_max_length", 0)
-                  or DEFAULT_CONTEXT)
-    return TextEngine(model, tokenizer, context, prompt_cache_bytes=prompt_cache_bytes)
+    return _guarded(path, lambda: load_text(resolve(path, state_dir), prompt_cache_bytes=prompt_cache_bytes))

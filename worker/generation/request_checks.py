@@ -20,11 +20,16 @@ def fit_to_context(sampling: Sampling, prompt_tokens: int, context_length: int) 
     return msgspec.structs.replace(sampling, max_tokens=max(1, min(sampling.max_tokens, room)))
 
 
+def empty_prompt(param: str) -> Failure:
+    """Worded the same wherever it is found: before tokenizing (the vision engine) or after."""
+    return Failure("invalid_value", "The prompt is empty.", 400, param)
+
+
 def check_request(request: Generate, sampling: Sampling, prompt_tokens: int, vocab_size: int,
                   context_length: int) -> Failure | None:
     param = "messages" if isinstance(request.input, ChatInput) else "prompt"
     if prompt_tokens == 0:
-        return Failure("invalid_value", "The prompt is empty.", 400, param)
+        return empty_prompt(param)
     if isinstance(request.input, TokensInput):
         bad = next((t for t in request.input.tokens if not 0 <= t < vocab_size), None)
         if bad is not None:

@@ -21,7 +21,7 @@ import mlx.core as mx
 import numpy as np
 
 from mlx_fleet.protocol import Embed, Embeddings, Failure
-from mlx_fleet.worker.engine import Engine, config_value, tokenizer_limit, vocab_size
+from mlx_fleet.worker.engines.base import Engine, context_length_of, tokenizer_limit, vocab_size
 
 # Beyond this no encoder we serve was trained, and attention cost grows with its square.
 MAX_LENGTH_CAP = 8192
@@ -155,10 +155,7 @@ def load_embeddings(path: str, **options: Any) -> EmbeddingEngine:
 
 
 def max_length_of(model: Any, tokenizer: Any) -> int:
-    """The longest input the model takes: the smaller of the tokenizer's declared limit and the
-    position table (XLM-R has 514 positions for 512 tokens), capped at `MAX_LENGTH_CAP`."""
-    limits = [limit] if (limit := tokenizer_limit(tokenizer)) else []
-    positions = config_value(getattr(model, "config", None), "max_position_embeddings")
-    if isinstance(positions, int) and positions > 0:
-        limits.append(positions)
-    return min(min(limits, default=DEFAULT_MAX_LENGTH), MAX_LENGTH_CAP)
+    """The longest input the model takes: its context length, but never more than the tokenizer
+    declares (XLM-R has 514 positions for 512 tokens), capped at `MAX_LENGTH_CAP`."""
+    context = context_length_of(getattr(model, "config", None), tokenizer, DEFAULT_MAX_LENGTH)
+    return min(context, tokenizer_limit(tokenizer) or MAX_LENGTH_CAP, MAX_LENGTH_CAP)

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlx_fleet.protocol import ChatInput, Failure, Generate, TextInput, TokensInput
-from mlx_fleet.worker.call_stream import is_json_tools
-from mlx_fleet.worker.chat_prompt import TemplateRefused, offered_tools, render, template_tools
-from mlx_fleet.worker.constrain import GrammarError, GrammarProcessor, Grammars, response_format_grammar, tool_call_grammar
-from mlx_fleet.worker.reply import ReplyParser, initial_state
+from mlx_fleet.worker.generation.call_stream import is_json_tools
+from mlx_fleet.worker.generation.chat_prompt import TemplateRefused, offered_tools, render, template_tools
+from mlx_fleet.worker.generation.constrain import GrammarError, GrammarProcessor, Grammars, response_format_grammar, tool_call_grammar
+from mlx_fleet.worker.generation.reply_split import ReplyParser, initial_state
 
 
 class Refused(Exception):
@@ -57,7 +57,7 @@ def plan(tokenizer: Any, grammars: Grammars, request: Generate, tokens: list[int
         think_end = tokenizer.think_end_tokens[-1] if start == "reasoning" else None
         processor = grammars.processor(grammar, param, think_end) if grammar is not None else None
     except GrammarError as e:
-        raise Refused(Failure("invalid_value", str(e), 400, e.param)) from None
+        raise Refused(e.failure()) from None
     return Plan(tokens, reply, processor)
 
 

@@ -21,7 +21,7 @@ import llguidance.numpy
 import mlx.core as mx
 import numpy as np
 
-from mlx_fleet.protocol import ResponseFormat, Tool
+from mlx_fleet.protocol import Failure, ResponseFormat, Tool
 
 # Compact JSON, as OpenAI's structured outputs produce it; without flexible whitespace a weak
 # model cannot spend its whole budget on blank lines inside an object.
@@ -38,6 +38,9 @@ class GrammarError(ValueError):
     def __init__(self, param: str, message: str) -> None:
         super().__init__(message)
         self.param = param
+
+    def failure(self) -> Failure:
+        return Failure("invalid_value", str(self), 400, self.param)
 
 
 def response_format_grammar(fmt: ResponseFormat) -> str | None:

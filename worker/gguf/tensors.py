@@ -1,4 +1,4 @@
-"""The converter's weights (`worker.gguf`): GGUF tensor names to mlx-lm's llama layout, kept
+"""The converter's weights (`gguf.convert`): GGUF tensor names to mlx-lm's llama layout, kept
 quantized or dequantized to float32, and the `config.json` that describes them.
 """
 
@@ -11,7 +11,7 @@ from typing import Any, Final
 
 import mlx.core as mx
 
-from mlx_fleet.worker.gguf_read import GGUFConversionError, Metadata
+from mlx_fleet.worker.gguf.read import GGUFConversionError, Metadata
 
 # MLX's GGUF reader unpacks Q4_0, Q4_1 and Q8_0 blocks (32 values each) into
 # affine quantization with one scale/bias pair per 32 values.

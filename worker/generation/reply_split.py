@@ -2,7 +2,7 @@
 
 mlx-lm's `TextStateMachine` does the matching (on text, across token boundaries, markers
 stripped). A call in the JSON format of Qwen and Hermes streams: its start (id, name) once its
-head has parsed, then its arguments as they are written (`worker/call_stream.py`). A call in any
+head has parsed, then its arguments as they are written (`call_stream`). A call in any
 other format is parsed by the tokenizer's own tool parser (one of mlx-lm's formats, inferred from
 the chat template) when its block closes, and goes out whole. A block that does not parse (or,
 streaming, whose head never parses) is given back as plain text, markers and all: a weak model's
@@ -14,29 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from typing import Any
 
-import mlx.core as mx
 from mlx_lm.generate import TextStateMachine, make_text_state_machine
 
-from mlx_fleet.protocol import TokenLogprob, ToolCallDelta
-from mlx_fleet.worker.call_stream import CallStream, is_json_tools
-
-
-# What OpenAI reports for a token that cannot be chosen (JSON has no -Infinity): here, a token a
-# grammar masked out, among the alternatives.
-IMPOSSIBLE = -9999.0
-
-
-def token_logprob(decode: Callable[[list[int]], str], token: int, logprobs: mx.array, top: int) -> TokenLogprob:
-    """A sampled token's log probability and the `top` most likely tokens at its position."""
-    alternatives = ()
-    if top:
-        ids = mx.argpartition(-logprobs, kth=top - 1)[:top]
-        pairs = zip(ids.tolist(), logprobs[ids].tolist())
-        alternatives = tuple(sorted(((decode([i]), max(v, IMPOSSIBLE)) for i, v in pairs), key=lambda p: -p[1]))
-    return TokenLogprob(decode([token]), max(logprobs[token].item(), IMPOSSIBLE), alternatives)
+from mlx_fleet.protocol import ToolCallDelta
+from mlx_fleet.worker.generation.call_stream import CallStream, is_json_tools
 
 
 def initial_state(tokenizer: Any, prompt: list[int]) -> str:
