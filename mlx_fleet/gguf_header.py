@@ -3,7 +3,7 @@
 The catalog lists GGUF files in the scan folders without importing MLX (the supervisor and the
 router never do) and without reading gigabytes of weights: the header alone says the
 architecture, the context length, the chat template and every tensor's shape and type. The
-rules for what the worker's converter (`worker/gguf.py`) accepts live here too, so the catalog
+rules for what the worker's converter (`worker/gguf/convert.py`) accepts live here too, so the catalog
 lists exactly the files a worker can load, and both apply the same rules.
 """
 

@@ -266,7 +266,7 @@ def start_fleet(workdir: Path, models: dict[str, str], *, state_dir: Path, memor
 
 def fleet_batch_settings() -> dict[str, int]:
     """The worker's BatchGenerator sizes, read from its source (the peer is started with the same)."""
-    text = (ROOT / "worker" / "text_engine.py").read_text()
+    text = (ROOT / "worker" / "engines" / "text.py").read_text()
     settings = {"completion_batch_size": 32, "prefill_batch_size": 8, "prefill_step_size": 2048}
     for key in settings:
         match = re.search(rf"{key}: int = (\d+)", text)
