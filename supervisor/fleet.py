@@ -18,18 +18,18 @@ from collections.abc import Callable
 from mlx_fleet.catalog.catalog import Catalog
 from mlx_fleet.config import FleetConfig
 from mlx_fleet.protocol import FleetStatus
-from mlx_fleet.supervisor.admin import AdminRpc
-from mlx_fleet.supervisor.catalog_service import CatalogService
-from mlx_fleet.supervisor.diagnostics import Diagnostics
-from mlx_fleet.supervisor.dispatch import Dispatcher
-from mlx_fleet.supervisor.housekeeping import Housekeeper
-from mlx_fleet.supervisor.launcher import Launcher, PythonWorkerLauncher
-from mlx_fleet.supervisor.loading import Loader
-from mlx_fleet.supervisor.memory import Remembered, budget_bytes, tree_rss
-from mlx_fleet.supervisor.slot_table import SlotTable
-from mlx_fleet.supervisor.slot import WorkerSlot
-from mlx_fleet.supervisor.spares import SparePool
-from mlx_fleet.supervisor.stopping import Stopper
+from mlx_fleet.supervisor.control.admin_rpc import AdminRpc
+from mlx_fleet.supervisor.control.catalog_service import CatalogService
+from mlx_fleet.supervisor.control.diagnostics import Diagnostics
+from mlx_fleet.supervisor.control.dispatch import Dispatcher
+from mlx_fleet.supervisor.memory.housekeeping import Housekeeper
+from mlx_fleet.supervisor.lifecycle.launcher import Launcher, PythonWorkerLauncher
+from mlx_fleet.supervisor.lifecycle.loading import Loader
+from mlx_fleet.supervisor.memory.sizes import Remembered, budget_bytes, tree_rss
+from mlx_fleet.supervisor.lifecycle.slot_table import SlotTable
+from mlx_fleet.supervisor.lifecycle.slot import WorkerSlot
+from mlx_fleet.supervisor.lifecycle.spares import SparePool
+from mlx_fleet.supervisor.lifecycle.stopping import Stopper
 from mlx_fleet.supervisor.timeouts import Timeouts
 
 __all__ = ["PythonWorkerLauncher", "Supervisor", "Timeouts"]

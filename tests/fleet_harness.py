@@ -22,7 +22,7 @@ from mlx_fleet.runtime import Endpoints, make_runtime_dir, remove_runtime_dir
 from mlx_fleet.units import Duration, MemoryBudget
 from mlx_fleet.router.fleet_client import FleetClient, RequestStream
 from mlx_fleet.supervisor.fleet import Supervisor, Timeouts
-from mlx_fleet.supervisor.memory import Remembered, tree_rss
+from mlx_fleet.supervisor.memory.sizes import Remembered, tree_rss
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_WORKER = Path(__file__).resolve().parent / "fake_worker.py"

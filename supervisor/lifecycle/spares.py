@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mlx_fleet.protocol import Spare, SpareStatus, decode_control
-from mlx_fleet.supervisor.launcher import Launcher, launch
-from mlx_fleet.supervisor.memory import RUNTIME_OVERHEAD, footprint
-from mlx_fleet.supervisor.process import WorkerProcess
-from mlx_fleet.supervisor.slot_table import SlotTable
+from mlx_fleet.supervisor.lifecycle.launcher import Launcher, launch
+from mlx_fleet.supervisor.memory.sizes import RUNTIME_OVERHEAD, footprint
+from mlx_fleet.supervisor.lifecycle.process import WorkerProcess
+from mlx_fleet.supervisor.lifecycle.slot_table import SlotTable
 
 log = logging.getLogger("mlx_fleet.supervisor")
 MAX_FAILURES = 3  # spares that died in a row before the pool stops trying

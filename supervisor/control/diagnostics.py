@@ -17,10 +17,10 @@ from mlx_fleet.config import FleetConfig
 from mlx_fleet.model_types import detect_type, engine_knows, hf_cache_snapshot, model_type_of
 from mlx_fleet.protocol import Diagnose, Diagnosis, DryRun, DryRunResult, DryRunWarning, Failure, Reply
 from mlx_fleet.units import fmt_bytes
-from mlx_fleet.supervisor.memory import Remembered
-from mlx_fleet.supervisor.policy import Plan, in_use, make_room
-from mlx_fleet.supervisor.slot_table import SlotTable
-from mlx_fleet.supervisor.slot import WorkerSlot
+from mlx_fleet.supervisor.memory.sizes import Remembered
+from mlx_fleet.supervisor.memory.policy import Plan, in_use, make_room
+from mlx_fleet.supervisor.lifecycle.slot_table import SlotTable
+from mlx_fleet.supervisor.lifecycle.slot import WorkerSlot
 
 GIB = 2**30
 

@@ -14,11 +14,11 @@ import signal
 from collections.abc import Callable
 
 from mlx_fleet.protocol import Failure
-from mlx_fleet.supervisor.dispatch import Dispatcher
-from mlx_fleet.supervisor.process import WorkerProcess
-from mlx_fleet.supervisor.slot_table import SlotTable
-from mlx_fleet.supervisor.slot import STARTING, WorkerSlot
-from mlx_fleet.supervisor.state import WorkerState
+from mlx_fleet.supervisor.control.dispatch import Dispatcher
+from mlx_fleet.supervisor.lifecycle.process import WorkerProcess
+from mlx_fleet.supervisor.lifecycle.slot_table import SlotTable
+from mlx_fleet.supervisor.lifecycle.slot import STARTING, WorkerSlot
+from mlx_fleet.supervisor.lifecycle.state import WorkerState
 from mlx_fleet.supervisor.timeouts import Timeouts
 
 log = logging.getLogger("mlx_fleet.supervisor")

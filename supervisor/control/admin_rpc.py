@@ -26,12 +26,12 @@ from mlx_fleet.protocol import (
     UnloadResult,
     decode_call,
 )
-from mlx_fleet.supervisor.catalog_service import CATALOG_CALLS, CatalogService
-from mlx_fleet.supervisor.dispatch import Dispatcher
-from mlx_fleet.supervisor.loading import Loader
-from mlx_fleet.supervisor.slot_table import SlotTable
-from mlx_fleet.supervisor.spares import SparePool
-from mlx_fleet.supervisor.stopping import Stopper
+from mlx_fleet.supervisor.control.catalog_service import CATALOG_CALLS, CatalogService
+from mlx_fleet.supervisor.control.dispatch import Dispatcher
+from mlx_fleet.supervisor.lifecycle.loading import Loader
+from mlx_fleet.supervisor.lifecycle.slot_table import SlotTable
+from mlx_fleet.supervisor.lifecycle.spares import SparePool
+from mlx_fleet.supervisor.lifecycle.stopping import Stopper
 from mlx_fleet.supervisor.timeouts import Timeouts
 
 log = logging.getLogger("mlx_fleet.supervisor")

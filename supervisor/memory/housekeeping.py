@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable
 
 from mlx_fleet.config import FleetConfig
-from mlx_fleet.supervisor.policy import expired, over_budget
-from mlx_fleet.supervisor.slot_table import SlotTable
-from mlx_fleet.supervisor.spares import SparePool
-from mlx_fleet.supervisor.stopping import Stopper
+from mlx_fleet.supervisor.memory.policy import expired, over_budget
+from mlx_fleet.supervisor.lifecycle.slot_table import SlotTable
+from mlx_fleet.supervisor.lifecycle.spares import SparePool
+from mlx_fleet.supervisor.lifecycle.stopping import Stopper
 from mlx_fleet.supervisor.timeouts import Timeouts
 
 log = logging.getLogger("mlx_fleet.supervisor")

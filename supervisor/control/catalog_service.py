@@ -27,10 +27,10 @@ from mlx_fleet.protocol import (
     SaveProfile,
     SetModel,
 )
-from mlx_fleet.supervisor.loading import Loader
-from mlx_fleet.supervisor.slot_table import SlotTable
-from mlx_fleet.supervisor.slot import WorkerSlot
-from mlx_fleet.supervisor.stopping import Stopper
+from mlx_fleet.supervisor.lifecycle.loading import Loader
+from mlx_fleet.supervisor.lifecycle.slot_table import SlotTable
+from mlx_fleet.supervisor.lifecycle.slot import WorkerSlot
+from mlx_fleet.supervisor.lifecycle.stopping import Stopper
 from mlx_fleet.supervisor.timeouts import Timeouts
 
 log = logging.getLogger("mlx_fleet.supervisor")

@@ -19,8 +19,8 @@ import zmq
 import zmq.asyncio
 
 from mlx_fleet.protocol import MAX_MESSAGE_BYTES, Failure, Kind, Reply, Shutdown, decode_end, encode
-from mlx_fleet.supervisor.slot_table import SlotTable
-from mlx_fleet.supervisor.slot import Pending, WorkerSlot
+from mlx_fleet.supervisor.lifecycle.slot_table import SlotTable
+from mlx_fleet.supervisor.lifecycle.slot import Pending, WorkerSlot
 
 
 def failure_body(code: str, message: str, status: int, retry_after: float | None = None) -> bytes:

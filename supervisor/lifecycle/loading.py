@@ -21,15 +21,15 @@ from collections.abc import Callable
 from mlx_fleet.config import FleetConfig
 from mlx_fleet.units import fmt_bytes
 from mlx_fleet.protocol import Assign, Failure, LoadFailed, Loading, MemoryReport, Ready, decode_control
-from mlx_fleet.supervisor.dispatch import Dispatcher
-from mlx_fleet.supervisor.launcher import Launcher, launch
-from mlx_fleet.supervisor.memory import Remembered
-from mlx_fleet.supervisor.policy import make_room
-from mlx_fleet.supervisor.slot_table import SlotTable
-from mlx_fleet.supervisor.slot import IDLE, STARTING, LoadError, WorkerSlot
-from mlx_fleet.supervisor.spares import SparePool, SpareWorker
-from mlx_fleet.supervisor.state import WorkerState
-from mlx_fleet.supervisor.stopping import Stopper
+from mlx_fleet.supervisor.control.dispatch import Dispatcher
+from mlx_fleet.supervisor.lifecycle.launcher import Launcher, launch
+from mlx_fleet.supervisor.memory.sizes import Remembered
+from mlx_fleet.supervisor.memory.policy import make_room
+from mlx_fleet.supervisor.lifecycle.slot_table import SlotTable
+from mlx_fleet.supervisor.lifecycle.slot import IDLE, STARTING, LoadError, WorkerSlot
+from mlx_fleet.supervisor.lifecycle.spares import SparePool, SpareWorker
+from mlx_fleet.supervisor.lifecycle.state import WorkerState
+from mlx_fleet.supervisor.lifecycle.stopping import Stopper
 from mlx_fleet.supervisor.timeouts import Timeouts
 
 log = logging.getLogger("mlx_fleet.supervisor")
