@@ -9,23 +9,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from typing import Protocol
 
-from mlx_fleet.config import FleetConfig
-from mlx_fleet.supervisor.memory.policy import expired, over_budget
-from mlx_fleet.supervisor.lifecycle.slot_table import SlotTable
+from mlx_fleet.supervisor.context import FleetContext
+from mlx_fleet.supervisor.lifecycle.slot import WorkerSlot
 from mlx_fleet.supervisor.lifecycle.spares import SparePool
 from mlx_fleet.supervisor.lifecycle.stopping import Stopper
-from mlx_fleet.supervisor.timeouts import Timeouts
+from mlx_fleet.supervisor.memory.policy import expired, over_budget
 
 log = logging.getLogger("mlx_fleet.supervisor")
 
 
+class CrashListener(Protocol):
+    """The loader: a worker the watchdog killed failed, so its model backs off (and comes back if pinned)."""
+
+    def failed(self, slot: WorkerSlot, reason: str) -> None: ...
+
+
 class Housekeeper:
-    def __init__(self, config: FleetConfig, registry: SlotTable, stopper: Stopper, spares: SparePool, budget: int,
-                 timeouts: Timeouts, held: Callable[[], int], probe: Callable[[int], int]) -> None:
-        self.config, self.registry, self.stopper, self.spares = config, registry, stopper, spares
-        self.budget, self.timeouts, self.held, self.probe = budget, timeouts, held, probe
+    def __init__(self, ctx: FleetContext, stopper: Stopper, spares: SparePool, crashes: CrashListener) -> None:
+        self.ctx, self.table, self.timeouts = ctx, ctx.table, ctx.timeouts
+        self.stopper, self.spares, self.crashes = stopper, spares, crashes
 
     async def run(self) -> None:
         while True:
@@ -34,19 +38,19 @@ class Housekeeper:
 
     def tick(self, now: float) -> None:
         clock = time.monotonic()
-        for slot in self.registry.slots.values():
+        for slot in self.table.slots.values():
             if slot.state.serving and slot.process is not None:
-                slot.on_measured(self.probe(slot.process.pid))
+                slot.on_measured(self.ctx.probe(slot.process.pid))
                 if slot.inflight and clock - slot.progress > self.timeouts.progress:
-                    self.stopper.kill_hung(slot, clock - slot.progress)
-        residents = self.registry.residents()
-        if self.held() > self.budget:
-            self.spares.trim()
-        for model_id in expired(residents, now, self.registry.ttls):
-            log.info("model %s idle for %s: unloading", model_id, self.config.memory.idle_ttl)
-            self.stopper.stop_later(self.registry.slots[model_id], "idle past its TTL", "ttl")
-        for model_id in over_budget(residents, self.budget):
-            if self.registry.slots[model_id].state.serving:
+                    reason = self.stopper.kill_hung(slot, clock - slot.progress)
+                    self.crashes.failed(slot, reason)
+        residents = self.table.residents()
+        self.spares.trim()
+        for model_id in expired(residents, now, self.table.ttls):
+            log.info("model %s idle for %s: unloading", model_id, self.ctx.config.memory.idle_ttl)
+            self.stopper.stop_later(self.table.slots[model_id], "idle past its TTL", "ttl")
+        for model_id in over_budget(residents, self.ctx.budget):
+            if self.table.slots[model_id].state.serving:
                 log.info("measured memory is over budget: unloading %s", model_id)
-                self.registry.slots[model_id].evictions += 1
-                self.stopper.stop_later(self.registry.slots[model_id], "memory over budget", "trim")
+                self.table.slots[model_id].evictions += 1
+                self.stopper.stop_later(self.table.slots[model_id], "memory over budget", "trim")
