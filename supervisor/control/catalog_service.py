@@ -88,7 +88,7 @@ class CatalogService:
         """Look at the disk again; a loaded model that vanished ends after its requests finish."""
         async with self._rescanning:
             result = await asyncio.to_thread(self.catalog.rescan)
-        for model_id in result.models_removed:
+        for model_id in result.removed:
             slot = self.table.slots.get(model_id)
             if slot is not None:
                 self.table.spawn(self._retire(slot, "its files are gone"), f"vanished:{model_id}")
