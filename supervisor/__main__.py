@@ -15,8 +15,8 @@ from mlx_fleet.config import decode_config
 from mlx_fleet.heap import freeze_startup_heap
 from mlx_fleet.runtime import Endpoints
 from mlx_fleet.supervisor.fleet import Supervisor
-from mlx_fleet.supervisor.launcher import PythonWorkerLauncher
-from mlx_fleet.supervisor.memory import Remembered
+from mlx_fleet.supervisor.lifecycle.launcher import PythonWorkerLauncher
+from mlx_fleet.supervisor.memory.sizes import Remembered
 
 
 def main(argv: list[str] | None = None) -> int:

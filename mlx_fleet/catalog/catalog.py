@@ -69,8 +69,8 @@ class Catalog:
         self.names = {name: e.id for e in entries for name in (e.id, *e.aliases)}
         self.last_scan = time.time()
         added, removed = sorted(self.entries.keys() - before), sorted(before - self.entries.keys())
-        return ScanResult(models_found=len(found), models_added=added, models_removed=removed,
-                          timestamp=self.last_scan)
+        return ScanResult(models_found=len(found), models_added=len(added), models_removed=len(removed),
+                          added=added, removed=removed, timestamp=self.last_scan)
 
     def _configured_entry(self, model: ModelConfig) -> ModelEntry:
         facts = _facts(model.path)

@@ -66,11 +66,13 @@ class TierModels(msgspec.Struct, kw_only=True):
 
 
 class ScanResult(msgspec.Struct, kw_only=True):
-    """`POST /admin/models/rescan`."""
+    """`POST /admin/models/rescan`: the counts (`models_*`), and the ids added and removed."""
 
     models_found: int
-    models_added: list[str]
-    models_removed: list[str]
+    models_added: int
+    models_removed: int
+    added: list[str]
+    removed: list[str]
     timestamp: float
 
 

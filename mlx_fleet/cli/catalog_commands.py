@@ -46,8 +46,8 @@ def _do(args: argparse.Namespace, action: str) -> tuple[bytes, str]:
         return raw, format_profiles(profiles)
     if action == "scan":
         raw, scan = _request(args, ScanResult, "POST", "/admin/models/rescan")
-        return raw, (f"{scan.models_found} models found on disk; added: {', '.join(scan.models_added) or '-'}; "
-                     f"removed: {', '.join(scan.models_removed) or '-'}")
+        return raw, (f"{scan.models_found} models found on disk; added: {', '.join(scan.added) or '-'}; "
+                     f"removed: {', '.join(scan.removed) or '-'}")
     if action in ("enable", "disable"):
         raw, entry = _request(args, ModelEntry, "PUT", f"/admin/models/{args.model}/enabled",
                               {"enabled": action == "enable"})

@@ -135,7 +135,8 @@ def _serve(args: argparse.Namespace) -> int:
     supervisor = subprocess.Popen(
         [sys.executable, "-m", "mlx_fleet.supervisor", "--config-json", str(config_json),
          "--runtime-dir", str(runtime), "--parent-pid", str(os.getpid())],
-        process_group=0,  # Ctrl-C reaches us, and we stop it in order; same session: see supervisor/process.py
+        # Ctrl-C reaches us, and we stop it in order; same session: see supervisor/lifecycle/process.py
+        process_group=0,
     )
     try:
         app = create_app(config, endpoints, started, supervisor_alive=lambda: supervisor.poll() is None)
@@ -194,7 +195,7 @@ def _stop_supervisor(supervisor: subprocess.Popen) -> None:
             log.error("supervisor did not stop in %.0f s; killing it", SUPERVISOR_STOP_SECONDS)
             supervisor.kill()
             supervisor.wait()
-    from mlx_fleet.supervisor.process import kill_all
+    from mlx_fleet.supervisor.lifecycle.process import kill_all
 
     kill_all(tree)
 

@@ -21,8 +21,9 @@ from mlx_fleet.protocol import ChatInput, Done, Failure, Generate, Kind, Message
 from mlx_fleet.runtime import Endpoints, make_runtime_dir, remove_runtime_dir
 from mlx_fleet.units import Duration, MemoryBudget
 from mlx_fleet.router.fleet_client import FleetClient, RequestStream
-from mlx_fleet.supervisor.fleet import Supervisor, Timeouts
-from mlx_fleet.supervisor.memory import Remembered, tree_rss
+from mlx_fleet.supervisor.fleet import Supervisor
+from mlx_fleet.supervisor.memory.sizes import Remembered, tree_rss
+from mlx_fleet.supervisor.timeouts import Timeouts
 
 ROOT = Path(__file__).resolve().parents[2]
 FAKE_WORKER = Path(__file__).resolve().parent / "fake_worker.py"
@@ -67,7 +68,7 @@ class Fleet:
         self.supervisor, self.client, self.launcher = supervisor, client, launcher
 
     def slot(self, model: str):
-        return self.supervisor.registry.slots[model]
+        return self.supervisor.ctx.table.slots[model]
 
     def open(self, model: str, max_tokens: int = 64) -> RequestStream:
         request = Generate(ChatInput((Message("user", "hi"),)), Sampling(max_tokens=max_tokens))
@@ -87,11 +88,11 @@ class Fleet:
         """One request, answered, and counted by the supervisor (its END copy travels separately)."""
         stream = self.open(model, max_tokens)
         answer = await self.finish(stream, timeout)
-        await until(lambda: stream.rid not in self.supervisor.registry.routes)
+        await until(lambda: stream.rid not in self.supervisor.ctx.table.routes)
         return answer
 
     def states(self) -> dict[str, str]:
-        return {m: str(s.state) for m, s in self.supervisor.registry.slots.items()}
+        return {m: str(s.state) for m, s in self.supervisor.ctx.table.slots.items()}
 
 
 @asynccontextmanager

@@ -134,12 +134,14 @@ def test_a_tier_request_takes_the_loaded_model_of_that_tier(server: FleetServer)
 def test_rescan_adds_and_removes_models(server: FleetServer, layout: dict[str, Path]) -> None:
     shutil.copytree(layout["tiny"], layout["shelf"] / "tiny-new")
     r = api(server, "POST", "/admin/models/rescan").json()
-    assert r["models_added"] == ["tiny-new"] and r["models_removed"] == [] and r["models_found"] == 5
+    assert r["added"] == ["tiny-new"] and r["removed"] == [] and r["models_found"] == 5
+    assert (r["models_added"], r["models_removed"]) == (len(r["added"]), len(r["removed"])) == (1, 0)
     assert chat(server, "tiny-new").model == "tiny-new"
     pid = by_id(admin(server, "status").json())["tiny-new"]["pid"]
     shutil.rmtree(layout["shelf"] / "tiny-new")
     r = api(server, "POST", "/admin/models/rescan").json()
-    assert r["models_removed"] == ["tiny-new"] and r["models_added"] == []
+    assert r["removed"] == ["tiny-new"] and r["added"] == []
+    assert (r["models_added"], r["models_removed"]) == (len(r["added"]), len(r["removed"])) == (0, 1)
     assert "tiny-new" not in registry(server)
     deadline = time.monotonic() + 30
     while psutil.pid_exists(pid) and time.monotonic() < deadline:

@@ -187,11 +187,13 @@ def test_rescan_reports_added_and_removed(shelf: Path, tmp_path: Path, tiny_lm: 
     folder = tmp_path / "models"
     shutil.copytree(tiny_lm, folder / "one")
     catalog = Catalog(FleetConfig(catalog=CatalogConfig(scan=[str(folder)])))
-    assert catalog.rescan().models_added == ["one"]
+    first = catalog.rescan()
+    assert (first.added, first.models_added, first.removed, first.models_removed) == (["one"], 1, [], 0)
     shutil.copytree(tiny_lm, folder / "two")
     shutil.rmtree(folder / "one")
     result = catalog.rescan()
-    assert (result.models_added, result.models_removed, result.models_found) == (["two"], ["one"], 1)
+    assert (result.added, result.removed, result.models_found) == (["two"], ["one"], 1)
+    assert (result.models_added, result.models_removed) == (len(result.added), len(result.removed))
 
 
 def test_profiles_persist_and_guard_the_active_one(shelf: Path, tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mlx_fleet.supervisor.policy import Resident, expired, make_room, over_budget
+from mlx_fleet.supervisor.memory.policy import Resident, expired, make_room, over_budget
 
 MiB = 2**20
 

@@ -11,7 +11,7 @@ import pytest
 
 from fleet_harness import FAST, MiB, fleet, until
 from mlx_fleet.protocol import Done, DryRun, DryRunResult, Failure
-from mlx_fleet.supervisor.fleet import Timeouts
+from mlx_fleet.supervisor.timeouts import Timeouts
 
 
 def run(coro):

@@ -1,7 +1,7 @@
 """Admin calls that look at a model without loading it: a diagnosis, and a dry run of its load.
 
 A dry run asks the same memory policy the loader asks (`policy.make_room`, a pure function) with
-the same figures (`Remembered.estimate`, the registry's residents), so its answer is what a load
+the same figures (`Remembered.estimate`, the slot table's residents), so its answer is what a load
 would do now; it only reads. The warnings say, in words, what could stop or slow the load.
 """
 
@@ -13,28 +13,26 @@ from typing import Any
 
 import msgspec
 
-from mlx_fleet.config import FleetConfig
 from mlx_fleet.model_types import detect_type, engine_knows, hf_cache_snapshot, model_type_of
 from mlx_fleet.protocol import Diagnose, Diagnosis, DryRun, DryRunResult, DryRunWarning, Failure, Reply
 from mlx_fleet.units import fmt_bytes
-from mlx_fleet.supervisor.memory import Remembered
-from mlx_fleet.supervisor.policy import Plan, in_use, make_room
-from mlx_fleet.supervisor.slot_table import SlotTable
-from mlx_fleet.supervisor.slot import WorkerSlot
+from mlx_fleet.supervisor.context import FleetContext
+from mlx_fleet.supervisor.lifecycle.slot import WorkerSlot
+from mlx_fleet.supervisor.memory.policy import Plan, in_use, make_room
 
 GIB = 2**30
 
 
 class Diagnostics:
-    def __init__(self, config: FleetConfig, registry: SlotTable, remembered: Remembered, budget: int) -> None:
-        self.config, self.registry, self.remembered, self.budget = config, registry, remembered, budget
+    def __init__(self, ctx: FleetContext) -> None:
+        self.config, self.table, self.remembered, self.budget = ctx.config, ctx.table, ctx.remembered, ctx.budget
 
     def calls(self) -> dict[type, Callable[[Any], Awaitable[Reply]]]:
         """Handlers for `AdminRpc.calls`."""
         return {Diagnose: self._diagnose, DryRun: self._dry_run}
 
     def _slot(self, model: str) -> WorkerSlot | None:
-        return self.registry.lookup(model)
+        return self.table.lookup(model)
 
     @staticmethod
     def _unknown(model: str) -> Reply:
@@ -58,7 +56,7 @@ class Diagnostics:
 
     def dry_run(self, slot: WorkerSlot) -> DryRunResult:
         estimate, measured = self.remembered.estimate(slot.config)
-        residents = self.registry.residents(exclude=slot)
+        residents = self.table.residents(exclude=slot)
         loaded = slot.state.has_process
         plan = Plan(fits=True) if loaded else make_room(residents, estimate, self.budget,
                                                         self.config.memory.max_models)

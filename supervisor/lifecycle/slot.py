@@ -26,9 +26,9 @@ from mlx_fleet.protocol import (
     Ready,
     gigabytes,
 )
-from mlx_fleet.supervisor.memory import footprint
-from mlx_fleet.supervisor.process import WorkerProcess
-from mlx_fleet.supervisor.state import Lifecycle, WorkerState
+from mlx_fleet.supervisor.memory.sizes import footprint
+from mlx_fleet.supervisor.lifecycle.process import WorkerProcess
+from mlx_fleet.supervisor.lifecycle.state import Lifecycle, WorkerState
 
 S = WorkerState
 IDLE = frozenset({S.STOPPED, S.FAILED})

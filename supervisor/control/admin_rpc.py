@@ -1,5 +1,6 @@
-"""The admin RPC: status, load, unload, ping. One handler per call type in one table, so a new
-call is one struct in `mlx_fleet.protocol` and one entry here. Replies are typed structs."""
+"""The admin RPC: status, load, unload, ping, and the catalog's and diagnostics' calls. One handler
+per call type in one table, so a new call is one struct in `mlx_fleet.protocol` and one entry
+here. Replies are typed structs."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from typing import Any
 
 import psutil
 
-from mlx_fleet.config import FleetConfig
 from mlx_fleet.protocol import (
     GB,
     Failure,
@@ -26,27 +26,25 @@ from mlx_fleet.protocol import (
     UnloadResult,
     decode_call,
 )
-from mlx_fleet.supervisor.catalog_service import CATALOG_CALLS, CatalogService
-from mlx_fleet.supervisor.dispatch import Dispatcher
-from mlx_fleet.supervisor.loading import Loader
-from mlx_fleet.supervisor.slot_table import SlotTable
-from mlx_fleet.supervisor.spares import SparePool
-from mlx_fleet.supervisor.stopping import Stopper
-from mlx_fleet.supervisor.timeouts import Timeouts
+from mlx_fleet.supervisor.context import FleetContext
+from mlx_fleet.supervisor.control.catalog_service import CATALOG_CALLS, CatalogService
+from mlx_fleet.supervisor.control.diagnostics import Diagnostics
+from mlx_fleet.supervisor.lifecycle.loading import Loader
+from mlx_fleet.supervisor.lifecycle.spares import SparePool
+from mlx_fleet.supervisor.lifecycle.stopping import Stopper
 
 log = logging.getLogger("mlx_fleet.supervisor")
 
 
 class AdminRpc:
-    def __init__(self, config: FleetConfig, registry: SlotTable, dispatch: Dispatcher, loader: Loader,
-                 stopper: Stopper, spares: SparePool, budget: int, timeouts: Timeouts,
-                 held: Callable[[], int], catalog: CatalogService) -> None:
-        self.config, self.registry, self.dispatch, self.loader = config, registry, dispatch, loader
-        self.stopper, self.spares, self.budget, self.timeouts, self.held = stopper, spares, budget, timeouts, held
-        self.catalog = catalog
+    def __init__(self, ctx: FleetContext, loader: Loader, stopper: Stopper, spares: SparePool,
+                 catalog: CatalogService, diagnostics: Diagnostics) -> None:
+        self.config, self.table, self.sockets = ctx.config, ctx.table, ctx.sockets
+        self.budget, self.timeouts = ctx.budget, ctx.timeouts
+        self.loader, self.stopper, self.spares, self.catalog = loader, stopper, spares, catalog
         self.calls: dict[type, Callable[[Any], Awaitable[Reply]]] = {
             Ping: self._ping, GetStatus: self._status, LoadModel: self._load, UnloadModel: self._unload,
-            **dict.fromkeys(CATALOG_CALLS, catalog.reply),
+            **dict.fromkeys(CATALOG_CALLS, catalog.reply), **diagnostics.calls(),
         }
 
     async def answer(self, router: bytes, call_id: bytes, body: bytes) -> None:
@@ -57,7 +55,7 @@ class AdminRpc:
         except Exception as e:  # noqa: BLE001 - an admin call must always get an answer
             log.exception("admin call failed")
             reply = Reply(Failure("internal_error", f"{type(e).__name__}: {e}", 500))
-        self.dispatch.reply(router, call_id, reply)
+        self.sockets.reply(router, call_id, reply)
 
     async def _ping(self, call: Ping) -> Reply:
         """Ready, or why not (`wait_for_profile` while the startup profile loads)."""
@@ -67,7 +65,7 @@ class AdminRpc:
         return Reply(result=self.status())
 
     async def _load(self, call: LoadModel) -> Reply:
-        slot = self.registry.lookup(call.model)
+        slot = self.table.lookup(call.model)
         if slot is None:
             return Reply(Failure("model_not_found", f"The model `{call.model}` is not configured.", 404))
         failure = await self.loader.ensure_ready(slot)
@@ -75,11 +73,11 @@ class AdminRpc:
             status = 500 if failure.code == "model_load_failed" else failure.status
             return Reply(Failure(failure.code, failure.message, status, retry_after=failure.retry_after))
         slot.pinned = slot.pinned or call.pin
-        model = slot.status(time.time(), self.registry.ttls.get(slot.id, 0))
+        model = slot.status(time.time(), self.table.ttls.get(slot.id, 0))
         return Reply(result=LoadResult(**{f: getattr(model, f) for f in model.__struct_fields__}))
 
     async def _unload(self, call: UnloadModel) -> Reply:
-        slot = self.registry.existing(call.model)
+        slot = self.table.existing(call.model)
         if slot is None or not slot.state.has_process:
             return Reply(Failure("model_not_loaded", f"Model not loaded: {call.model}", 404))
         started = time.monotonic()
@@ -93,17 +91,17 @@ class AdminRpc:
 
     def status(self) -> FleetStatus:
         vm = psutil.virtual_memory()
-        now, used = time.time(), self.held()
-        models = [s.status(now, self.registry.ttls.get(s.id, 0)) for s in self.registry.slots.values()]
+        now, used = time.time(), self.spares.fleet_held()
+        models = [s.status(now, self.table.ttls.get(s.id, 0)) for s in self.table.slots.values()]
         for model in models:
-            if (entry := self.registry.catalog.get(model.id)) is not None:
+            if (entry := self.table.catalog.get(model.id)) is not None:
                 model.tier, model.source = entry.tier, entry.source
         loaded = [m for m in models if m.state not in ("stopped", "failed")]  # those with a process
         spares = self.spares.status()
         memory = self.config.memory
         pool = PoolStatus(policy=memory.policy, budget=self.budget, in_use=used, available=self.budget - used,
                           max_models=memory.max_models, loaded=len(loaded), machine_total=vm.total,
-                          machine_available=vm.available, accepting=self.registry.accepting,
+                          machine_available=vm.available, accepting=self.table.accepting,
                           spare=spares[0] if spares else None, spares=spares, spares_wanted=self.spares.wanted)
         totals = MemoryTotals(active_gb=round(sum(m.memory.mlx_active or 0 for m in loaded) / GB, 3),
                               cache_gb=round(sum(m.memory.mlx_cache or 0 for m in loaded) / GB, 3))

@@ -14,9 +14,9 @@ from typing import Any
 
 from mlx_fleet.catalog.catalog import Catalog
 from mlx_fleet.config import FleetConfig, ModelConfig
-from mlx_fleet.supervisor.policy import Resident
-from mlx_fleet.supervisor.slot import WorkerSlot
-from mlx_fleet.supervisor.state import WorkerState
+from mlx_fleet.supervisor.memory.policy import Resident
+from mlx_fleet.supervisor.lifecycle.slot import WorkerSlot
+from mlx_fleet.supervisor.lifecycle.state import WorkerState
 
 S = WorkerState
 log = logging.getLogger("mlx_fleet.supervisor")

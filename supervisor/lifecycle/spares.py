@@ -13,14 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mlx_fleet.protocol import Spare, SpareStatus, decode_control
-from mlx_fleet.supervisor.launcher import Launcher, launch
-from mlx_fleet.supervisor.memory import RUNTIME_OVERHEAD, footprint
-from mlx_fleet.supervisor.process import WorkerProcess
-from mlx_fleet.supervisor.slot_table import SlotTable
+from mlx_fleet.supervisor.context import FleetContext
+from mlx_fleet.supervisor.lifecycle.launcher import launch
+from mlx_fleet.supervisor.lifecycle.process import WorkerProcess
+from mlx_fleet.supervisor.memory.sizes import RUNTIME_OVERHEAD, footprint
 
 log = logging.getLogger("mlx_fleet.supervisor")
 MAX_FAILURES = 3  # spares that died in a row before the pool stops trying
@@ -55,11 +54,10 @@ class SpareWorker:
 
 
 class SparePool:
-    def __init__(self, wanted: int, launcher: Launcher, endpoint: str, registry: SlotTable, budget: int,
-                 stop_grace: float, held: Callable[[], int], probe: Callable[[int], int]) -> None:
-        self.wanted = wanted
-        self.launcher, self.endpoint, self.registry = launcher, endpoint, registry
-        self.budget, self.stop_grace, self.held, self.probe = budget, stop_grace, held, probe
+    def __init__(self, ctx: FleetContext) -> None:
+        self.ctx, self.table = ctx, ctx.table
+        self.wanted = ctx.config.memory.spares
+        self.stop_grace = ctx.timeouts.stop_grace
         self.spares: list[SpareWorker] = []             # in the pool, oldest first
         self._unassigned: dict[bytes, SpareWorker] = {}  # pooled or claimed, not yet given a model
         self._count = 0
@@ -68,27 +66,32 @@ class SparePool:
     def memory(self) -> int:
         return sum(s.memory for s in self.spares)
 
+    def fleet_held(self) -> int:
+        """Bytes the fleet holds now: every worker with a process, leaving ones included, and the
+        spares. Memory leaves this figure only when its process is gone."""
+        return self.table.held() + self.memory()
+
     def refill(self) -> None:
         """Start a spare if the pool is short of one, the budget has room for it, and no other spare
         is importing: one import at a time (two at once on a few cores make both, and the load
         beside them, slower; the next one starts when this one is ready)."""
         importing = any(not s.ready.is_set() for s in self._unassigned.values())
-        if (len(self.spares) < self.wanted and not importing and self.registry.accepting
-                and self._failures < MAX_FAILURES and self.held() + RUNTIME_OVERHEAD <= self.budget):
+        if (len(self.spares) < self.wanted and not importing and self.table.accepting
+                and self._failures < MAX_FAILURES and self.fleet_held() + RUNTIME_OVERHEAD <= self.ctx.budget):
             self._count += 1
             spare = SpareWorker(f"spare#{self._count}".encode())
             self.spares.append(spare)
             self._unassigned[spare.identity] = spare
-            self.registry.spawn(self._run(spare), f"spare:{self._count}")
+            self.table.spawn(self._run(spare), f"spare:{self._count}")
 
     async def _run(self, spare: SpareWorker) -> None:
-        argv = self.launcher.spare_argv(spare.identity.decode(), self.endpoint)
+        argv = self.ctx.launcher.spare_argv(spare.identity.decode(), self.ctx.sockets.worker_endpoint)
         if argv is None:  # this launcher has no spares
             self._failures = MAX_FAILURES
             self._drop(spare, "this launcher has no spares")
             return
         try:
-            spare.process = await launch(self.launcher, argv, "spare")
+            spare.process = await launch(self.ctx.launcher, argv, "spare")
         except OSError as e:
             self._failures += 1
             self._drop(spare, f"could not start: {e}")
@@ -111,7 +114,7 @@ class SparePool:
             return False
         message = decode_control(body)
         if isinstance(message, Spare):
-            spare.memory = footprint(self.probe(message.pid), message.memory)
+            spare.memory = footprint(self.ctx.probe(message.pid), message.memory)
             spare.ready.set()
             self._failures = 0
             self.refill()
@@ -127,7 +130,7 @@ class SparePool:
 
     def release(self, spare: SpareWorker) -> None:
         """A claimed spare its load did not use: back to the pool if it can still serve, else ended."""
-        if spare.usable and self.registry.accepting:
+        if spare.usable and self.table.accepting:
             self.spares.insert(0, spare)
         else:
             self.discard(spare, "not ready in time" if not spare.gone.is_set() else "it is gone")
@@ -140,7 +143,7 @@ class SparePool:
         """End a spare, pooled or claimed."""
         self._drop(spare, reason)
         if spare.process is not None and spare.process.alive:
-            self.registry.spawn(spare.process.terminate(self.stop_grace), "spare-stop")
+            self.table.spawn(spare.process.terminate(self.stop_grace), "spare-stop")
 
     def _drop(self, spare: SpareWorker, reason: str) -> None:
         if spare in self.spares:
@@ -150,8 +153,8 @@ class SparePool:
         spare.gone.set()
 
     def trim(self) -> None:
-        """Measured memory is over budget: the spares go first, newest first."""
-        while self.spares and self.held() > self.budget:
+        """While measured memory is over budget, the spares go first, newest first."""
+        while self.spares and self.fleet_held() > self.ctx.budget:
             self.discard(self.spares[-1], "measured memory is over budget; the spares go first")
 
     async def close(self) -> None:

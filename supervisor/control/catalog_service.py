@@ -14,7 +14,6 @@ import time
 
 from mlx_fleet.catalog.entry import Activation, ModelEntry, ProfileList, ScanResult
 from mlx_fleet.catalog.catalog import CatalogError
-from mlx_fleet.config import FleetConfig
 from mlx_fleet.protocol import (
     ActivateProfile,
     DeleteProfile,
@@ -27,11 +26,10 @@ from mlx_fleet.protocol import (
     SaveProfile,
     SetModel,
 )
-from mlx_fleet.supervisor.loading import Loader
-from mlx_fleet.supervisor.slot_table import SlotTable
-from mlx_fleet.supervisor.slot import WorkerSlot
-from mlx_fleet.supervisor.stopping import Stopper
-from mlx_fleet.supervisor.timeouts import Timeouts
+from mlx_fleet.supervisor.context import FleetContext
+from mlx_fleet.supervisor.lifecycle.loading import Loader
+from mlx_fleet.supervisor.lifecycle.slot import WorkerSlot
+from mlx_fleet.supervisor.lifecycle.stopping import Stopper
 
 log = logging.getLogger("mlx_fleet.supervisor")
 
@@ -40,13 +38,13 @@ CATALOG_CALLS = (GetCatalog, Rescan, SetModel, ResolveTier, GetProfiles, SavePro
 
 
 class CatalogService:
-    def __init__(self, config: FleetConfig, registry: SlotTable, loader: Loader, stopper: Stopper,
-                 timeouts: Timeouts) -> None:
-        self.config, self.registry, self.loader, self.stopper, self.timeouts = config, registry, loader, stopper, timeouts
-        self.catalog = registry.catalog
+    def __init__(self, ctx: FleetContext, loader: Loader, stopper: Stopper) -> None:
+        self.config, self.table, self.timeouts = ctx.config, ctx.table, ctx.timeouts
+        self.loader, self.stopper = loader, stopper
+        self.catalog = ctx.table.catalog
         self.startup_profile = self.catalog.startup_profile()
         # `[catalog] wait_for_profile`: /health answers 503 until the startup profile is ready.
-        self.waiting_for: str | None = self.startup_profile if config.catalog.wait_for_profile else None
+        self.waiting_for: str | None = self.startup_profile if self.config.catalog.wait_for_profile else None
         self.startup_error: str | None = None
         self._rescanning = asyncio.Lock()  # one scan at a time: each compares with the one before
 
@@ -90,10 +88,10 @@ class CatalogService:
         """Look at the disk again; a loaded model that vanished ends after its requests finish."""
         async with self._rescanning:
             result = await asyncio.to_thread(self.catalog.rescan)
-        for model_id in result.models_removed:
-            slot = self.registry.slots.get(model_id)
+        for model_id in result.removed:
+            slot = self.table.slots.get(model_id)
             if slot is not None:
-                self.registry.spawn(self._retire(slot, "its files are gone"), f"vanished:{model_id}")
+                self.table.spawn(self._retire(slot, "its files are gone"), f"vanished:{model_id}")
         return result
 
     async def _retire(self, slot: WorkerSlot, reason: str) -> None:
@@ -101,7 +99,7 @@ class CatalogService:
         if slot.state.has_process:
             await self.stopper.drain_and_stop(slot, None)
         if self.catalog.get(slot.id) is None and not slot.state.has_process:
-            self.registry.slots.pop(slot.id, None)
+            self.table.slots.pop(slot.id, None)
 
     async def set_model(self, call: SetModel) -> ModelEntry:
         """A disabled model is unloaded (its requests get the drain timeout to finish)."""
@@ -110,7 +108,7 @@ class CatalogService:
             self.catalog.set_tier(entry.id, call.tier)
         if call.enabled is not None:
             self.catalog.set_enabled(entry.id, call.enabled)
-            slot = self.registry.slots.get(entry.id)
+            slot = self.table.slots.get(entry.id)
             if not call.enabled and slot is not None:
                 slot.pinned = False
                 if slot.state.has_process:
@@ -123,7 +121,7 @@ class CatalogService:
         if not members:
             kind = "embedding" if embeddings else "generation"
             raise CatalogError(404, "model_not_found", f"No enabled {kind} model is in tier {tier!r}.")
-        ready = [s for e in members if (s := self.registry.slots.get(e.id)) is not None and s.state.serving]
+        ready = [s for e in members if (s := self.table.slots.get(e.id)) is not None and s.state.serving]
         if ready:
             return min(ready, key=lambda s: len(s.inflight)).id
         return members[0].id
@@ -133,7 +131,7 @@ class CatalogService:
         started = time.monotonic()
         slots: list[WorkerSlot] = []
         for entry in self.catalog.profile_models(self.catalog.profile(name).models):
-            slot = self.registry.lookup(entry.id)
+            slot = self.table.lookup(entry.id)
             assert slot is not None  # profile_models gives enabled entries only
             slots.append(slot)
         for slot in slots:
@@ -158,14 +156,14 @@ class CatalogService:
             return []
         unpinned = []
         for model in self.catalog.profile(previous).models:
-            slot = self.registry.existing(model)
+            slot = self.table.existing(model)
             if slot is None or slot.id in keep:
                 continue
             slot.pinned = slot.config.preload
             unpinned.append(slot.id)
             if self.config.memory.policy == "preload" and not slot.pinned and slot.state.has_process:
                 # With policy "preload" the active profile is the fleet: the rest goes.
-                self.registry.spawn(self.stopper.drain_and_stop(slot, None), f"profile-off:{slot.id}")
+                self.table.spawn(self.stopper.drain_and_stop(slot, None), f"profile-off:{slot.id}")
         return unpinned
 
     async def startup(self) -> None:
