@@ -15,7 +15,7 @@ from mlx_fleet.config import decode_config
 from mlx_fleet.heap import freeze_startup_heap
 from mlx_fleet.runtime import Endpoints
 from mlx_fleet.supervisor.fleet import Supervisor
-from mlx_fleet.supervisor.lifecycle.launcher import PythonWorkerLauncher
+from mlx_fleet.supervisor.workers.launcher import PythonWorkerLauncher
 from mlx_fleet.supervisor.memory.sizes import Remembered
 
 

@@ -6,7 +6,7 @@ each exists before anything that needs it: the spare pool and the stopper, the l
 and what becomes of a failed or crashed worker), the housekeeper (measuring, TTL, trimming,
 watchdog), the catalog service and diagnostics, the admin RPC, and last the dispatcher, whose
 loops hand what comes in to the loader, the spare pool and the admin RPC. Only this process
-starts or ends workers, and only through each slot's own transitions (`lifecycle/slot.py`), so
+starts or ends workers, and only through each slot's own transitions (`workers/slot.py`), so
 the state a status call reports is the state routing acts on.
 """
 
@@ -20,20 +20,20 @@ from collections.abc import Callable
 from mlx_fleet.catalog.catalog import Catalog
 from mlx_fleet.config import FleetConfig
 from mlx_fleet.protocol import FleetStatus
-from mlx_fleet.supervisor.context import FleetContext
+from mlx_fleet.supervisor.workers.context import FleetContext
 from mlx_fleet.supervisor.control.admin_rpc import AdminRpc
 from mlx_fleet.supervisor.control.catalog_service import CatalogService
 from mlx_fleet.supervisor.control.diagnostics import Diagnostics
 from mlx_fleet.supervisor.control.dispatch import Dispatcher
-from mlx_fleet.supervisor.lifecycle.launcher import Launcher
+from mlx_fleet.supervisor.workers.launcher import Launcher
 from mlx_fleet.supervisor.lifecycle.loading import Loader
-from mlx_fleet.supervisor.lifecycle.slot import WorkerSlot
-from mlx_fleet.supervisor.lifecycle.slot_table import SlotTable
+from mlx_fleet.supervisor.workers.slot import WorkerSlot
+from mlx_fleet.supervisor.workers.slot_table import SlotTable
 from mlx_fleet.supervisor.lifecycle.spares import SparePool
 from mlx_fleet.supervisor.lifecycle.stopping import Stopper
-from mlx_fleet.supervisor.memory.housekeeping import Housekeeper
+from mlx_fleet.supervisor.control.housekeeping import Housekeeper
 from mlx_fleet.supervisor.memory.sizes import Remembered, budget_bytes, tree_rss
-from mlx_fleet.supervisor.sockets import Sockets
+from mlx_fleet.supervisor.workers.sockets import Sockets
 from mlx_fleet.supervisor.timeouts import Timeouts
 
 log = logging.getLogger("mlx_fleet.supervisor")

@@ -195,7 +195,7 @@ def _stop_supervisor(supervisor: subprocess.Popen) -> None:
             log.error("supervisor did not stop in %.0f s; killing it", SUPERVISOR_STOP_SECONDS)
             supervisor.kill()
             supervisor.wait()
-    from mlx_fleet.supervisor.lifecycle.process import kill_all
+    from mlx_fleet.supervisor.workers.process import kill_all
 
     kill_all(tree)
 

@@ -26,7 +26,7 @@ from mlx_fleet.protocol import (
     UnloadResult,
     decode_call,
 )
-from mlx_fleet.supervisor.context import FleetContext
+from mlx_fleet.supervisor.workers.context import FleetContext
 from mlx_fleet.supervisor.control.catalog_service import CATALOG_CALLS, CatalogService
 from mlx_fleet.supervisor.control.diagnostics import Diagnostics
 from mlx_fleet.supervisor.lifecycle.loading import Loader

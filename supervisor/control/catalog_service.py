@@ -26,9 +26,9 @@ from mlx_fleet.protocol import (
     SaveProfile,
     SetModel,
 )
-from mlx_fleet.supervisor.context import FleetContext
+from mlx_fleet.supervisor.workers.context import FleetContext
 from mlx_fleet.supervisor.lifecycle.loading import Loader
-from mlx_fleet.supervisor.lifecycle.slot import WorkerSlot
+from mlx_fleet.supervisor.workers.slot import WorkerSlot
 from mlx_fleet.supervisor.lifecycle.stopping import Stopper
 
 log = logging.getLogger("mlx_fleet.supervisor")

@@ -16,8 +16,8 @@ import msgspec
 from mlx_fleet.model_types import detect_type, engine_knows, hf_cache_snapshot, model_type_of
 from mlx_fleet.protocol import Diagnose, Diagnosis, DryRun, DryRunResult, DryRunWarning, Failure, Reply
 from mlx_fleet.units import fmt_bytes
-from mlx_fleet.supervisor.context import FleetContext
-from mlx_fleet.supervisor.lifecycle.slot import WorkerSlot
+from mlx_fleet.supervisor.workers.context import FleetContext
+from mlx_fleet.supervisor.workers.slot import WorkerSlot
 from mlx_fleet.supervisor.memory.policy import Plan, in_use, make_room
 
 GIB = 2**30

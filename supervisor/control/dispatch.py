@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Protocol
 
 from mlx_fleet.protocol import Failure, Kind, decode_end, encode
-from mlx_fleet.supervisor.context import FleetContext
-from mlx_fleet.supervisor.lifecycle.slot import Pending, WorkerSlot
+from mlx_fleet.supervisor.workers.context import FleetContext
+from mlx_fleet.supervisor.workers.slot import Pending, WorkerSlot
 
 
 class LoadListener(Protocol):

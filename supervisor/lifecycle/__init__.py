@@ -1,2 +1,2 @@
-"""A model's worker from start to end: its states, its slot, the slot table, loading, stopping,
-the warm spares, and the processes themselves."""
+"""The actions that change the fleet: loading a model (room, spawn or a spare, failures and
+backoff, crashes), stopping and draining workers, and the pool of warm spares."""

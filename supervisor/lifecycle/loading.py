@@ -24,12 +24,12 @@ import time
 
 from mlx_fleet.units import fmt_bytes
 from mlx_fleet.protocol import Assign, Failure, LoadFailed, Loading, MemoryReport, Ready, decode_control
-from mlx_fleet.supervisor.context import FleetContext
-from mlx_fleet.supervisor.lifecycle.launcher import launch
-from mlx_fleet.supervisor.lifecycle.process import WorkerProcess
-from mlx_fleet.supervisor.lifecycle.slot import IDLE, STARTING, LoadError, WorkerSlot
+from mlx_fleet.supervisor.workers.context import FleetContext
+from mlx_fleet.supervisor.workers.launcher import launch
+from mlx_fleet.supervisor.workers.process import WorkerProcess
+from mlx_fleet.supervisor.workers.slot import IDLE, STARTING, LoadError, WorkerSlot
 from mlx_fleet.supervisor.lifecycle.spares import SparePool, SpareWorker
-from mlx_fleet.supervisor.lifecycle.state import WorkerState
+from mlx_fleet.supervisor.workers.state import WorkerState
 from mlx_fleet.supervisor.lifecycle.stopping import Stopper
 from mlx_fleet.supervisor.memory.policy import make_room
 
@@ -254,7 +254,7 @@ class Loader:
         self.sockets.give_up(slot, Failure(code, f"Model '{slot.id}' could not be loaded: {reason}", 503))
 
     def failed(self, slot: WorkerSlot, reason: str) -> None:
-        """A loaded worker crashed or hung (`memory.housekeeping.CrashListener`)."""
+        """A loaded worker crashed or hung (`control.housekeeping.CrashListener`)."""
         slot.crashed(reason, self.timeouts.backoff, self.timeouts.backoff_max)
         self._respawn_if_pinned(slot)
 

@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass, field
 
 from mlx_fleet.protocol import Spare, SpareStatus, decode_control
-from mlx_fleet.supervisor.context import FleetContext
-from mlx_fleet.supervisor.lifecycle.launcher import launch
-from mlx_fleet.supervisor.lifecycle.process import WorkerProcess
+from mlx_fleet.supervisor.workers.context import FleetContext
+from mlx_fleet.supervisor.workers.launcher import launch
+from mlx_fleet.supervisor.workers.process import WorkerProcess
 from mlx_fleet.supervisor.memory.sizes import RUNTIME_OVERHEAD, footprint
 
 log = logging.getLogger("mlx_fleet.supervisor")

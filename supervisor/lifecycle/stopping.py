@@ -14,9 +14,9 @@ import logging
 import signal
 
 from mlx_fleet.protocol import Failure
-from mlx_fleet.supervisor.context import FleetContext
-from mlx_fleet.supervisor.lifecycle.process import WorkerProcess
-from mlx_fleet.supervisor.lifecycle.slot import STARTING, WorkerSlot
+from mlx_fleet.supervisor.workers.context import FleetContext
+from mlx_fleet.supervisor.workers.process import WorkerProcess
+from mlx_fleet.supervisor.workers.slot import STARTING, WorkerSlot
 
 log = logging.getLogger("mlx_fleet.supervisor")
 

@@ -1,2 +1,2 @@
-"""Memory: the figures (budget, estimates, measurements), the policy that decides what must go,
-and the housekeeping tick that keeps the fleet within its budget."""
+"""Memory: the figures (budget, estimates, measurements, remembered sizes) and the policy that
+decides what must go: pure, importing nothing else of the supervisor."""

@@ -10,8 +10,8 @@ import pytest
 
 from mlx_fleet.config import ModelConfig
 from mlx_fleet.protocol import Done, Failure, Memory, Ready, Usage
-from mlx_fleet.supervisor.lifecycle.slot import WorkerSlot
-from mlx_fleet.supervisor.lifecycle.state import InvalidTransition, StateMismatch, WorkerState
+from mlx_fleet.supervisor.workers.slot import WorkerSlot
+from mlx_fleet.supervisor.workers.state import InvalidTransition, StateMismatch, WorkerState
 
 S = WorkerState
 

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from mlx_fleet.config import ModelConfig
 from mlx_fleet.state.worker_logs import WorkerLogs, logs_dir
-from mlx_fleet.supervisor.lifecycle.process import WorkerProcess
+from mlx_fleet.supervisor.workers.process import WorkerProcess
 
 
 class Launcher(Protocol):

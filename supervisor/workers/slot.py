@@ -27,8 +27,8 @@ from mlx_fleet.protocol import (
     gigabytes,
 )
 from mlx_fleet.supervisor.memory.sizes import footprint
-from mlx_fleet.supervisor.lifecycle.process import WorkerProcess
-from mlx_fleet.supervisor.lifecycle.state import Lifecycle, WorkerState
+from mlx_fleet.supervisor.workers.process import WorkerProcess
+from mlx_fleet.supervisor.workers.state import Lifecycle, WorkerState
 
 S = WorkerState
 IDLE = frozenset({S.STOPPED, S.FAILED})

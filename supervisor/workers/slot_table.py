@@ -15,8 +15,8 @@ from typing import Any
 from mlx_fleet.catalog.catalog import Catalog
 from mlx_fleet.config import FleetConfig, ModelConfig
 from mlx_fleet.supervisor.memory.policy import Resident
-from mlx_fleet.supervisor.lifecycle.slot import WorkerSlot
-from mlx_fleet.supervisor.lifecycle.state import WorkerState
+from mlx_fleet.supervisor.workers.slot import WorkerSlot
+from mlx_fleet.supervisor.workers.state import WorkerState
 
 S = WorkerState
 log = logging.getLogger("mlx_fleet.supervisor")

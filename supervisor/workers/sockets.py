@@ -16,8 +16,8 @@ import zmq
 import zmq.asyncio
 
 from mlx_fleet.protocol import MAX_MESSAGE_BYTES, Failure, Kind, Reply, Shutdown, encode
-from mlx_fleet.supervisor.lifecycle.slot import WorkerSlot
-from mlx_fleet.supervisor.lifecycle.slot_table import SlotTable
+from mlx_fleet.supervisor.workers.slot import WorkerSlot
+from mlx_fleet.supervisor.workers.slot_table import SlotTable
 
 
 class Sockets:

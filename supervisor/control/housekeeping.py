@@ -11,8 +11,8 @@ import logging
 import time
 from typing import Protocol
 
-from mlx_fleet.supervisor.context import FleetContext
-from mlx_fleet.supervisor.lifecycle.slot import WorkerSlot
+from mlx_fleet.supervisor.workers.context import FleetContext
+from mlx_fleet.supervisor.workers.slot import WorkerSlot
 from mlx_fleet.supervisor.lifecycle.spares import SparePool
 from mlx_fleet.supervisor.lifecycle.stopping import Stopper
 from mlx_fleet.supervisor.memory.policy import expired, over_budget

@@ -11,10 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mlx_fleet.config import FleetConfig
-from mlx_fleet.supervisor.lifecycle.launcher import Launcher
-from mlx_fleet.supervisor.lifecycle.slot_table import SlotTable
+from mlx_fleet.supervisor.workers.launcher import Launcher
+from mlx_fleet.supervisor.workers.slot_table import SlotTable
 from mlx_fleet.supervisor.memory.sizes import Remembered
-from mlx_fleet.supervisor.sockets import Sockets
+from mlx_fleet.supervisor.workers.sockets import Sockets
 from mlx_fleet.supervisor.timeouts import Timeouts
 
 
