@@ -13,8 +13,8 @@ from mlx_fleet.config import FleetConfig, ModelConfig, ServerConfig
 from mlx_fleet.protocol import Failure
 from mlx_fleet.runtime import Endpoints
 from mlx_fleet.router.app import create_app
-from mlx_fleet.router.security import KeyRing
-from mlx_fleet.router.sessions import Sessions
+from mlx_fleet.router.auth.keyring import KeyRing
+from mlx_fleet.router.auth.sessions import Sessions
 
 ADMIN_KEY = "sk-admin-0123456789"
 

@@ -1,0 +1,119 @@
+"""`/admin/models/registry|rescan|tiers`, `PUT /admin/models/{id}/enabled|tier`, `/admin/profiles`.
+
+The supervisor answers each call; a call that changes which models exist or are enabled also
+refreshes the router's catalog view before it returns, so the next request sees the change.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypeVar
+
+import msgspec
+from litestar import Request, Response, delete, get, post, put
+from litestar.datastructures import State
+from litestar.params import FromPath
+
+from mlx_fleet.catalog.entry import Activation, ModelEntry, Profile, ProfileList, RegistryListing, ScanResult, TierModels
+from mlx_fleet.protocol import (
+    ActivateProfile,
+    DeleteProfile,
+    GetCatalog,
+    GetProfiles,
+    Rescan,
+    SaveProfile,
+    SetModel,
+)
+from mlx_fleet.router.admin.common import LOAD_CALL_TIMEOUT, ask, as_json
+from mlx_fleet.router.http.errors import ApiError
+from mlx_fleet.router.http.openapi import error_responses
+
+T = TypeVar("T")
+_ERRORS = error_responses(404)
+
+
+class _Enabled(msgspec.Struct, forbid_unknown_fields=True):
+    enabled: bool
+
+
+class _Tier(msgspec.Struct, forbid_unknown_fields=True):
+    tier: str
+
+
+class _NewProfile(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    models: list[str]
+
+
+def _body(raw: bytes, kind: type[T]) -> T:
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except (msgspec.ValidationError, msgspec.DecodeError) as e:
+        raise ApiError(400, f"Invalid request body: {e}") from None
+
+
+@get("/admin/models/registry", responses=_ERRORS)
+async def registry(state: State) -> Response[RegistryListing]:
+    return as_json(await ask(state, GetCatalog(), RegistryListing))
+
+
+@post("/admin/models/rescan", status_code=200, responses=_ERRORS)
+async def rescan(state: State) -> Response[ScanResult]:
+    result = await ask(state, Rescan(), ScanResult, LOAD_CALL_TIMEOUT)
+    await state.catalog.refresh(state.fleet)
+    return as_json(result)
+
+
+@put("/admin/models/{target:path}", responses=_ERRORS)
+async def set_model(state: State, request: Request, target: FromPath[Path]) -> Response[ModelEntry]:
+    """`PUT /admin/models/{model_id}/enabled` or `.../tier`; the id may hold a `/` (`org/name`)."""
+    model, _, setting = str(target).strip("/").rpartition("/")
+    raw = await request.body()
+    if setting == "enabled" and model:
+        call = SetModel(model, enabled=_body(raw, _Enabled).enabled)
+    elif setting == "tier" and model:
+        call = SetModel(model, tier=_body(raw, _Tier).tier)
+    else:
+        raise ApiError(404, f"No such admin route: PUT /admin/models/{str(target).strip('/')}", code="not_found")
+    entry = await ask(state, call, ModelEntry, LOAD_CALL_TIMEOUT)
+    await state.catalog.refresh(state.fleet)
+    return as_json(entry)
+
+
+@get("/admin/models/tiers/{tier:str}", responses=_ERRORS)
+async def tier_models(state: State, tier: FromPath[str]) -> Response[TierModels]:
+    registry = await ask(state, GetCatalog(tier), RegistryListing)
+    return as_json(TierModels(tier=tier, models=registry.models))
+
+
+@get("/admin/profiles", responses=_ERRORS)
+async def list_profiles(state: State) -> Response[ProfileList]:
+    return as_json(await ask(state, GetProfiles(), ProfileList))
+
+
+@get("/admin/profiles/{name:str}", responses=_ERRORS)
+async def get_profile(state: State, name: FromPath[str]) -> Response[Profile]:
+    for profile in (await ask(state, GetProfiles(), ProfileList)).profiles:
+        if profile.name == name:
+            return as_json(profile)
+    raise ApiError(404, f"There is no profile {name!r}.", code="profile_not_found")
+
+
+@post("/admin/profiles", status_code=201, responses=_ERRORS)
+async def save_profile(state: State, request: Request) -> Response[Profile]:
+    new = _body(await request.body(), _NewProfile)
+    return as_json(await ask(state, SaveProfile(new.name, tuple(new.models)), Profile), 201)
+
+
+@delete("/admin/profiles/{name:str}", status_code=200, responses=_ERRORS)
+async def delete_profile(state: State, name: FromPath[str]) -> Response[Profile]:
+    return as_json(await ask(state, DeleteProfile(name), Profile))
+
+
+@post("/admin/profiles/{name:str}/activate", status_code=200, responses=_ERRORS)
+async def activate_profile(state: State, name: FromPath[str]) -> Response[Activation]:
+    return as_json(await ask(state, ActivateProfile(name), Activation, LOAD_CALL_TIMEOUT))
+
+
+ROUTES = [registry, rescan, set_model, tier_models, list_profiles, get_profile, save_profile, delete_profile,
+          activate_profile]

@@ -1,0 +1,66 @@
+"""`/admin/keys`: create, list and revoke API keys (the token is shown once, at creation).
+
+The database work runs in a thread on a connection of its own, so the event loop never waits on
+the disk, and so the key index (the router's own connection) sees the change on its next check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import msgspec
+from litestar import Response, delete, get, post
+from litestar.datastructures import State
+from litestar.params import FromPath, FromQuery, JSONBody
+
+from mlx_fleet.router.admin.common import in_db
+from mlx_fleet.router.http.errors import ApiError
+from mlx_fleet.router.http.openapi import body_dto, error_responses
+from mlx_fleet.state import keys
+
+
+class CreateKey(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    scopes: list[keys.Scope] | None = None
+
+
+class KeyList(msgspec.Struct, kw_only=True):
+    data: list[keys.ApiKey]
+
+
+class Revoked(msgspec.Struct, kw_only=True):
+    id: str
+    revoked: bool = True
+
+
+async def _in_db(state: State, fn, *args):
+    try:
+        return await in_db(state, fn, *args)
+    except keys.UnknownKey as e:
+        raise ApiError(404, str(e), code="key_not_found") from None
+    except keys.KeyProblem as e:
+        raise ApiError(400, str(e), code="invalid_value") from None
+
+
+@post("/admin/keys", status_code=201, dto=body_dto(CreateKey), return_dto=None,
+      responses=error_responses())
+async def create_key(state: State, data: JSONBody[CreateKey]) -> Response[keys.CreatedKey]:
+    created = await _in_db(state, keys.create_key, data.name, data.scopes)
+    return Response(msgspec.json.encode(created), status_code=201, media_type="application/json")
+
+
+@get("/admin/keys", responses=error_responses())
+async def list_keys(state: State, q: FromQuery[str] = "", sort: FromQuery[str] = "created_at") -> Response[KeyList]:
+    await asyncio.to_thread(state.usage.flush)  # the keys' request counters are written with the usage rows
+    found = await _in_db(state, keys.list_keys, q, sort)
+    return Response(msgspec.json.encode(KeyList(data=found)), media_type="application/json")
+
+
+@delete("/admin/keys/{key_id:str}", status_code=200, responses=error_responses(404))
+async def revoke_key(state: State, key_id: FromPath[str]) -> Response[Revoked]:
+    await _in_db(state, keys.revoke_key, key_id)
+    return Response(msgspec.json.encode(Revoked(id=key_id)), media_type="application/json")
+
+
+ROUTES = [create_key, list_keys, revoke_key]

@@ -1,0 +1,60 @@
+"""Anthropic's Messages API: `POST /v1/messages` and `POST /v1/messages/count_tokens`.
+
+A translator on the chat route's internals: the request becomes the same `Generate` a chat
+completion sends (`anthropic.input`; the worker cannot tell which API a request came from), and
+the worker's stream becomes Anthropic's events (`anthropic.events`). Errors on these routes are in
+Anthropic's shape (`http.errors.ANTHROPIC_ERROR_HANDLERS`). `/v1/messages/count_tokens` asks the
+worker, which tokenizes with the model's own tokenizer and chat template exactly as a generation
+would.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from litestar import Request, Response, post
+from litestar.datastructures import State
+from litestar.params import JSONBody
+
+from mlx_fleet.protocol import Generate, Kind, Sampling, TokenCount, encode
+from mlx_fleet.router.anthropic import types as an
+from mlx_fleet.router.anthropic.events import MessageEvents, whole_message
+from mlx_fleet.router.anthropic.input import chat_input, response_format, sampling
+from mlx_fleet.router.fleet.event_stream import respond
+from mlx_fleet.router.fleet.exchange import Exchange
+from mlx_fleet.router.http.errors import ANTHROPIC_ERROR_HANDLERS, AnthropicEnvelope
+from mlx_fleet.router.http.openapi import body_dto, error_responses
+from mlx_fleet.router.http.sse import line_json
+from mlx_fleet.router.http.usage import usage_record
+from mlx_fleet.router.openai.sampling import default_temperature
+
+_ERRORS = error_responses(404, 413, 429, envelope=AnthropicEnvelope)
+
+
+@post("/v1/messages", status_code=200, exception_handlers=ANTHROPIC_ERROR_HANDLERS, opt={"scope": "messages"},
+      dto=body_dto(an.MessagesRequest), return_dto=None, responses=_ERRORS)
+async def messages(request: Request, state: State, data: JSONBody[an.MessagesRequest]) -> Response[an.AnthropicMessage]:
+    req = data
+    model, name = await state.catalog.resolve(state.fleet, req.model)
+    generate = Generate(await chat_input(req, model, state), sampling(req, default_temperature(state.config, model)),
+                        response_format(req))
+    ex = Exchange.new(state.fleet, state.admission, name, "msg_", usage_record(request, model.id))
+    return await respond(ex, generate, MessageEvents(ex) if req.stream else None,
+                         lambda reply: line_json(whole_message(ex, reply)))
+
+
+class TokenCountReply(msgspec.Struct):
+    input_tokens: int
+
+
+@post("/v1/messages/count_tokens", status_code=200, exception_handlers=ANTHROPIC_ERROR_HANDLERS,
+      opt={"scope": "messages"}, dto=body_dto(an.CountTokensRequest), return_dto=None, responses=_ERRORS)
+async def count_tokens(state: State, data: JSONBody[an.CountTokensRequest]) -> Response[TokenCountReply]:
+    req = data
+    model, name = await state.catalog.resolve(state.fleet, req.model)
+    generate = Generate(await chat_input(req, model, state), Sampling(max_tokens=1))
+    end = await Exchange.new(state.fleet, state.admission, name, "count-").one_answer(Kind.COUNT, encode(generate))
+    assert isinstance(end, TokenCount)
+    return Response(line_json({"input_tokens": end.input_tokens}), media_type="application/json")
+
+
+ROUTES = [messages, count_tokens]
