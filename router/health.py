@@ -6,6 +6,7 @@ import msgspec
 from litestar import Response, get
 from litestar.datastructures import State
 
+from mlx_fleet.router.fleet.calls import unavailable
 from mlx_fleet.router.fleet.client import SupervisorUnavailable
 from mlx_fleet.router.http.errors import ApiError
 from mlx_fleet.router.http.openapi import error_responses
@@ -22,7 +23,7 @@ async def health(state: State) -> Response[Health]:
     try:
         failure = await state.fleet.ping(timeout=2.0)
     except SupervisorUnavailable as e:
-        raise ApiError(503, f"The model server is not available: {e}", code="supervisor_unavailable") from None
+        raise unavailable(e) from None
     if failure is not None:
         raise ApiError.from_failure(failure)
     if not state.catalog.loaded.is_set():

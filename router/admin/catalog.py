@@ -24,7 +24,8 @@ from mlx_fleet.protocol import (
     SaveProfile,
     SetModel,
 )
-from mlx_fleet.router.admin.common import LOAD_CALL_TIMEOUT, ask, as_json
+from mlx_fleet.router.admin.common import LOAD_CALL_TIMEOUT, as_json
+from mlx_fleet.router.fleet.calls import ask
 from mlx_fleet.router.http.errors import ApiError
 from mlx_fleet.router.http.openapi import error_responses
 
@@ -54,12 +55,12 @@ def _body(raw: bytes, kind: type[T]) -> T:
 
 @get("/admin/models/registry", responses=_ERRORS)
 async def registry(state: State) -> Response[RegistryListing]:
-    return as_json(await ask(state, GetCatalog(), RegistryListing))
+    return as_json(await ask(state.fleet, GetCatalog(), RegistryListing))
 
 
 @post("/admin/models/rescan", status_code=200, responses=_ERRORS)
 async def rescan(state: State) -> Response[ScanResult]:
-    result = await ask(state, Rescan(), ScanResult, LOAD_CALL_TIMEOUT)
+    result = await ask(state.fleet, Rescan(), ScanResult, LOAD_CALL_TIMEOUT)
     await state.catalog.refresh(state.fleet)
     return as_json(result)
 
@@ -75,25 +76,25 @@ async def set_model(state: State, request: Request, target: FromPath[Path]) -> R
         call = SetModel(model, tier=_body(raw, _Tier).tier)
     else:
         raise ApiError(404, f"No such admin route: PUT /admin/models/{str(target).strip('/')}", code="not_found")
-    entry = await ask(state, call, ModelEntry, LOAD_CALL_TIMEOUT)
+    entry = await ask(state.fleet, call, ModelEntry, LOAD_CALL_TIMEOUT)
     await state.catalog.refresh(state.fleet)
     return as_json(entry)
 
 
 @get("/admin/models/tiers/{tier:str}", responses=_ERRORS)
 async def tier_models(state: State, tier: FromPath[str]) -> Response[TierModels]:
-    registry = await ask(state, GetCatalog(tier), RegistryListing)
+    registry = await ask(state.fleet, GetCatalog(tier), RegistryListing)
     return as_json(TierModels(tier=tier, models=registry.models))
 
 
 @get("/admin/profiles", responses=_ERRORS)
 async def list_profiles(state: State) -> Response[ProfileList]:
-    return as_json(await ask(state, GetProfiles(), ProfileList))
+    return as_json(await ask(state.fleet, GetProfiles(), ProfileList))
 
 
 @get("/admin/profiles/{name:str}", responses=_ERRORS)
 async def get_profile(state: State, name: FromPath[str]) -> Response[Profile]:
-    for profile in (await ask(state, GetProfiles(), ProfileList)).profiles:
+    for profile in (await ask(state.fleet, GetProfiles(), ProfileList)).profiles:
         if profile.name == name:
             return as_json(profile)
     raise ApiError(404, f"There is no profile {name!r}.", code="profile_not_found")
@@ -102,17 +103,17 @@ async def get_profile(state: State, name: FromPath[str]) -> Response[Profile]:
 @post("/admin/profiles", status_code=201, responses=_ERRORS)
 async def save_profile(state: State, request: Request) -> Response[Profile]:
     new = _body(await request.body(), _NewProfile)
-    return as_json(await ask(state, SaveProfile(new.name, tuple(new.models)), Profile), 201)
+    return as_json(await ask(state.fleet, SaveProfile(new.name, tuple(new.models)), Profile), 201)
 
 
 @delete("/admin/profiles/{name:str}", status_code=200, responses=_ERRORS)
 async def delete_profile(state: State, name: FromPath[str]) -> Response[Profile]:
-    return as_json(await ask(state, DeleteProfile(name), Profile))
+    return as_json(await ask(state.fleet, DeleteProfile(name), Profile))
 
 
 @post("/admin/profiles/{name:str}/activate", status_code=200, responses=_ERRORS)
 async def activate_profile(state: State, name: FromPath[str]) -> Response[Activation]:
-    return as_json(await ask(state, ActivateProfile(name), Activation, LOAD_CALL_TIMEOUT))
+    return as_json(await ask(state.fleet, ActivateProfile(name), Activation, LOAD_CALL_TIMEOUT))
 
 
 ROUTES = [registry, rescan, set_model, tier_models, list_profiles, get_profile, save_profile, delete_profile,

@@ -1,5 +1,5 @@
-"""What the admin routes share: a call to the supervisor, its status when it can go without,
-the state database in a thread, and a JSON answer."""
+"""What the admin routes share: the supervisor's status where it can go without, the state
+database in a thread, and a JSON answer. (A call to the supervisor is `fleet.calls.ask`.)"""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ import msgspec
 from litestar import Response
 from litestar.datastructures import State
 
-from mlx_fleet.protocol import Call, FleetStatus, GetStatus, Reply
+from mlx_fleet.protocol import FleetStatus, GetStatus
 from mlx_fleet.router.fleet.client import FleetClient, SupervisorUnavailable
-from mlx_fleet.router.http.errors import ApiError
 from mlx_fleet.state import db
 
 T = TypeVar("T")
@@ -25,18 +24,6 @@ LOAD_CALL_TIMEOUT = 3600.0
 async def in_db(state: State, fn: Callable[..., T], *args: Any) -> T:
     """`fn(connection, *args)` on the state database, in a thread: the event loop never waits on disk."""
     return await asyncio.to_thread(db.call, state.db_path, fn, *args)
-
-
-async def ask(state: State, call: Call, result: type[T], timeout: float | None = None) -> T:
-    """One admin call; its result checked against the type the supervisor promised."""
-    client: FleetClient = state.fleet
-    try:
-        reply: Reply = await client.call(call, timeout)
-    except SupervisorUnavailable as e:
-        raise ApiError(503, f"The model server is not available: {e}", code="supervisor_unavailable") from None
-    if reply.failure is not None:
-        raise ApiError.from_failure(reply.failure)
-    return msgspec.convert(reply.result, result)
 
 
 async def fleet_status(state: State, timeout: float = 2.0) -> FleetStatus | None:

@@ -11,26 +11,27 @@ from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery
 
 from mlx_fleet.protocol import FleetStatus, GetStatus, HealthStatus, LoadModel, LoadResult, UnloadModel, UnloadResult
-from mlx_fleet.router.admin.common import LOAD_CALL_TIMEOUT, as_json, ask
+from mlx_fleet.router.admin.common import LOAD_CALL_TIMEOUT, as_json
+from mlx_fleet.router.fleet.calls import ask
 from mlx_fleet.router.fleet.client import FleetClient, SupervisorUnavailable
 from mlx_fleet.router.http.openapi import error_responses
 
 
 @get("/admin/models/status", responses=error_responses())
 async def models_status(state: State) -> Response[FleetStatus]:
-    return as_json(await ask(state, GetStatus(), FleetStatus))
+    return as_json(await ask(state.fleet, GetStatus(), FleetStatus))
 
 
 # Model ids may be Hugging Face repo ids: `POST /admin/models/load/mlx-community/Qwen3-4B-4bit`.
 @post("/admin/models/load/{model_id:path}", status_code=200, responses=error_responses(404))
 async def load_model(state: State, model_id: FromPath[Path]) -> Response[LoadResult]:
-    return as_json(await ask(state, LoadModel(str(model_id).strip("/")), LoadResult, LOAD_CALL_TIMEOUT))
+    return as_json(await ask(state.fleet, LoadModel(str(model_id).strip("/")), LoadResult, LOAD_CALL_TIMEOUT))
 
 
 @post("/admin/models/unload/{model_id:path}", status_code=200, responses=error_responses(404))
 async def unload_model(state: State, model_id: FromPath[Path], force: FromQuery[bool] = False) -> Response[UnloadResult]:
     unload = UnloadModel(str(model_id).strip("/"), force)
-    return as_json(await ask(state, unload, UnloadResult, LOAD_CALL_TIMEOUT))
+    return as_json(await ask(state.fleet, unload, UnloadResult, LOAD_CALL_TIMEOUT))
 
 
 @get("/admin/health", responses=error_responses())

@@ -36,7 +36,8 @@ from mlx_fleet.protocol import (
     Sampling,
     encode,
 )
-from mlx_fleet.router.admin.common import as_json, ask
+from mlx_fleet.router.admin.common import as_json
+from mlx_fleet.router.fleet.calls import ask
 from mlx_fleet.router.fleet.exchange import Exchange
 from mlx_fleet.router.http.errors import ApiError
 from mlx_fleet.router.http.openapi import error_responses
@@ -109,7 +110,7 @@ async def model_logs(state: State, model_id: FromPath[Path],
         lines, offset = await asyncio.to_thread(worker_logs.tail, directory, model.id, tail)
     else:
         lines, offset = await asyncio.to_thread(worker_logs.read_after, directory, model.id, after, tail)
-    diagnosis = await ask(state, Diagnose(model.id), Diagnosis) if diagnose else None
+    diagnosis = await ask(state.fleet, Diagnose(model.id), Diagnosis) if diagnose else None
     return as_json(ModelLogs(model=model.id, lines=lines, offset=offset, diagnosis=diagnosis))
 
 
@@ -117,7 +118,7 @@ async def model_logs(state: State, model_id: FromPath[Path],
 async def model_dry_run(state: State, model_id: FromPath[Path]) -> Response[DryRunResult]:
     """What loading the model would do now (type, size, fit, evictions, warnings); nothing is loaded."""
     model = await _model(state, model_id)
-    return as_json(await ask(state, DryRun(model.id), DryRunResult))
+    return as_json(await ask(state.fleet, DryRun(model.id), DryRunResult))
 
 
 class Readiness(msgspec.Struct, kw_only=True):
@@ -141,7 +142,7 @@ class TestResult(msgspec.Struct, kw_only=True):
      response_description="200 when the model's worker is ready (or busy), 503 with the same body otherwise")
 async def model_readiness(state: State, model_id: FromPath[Path]) -> Response[Readiness]:
     model = await _model(state, model_id)
-    status = await ask(state, GetStatus(), FleetStatus)
+    status = await ask(state.fleet, GetStatus(), FleetStatus)
     current = next((m.state for m in status.models if m.id == model.id), "stopped")  # never asked for: no slot
     ready = current in ("ready", "busy")
     return as_json(Readiness(model=model.id, ready=ready, state=current), 200 if ready else 503)

@@ -13,13 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import msgspec
-
 from mlx_fleet.catalog.entry import RegistryListing
 from mlx_fleet.catalog.tiers import tier_request
 from mlx_fleet.config import FleetConfig, ModelConfig
 from mlx_fleet.protocol import GetCatalog, ResolveTier
-from mlx_fleet.router.fleet.client import FleetClient, SupervisorUnavailable
+from mlx_fleet.router.fleet.calls import ask
+from mlx_fleet.router.fleet.client import FleetClient
 from mlx_fleet.router.http.errors import ApiError
 
 log = logging.getLogger("mlx_fleet.router")
@@ -47,17 +46,14 @@ class CatalogView:
         self.loaded.set()
 
     async def refresh(self, client: FleetClient) -> None:
-        reply = await client.call(GetCatalog())
-        if reply.failure is not None:
-            raise ApiError.from_failure(reply.failure)
-        self.apply(msgspec.convert(reply.result, RegistryListing))
+        self.apply(await ask(client, GetCatalog(), RegistryListing))
 
     async def keep_fetching(self, client: FleetClient, retry: float = 0.2) -> None:
         """At startup: until the supervisor answers with its catalog."""
         while not self.loaded.is_set():
             try:
                 await self.refresh(client)
-            except (SupervisorUnavailable, ApiError) as e:
+            except ApiError as e:
                 log.info("waiting for the supervisor's catalog: %s", e)
                 await asyncio.sleep(retry)
 
@@ -65,13 +61,7 @@ class CatalogView:
         """The model a request names, and the id to send it to (a `tier:` request's chosen model)."""
         tier = tier_request(name)
         if tier is not None:
-            try:
-                reply = await client.call(ResolveTier(tier, embeddings))
-            except SupervisorUnavailable as e:
-                raise ApiError(503, f"The model server is not available: {e}", code="supervisor_unavailable") from None
-            if reply.failure is not None:
-                raise ApiError.from_failure(reply.failure)
-            name = reply.result
+            name = await ask(client, ResolveTier(tier, embeddings), str)
         model = self.names.get(name)
         if model is None:
             raise ApiError(404, f"The model `{name}` does not exist or you do not have access to it.",

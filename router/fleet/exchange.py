@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 from mlx_fleet.protocol import Done, End, Failure, Kind, decode_delta, decode_end
+from mlx_fleet.router.fleet.calls import unavailable
 from mlx_fleet.router.fleet.client import FleetClient, RequestStream, SupervisorUnavailable
 from mlx_fleet.router.fleet.reply import GatheredReply
 from mlx_fleet.router.http.admission import Admission
@@ -48,7 +49,7 @@ class Exchange:
             self.stream = self.client.open(self.model, body, kind)
         except SupervisorUnavailable as e:
             self.close()
-            raise ApiError(503, f"The model server is not available: {e}", code="supervisor_unavailable") from None
+            raise unavailable(e) from None
         return self.stream
 
     def close(self) -> None:
