@@ -8,6 +8,7 @@ from litestar.datastructures import State
 
 from mlx_fleet.router.fleet.calls import unavailable
 from mlx_fleet.router.fleet.client import SupervisorUnavailable
+from mlx_fleet.router.http.encoding import as_json
 from mlx_fleet.router.http.errors import ApiError
 from mlx_fleet.router.http.openapi import error_responses
 
@@ -30,7 +31,7 @@ async def health(state: State) -> Response[Health]:
         raise ApiError(503, "The model catalog is not loaded yet.", code="catalog_loading")
     if state.admission.draining:
         raise ApiError(503, "The server is shutting down.", code="shutting_down")
-    return Response(b'{"status":"ok"}', media_type="application/json")
+    return as_json(Health(status="ok"))
 
 
 ROUTES = [health]

@@ -7,12 +7,11 @@ refreshes the router's catalog view before it returns, so the next request sees 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
 
 import msgspec
 from litestar import Request, Response, delete, get, post, put
 from litestar.datastructures import State
-from litestar.params import FromPath
+from litestar.params import FromPath, JSONBody
 
 from mlx_fleet.catalog.entry import Activation, ModelEntry, Profile, ProfileList, RegistryListing, ScanResult, TierModels
 from mlx_fleet.protocol import (
@@ -24,12 +23,13 @@ from mlx_fleet.protocol import (
     SaveProfile,
     SetModel,
 )
-from mlx_fleet.router.admin.common import LOAD_CALL_TIMEOUT, as_json
+from mlx_fleet.router.admin.common import LOAD_CALL_TIMEOUT
 from mlx_fleet.router.fleet.calls import ask
+from mlx_fleet.router.http.decoding import decode_request
+from mlx_fleet.router.http.encoding import as_json
 from mlx_fleet.router.http.errors import ApiError
-from mlx_fleet.router.http.openapi import error_responses
+from mlx_fleet.router.http.openapi import body_dto, error_responses
 
-T = TypeVar("T")
 _ERRORS = error_responses(404)
 
 
@@ -41,16 +41,9 @@ class _Tier(msgspec.Struct, forbid_unknown_fields=True):
     tier: str
 
 
-class _NewProfile(msgspec.Struct, forbid_unknown_fields=True):
+class NewProfile(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     models: list[str]
-
-
-def _body(raw: bytes, kind: type[T]) -> T:
-    try:
-        return msgspec.json.decode(raw, type=kind)
-    except (msgspec.ValidationError, msgspec.DecodeError) as e:
-        raise ApiError(400, f"Invalid request body: {e}") from None
 
 
 @get("/admin/models/registry", responses=_ERRORS)
@@ -71,9 +64,9 @@ async def set_model(state: State, request: Request, target: FromPath[Path]) -> R
     model, _, setting = str(target).strip("/").rpartition("/")
     raw = await request.body()
     if setting == "enabled" and model:
-        call = SetModel(model, enabled=_body(raw, _Enabled).enabled)
+        call = SetModel(model, enabled=decode_request(raw, _Enabled).enabled)
     elif setting == "tier" and model:
-        call = SetModel(model, tier=_body(raw, _Tier).tier)
+        call = SetModel(model, tier=decode_request(raw, _Tier).tier)
     else:
         raise ApiError(404, f"No such admin route: PUT /admin/models/{str(target).strip('/')}", code="not_found")
     entry = await ask(state.fleet, call, ModelEntry, LOAD_CALL_TIMEOUT)
@@ -100,10 +93,9 @@ async def get_profile(state: State, name: FromPath[str]) -> Response[Profile]:
     raise ApiError(404, f"There is no profile {name!r}.", code="profile_not_found")
 
 
-@post("/admin/profiles", status_code=201, responses=_ERRORS)
-async def save_profile(state: State, request: Request) -> Response[Profile]:
-    new = _body(await request.body(), _NewProfile)
-    return as_json(await ask(state.fleet, SaveProfile(new.name, tuple(new.models)), Profile), 201)
+@post("/admin/profiles", status_code=201, dto=body_dto(NewProfile), return_dto=None, responses=_ERRORS)
+async def save_profile(state: State, data: JSONBody[NewProfile]) -> Response[Profile]:
+    return as_json(await ask(state.fleet, SaveProfile(data.name, tuple(data.models)), Profile), 201)
 
 
 @delete("/admin/profiles/{name:str}", status_code=200, responses=_ERRORS)

@@ -1,5 +1,6 @@
 """What the admin routes share: the supervisor's status where it can go without, the state
-database in a thread, and a JSON answer. (A call to the supervisor is `fleet.calls.ask`.)"""
+database in a thread. (A call to the supervisor is `fleet.calls.ask`, a JSON answer
+`http.encoding.as_json`.)"""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgspec
-from litestar import Response
 from litestar.datastructures import State
 
 from mlx_fleet.protocol import FleetStatus, GetStatus
@@ -34,7 +34,3 @@ async def fleet_status(state: State, timeout: float = 2.0) -> FleetStatus | None
     except SupervisorUnavailable:
         return None
     return msgspec.convert(reply.result, FleetStatus)
-
-
-def as_json(body: msgspec.Struct, status_code: int = 200) -> Response:
-    return Response(msgspec.json.encode(body), status_code=status_code, media_type="application/json")

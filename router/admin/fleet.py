@@ -11,9 +11,10 @@ from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery
 
 from mlx_fleet.protocol import FleetStatus, GetStatus, HealthStatus, LoadModel, LoadResult, UnloadModel, UnloadResult
-from mlx_fleet.router.admin.common import LOAD_CALL_TIMEOUT, as_json
+from mlx_fleet.router.admin.common import LOAD_CALL_TIMEOUT
 from mlx_fleet.router.fleet.calls import ask
 from mlx_fleet.router.fleet.client import FleetClient, SupervisorUnavailable
+from mlx_fleet.router.http.encoding import as_json
 from mlx_fleet.router.http.openapi import error_responses
 
 

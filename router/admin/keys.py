@@ -15,6 +15,7 @@ from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from mlx_fleet.router.admin.common import in_db
+from mlx_fleet.router.http.encoding import as_json
 from mlx_fleet.router.http.errors import ApiError
 from mlx_fleet.router.http.openapi import body_dto, error_responses
 from mlx_fleet.state import keys
@@ -47,20 +48,20 @@ async def _in_db(state: State, fn, *args):
       responses=error_responses())
 async def create_key(state: State, data: JSONBody[CreateKey]) -> Response[keys.CreatedKey]:
     created = await _in_db(state, keys.create_key, data.name, data.scopes)
-    return Response(msgspec.json.encode(created), status_code=201, media_type="application/json")
+    return as_json(created, 201)
 
 
 @get("/admin/keys", responses=error_responses())
 async def list_keys(state: State, q: FromQuery[str] = "", sort: FromQuery[str] = "created_at") -> Response[KeyList]:
     await asyncio.to_thread(state.usage.flush)  # the keys' request counters are written with the usage rows
     found = await _in_db(state, keys.list_keys, q, sort)
-    return Response(msgspec.json.encode(KeyList(data=found)), media_type="application/json")
+    return as_json(KeyList(data=found))
 
 
 @delete("/admin/keys/{key_id:str}", status_code=200, responses=error_responses(404))
 async def revoke_key(state: State, key_id: FromPath[str]) -> Response[Revoked]:
     await _in_db(state, keys.revoke_key, key_id)
-    return Response(msgspec.json.encode(Revoked(id=key_id)), media_type="application/json")
+    return as_json(Revoked(id=key_id))
 
 
 ROUTES = [create_key, list_keys, revoke_key]

@@ -36,9 +36,9 @@ from mlx_fleet.protocol import (
     Sampling,
     encode,
 )
-from mlx_fleet.router.admin.common import as_json
 from mlx_fleet.router.fleet.calls import ask
 from mlx_fleet.router.fleet.exchange import Exchange
+from mlx_fleet.router.http.encoding import as_json
 from mlx_fleet.router.http.errors import ApiError
 from mlx_fleet.router.http.openapi import error_responses
 from mlx_fleet.state import worker_logs

@@ -18,6 +18,7 @@ from litestar import Response, get
 from litestar.datastructures import State
 
 from mlx_fleet.router.admin.common import fleet_status, in_db
+from mlx_fleet.router.http.encoding import as_json
 from mlx_fleet.router.http.errors import ApiError
 from mlx_fleet.router.http.openapi import error_responses
 from mlx_fleet.state import usage_queries as q
@@ -71,7 +72,7 @@ async def system_summary(state: State) -> Response[Summary]:
         swap_total=swap.total, swap_used=swap.used, disk_free=disk.free, disk_total=disk.total,
         uptime_seconds=time.time() - state.started, machine_uptime_seconds=time.time() - psutil.boot_time(),
         workers=workers, supervisor="unreachable" if status is None else "ok")
-    return Response(msgspec.json.encode(summary), media_type="application/json")
+    return as_json(summary)
 
 
 async def _probe_capabilities() -> bytes:
@@ -93,13 +94,13 @@ async def system_capabilities(state: State) -> Response[Capabilities]:
     probe = state.capabilities
     if probe is None or (probe.done() and probe.exception() is not None):
         probe = state.capabilities = asyncio.ensure_future(_probe_capabilities())  # shared by concurrent callers
-    return Response(await asyncio.shield(probe), media_type="application/json")
+    return as_json(await asyncio.shield(probe))
 
 
 @get("/admin/system/throughput", responses=_ERRORS)
 async def system_throughput(state: State) -> Response[q.Throughput]:
     await asyncio.to_thread(state.usage.flush)
-    return Response(msgspec.json.encode(await in_db(state, q.throughput)), media_type="application/json")
+    return as_json(await in_db(state, q.throughput))
 
 
 ROUTES = [system_summary, system_capabilities, system_throughput]

@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Literal
 
-import msgspec
 from litestar import Response, get
 from litestar.datastructures import State
 from litestar.params import FromQuery, QueryParameter
 
 from mlx_fleet.router.admin.common import in_db
+from mlx_fleet.router.http.encoding import as_json
 from mlx_fleet.router.http.errors import ApiError
 from mlx_fleet.router.http.openapi import error_responses
 from mlx_fleet.state import usage_queries as q
@@ -35,10 +35,6 @@ async def _fresh(state: State) -> None:
     await asyncio.to_thread(state.usage.flush)
 
 
-def _json(value: object) -> Response:
-    return Response(msgspec.json.encode(value), media_type="application/json")
-
-
 @get("/admin/usage", responses=_ERRORS)
 async def usage_rows(state: State, model: FromQuery[str | None] = None, key: FromQuery[str | None] = None,
                      since: Since = None, until: Since = None,
@@ -46,7 +42,7 @@ async def usage_rows(state: State, model: FromQuery[str | None] = None, key: Fro
                      offset: Annotated[int, QueryParameter(ge=0, le=2**53)] = 0) -> Response[q.UsageRows]:
     await _fresh(state)
     found = await in_db(state, q.rows, model, key, _time(since, "since"), _time(until, "until"), limit, offset)
-    return _json(q.UsageRows(data=found))
+    return as_json(q.UsageRows(data=found))
 
 
 @get("/admin/usage/aggregate", responses=_ERRORS)
@@ -54,20 +50,20 @@ async def usage_aggregate(state: State, by: FromQuery[q.GroupBy] = "model",
                           since: Since = None) -> Response[q.Aggregate]:
     await _fresh(state)
     start = _time(since, "since")
-    return _json(q.Aggregate(by=by, since=start, data=await in_db(state, q.aggregate, by, start)))
+    return as_json(q.Aggregate(by=by, since=start, data=await in_db(state, q.aggregate, by, start)))
 
 
 @get("/admin/usage/latency", responses=_ERRORS)
 async def usage_latency(state: State, model: FromQuery[str | None] = None, since: Since = None) -> Response[q.Latency]:
     await _fresh(state)
-    return _json(await in_db(state, q.latency, model, _time(since, "since")))
+    return as_json(await in_db(state, q.latency, model, _time(since, "since")))
 
 
 @get("/admin/usage/series", responses=_ERRORS)
 async def usage_series(state: State, bucket: FromQuery[q.Bucket] = "1h", since: Since = None) -> Response[q.Series]:
     await _fresh(state)
     start = _time(since, "since")
-    return _json(q.Series(bucket=bucket, since=start, data=await in_db(state, q.series, bucket, start)))
+    return as_json(q.Series(bucket=bucket, since=start, data=await in_db(state, q.series, bucket, start)))
 
 
 @get("/admin/usage/export", media_type="text/csv", responses=_ERRORS)

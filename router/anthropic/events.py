@@ -18,8 +18,8 @@ from mlx_fleet.protocol import Done, Failure, Started, ToolCallDelta, Usage
 from mlx_fleet.router.fleet.event_stream import BlockFramer
 from mlx_fleet.router.fleet.exchange import Exchange
 from mlx_fleet.router.fleet.reply import CallParts, GatheredReply
+from mlx_fleet.router.http.encoding import line_json
 from mlx_fleet.router.http.errors import ApiError
-from mlx_fleet.router.http.sse import line_json
 
 _PING = b'event: ping\ndata: {"type":"ping"}\n\n'
 _STOP_MESSAGE = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'

@@ -16,7 +16,8 @@ from mlx_fleet.config import ModelConfig
 from mlx_fleet.protocol import ChatInput, ResponseFormat, Sampling, Tool, ToolCall, ToolChoice
 from mlx_fleet.router.anthropic import types as an
 from mlx_fleet.router.fleet.conversation import Turn, chat_messages
-from mlx_fleet.router.http.errors import ApiError, checked
+from mlx_fleet.router.http.decoding import checked
+from mlx_fleet.router.http.errors import ApiError
 
 
 def _image_url(source: an.Base64Source | an.URLSource) -> str:

@@ -21,9 +21,9 @@ from mlx_fleet.router.anthropic.events import MessageEvents, whole_message
 from mlx_fleet.router.anthropic.input import chat_input, response_format, sampling
 from mlx_fleet.router.fleet.event_stream import respond
 from mlx_fleet.router.fleet.exchange import Exchange
+from mlx_fleet.router.http.encoding import as_json, line_json
 from mlx_fleet.router.http.errors import ANTHROPIC_ERROR_HANDLERS, AnthropicEnvelope
 from mlx_fleet.router.http.openapi import body_dto, error_responses
-from mlx_fleet.router.http.sse import line_json
 from mlx_fleet.router.http.usage import usage_record
 from mlx_fleet.router.openai.sampling import default_temperature
 
@@ -54,7 +54,7 @@ async def count_tokens(state: State, data: JSONBody[an.CountTokensRequest]) -> R
     generate = Generate(await chat_input(req, model, state), Sampling(max_tokens=1))
     end = await Exchange.new(state.fleet, state.admission, name, "count-").one_answer(Kind.COUNT, encode(generate))
     assert isinstance(end, TokenCount)
-    return Response(line_json({"input_tokens": end.input_tokens}), media_type="application/json")
+    return as_json(TokenCountReply(input_tokens=end.input_tokens))
 
 
 ROUTES = [messages, count_tokens]

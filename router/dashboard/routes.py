@@ -16,6 +16,8 @@ from litestar.datastructures import Cookie, State
 from litestar.params import FromPath
 
 from mlx_fleet.router.auth.sessions import COOKIE, Session, Sessions, refuse_other_origins
+from mlx_fleet.router.http.decoding import decode_request
+from mlx_fleet.router.http.encoding import as_json
 from mlx_fleet.router.http.errors import ApiError
 
 MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
@@ -78,7 +80,7 @@ def _info(sessions: Sessions, session: Session | None) -> Response:
         body = SessionInfo(auth_required=True, signed_in=False)
     else:
         body = SessionInfo(auth_required=True, signed_in=True, csrf=session.csrf, expires_at=session.expires)
-    return Response(msgspec.json.encode(body), media_type="application/json", headers={"Cache-Control": "no-store"})
+    return as_json(body, headers={"Cache-Control": "no-store"})
 
 
 @get("/dashboard/session", opt=PUBLIC, include_in_schema=False)
@@ -95,10 +97,7 @@ async def sign_in(request: Request, state: State) -> Response:
     sessions: Sessions = state.sessions
     if not sessions.required:
         return _info(sessions, None)
-    try:
-        key = msgspec.json.decode(await request.body(), type=SignIn).key
-    except msgspec.DecodeError:
-        raise ApiError(400, 'Send the admin key as JSON: {"key": "..."}.', param="key") from None
+    key = decode_request(await request.body(), SignIn).key
     if not sessions.ring.holds(key):
         raise ApiError(401, "Incorrect admin key.", code="invalid_api_key")
     value, session = sessions.issue()

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 from litestar import Response
-from litestar.response import Stream
 
 from mlx_fleet.protocol import (
     Delta,
@@ -34,6 +33,7 @@ from mlx_fleet.protocol import (
 from mlx_fleet.router.fleet.client import RequestStream
 from mlx_fleet.router.fleet.exchange import Exchange
 from mlx_fleet.router.fleet.reply import GatheredReply, is_answer, is_plain
+from mlx_fleet.router.http.encoding import as_json, event_stream
 from mlx_fleet.router.http.errors import ApiError
 
 
@@ -95,7 +95,7 @@ async def respond(ex: Exchange, request: Generate, framer: Framer | None,
     """Run `request`: streamed through `framer`, or (without one) answered whole by `whole(reply)`."""
     rs = ex.open(Kind.GENERATE, encode(request))
     if framer is None:
-        return Response(whole(await ex.collect(rs)), media_type="application/json")
+        return as_json(whole(await ex.collect(rs)))
 
     if ex.usage is not None:
         ex.usage.stream = True
@@ -112,8 +112,7 @@ async def respond(ex: Exchange, request: Generate, framer: Framer | None,
     except BaseException:
         ex.close()
         raise
-    return Stream(_sse(ex, rs, first, framer), media_type="text/event-stream",
-                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return event_stream(_sse(ex, rs, first, framer))
 
 
 async def _sse(ex: Exchange, rs: RequestStream, first: list[tuple[bytes, bytes]],

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Literal, TypeVar
+from typing import Literal
 
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException, ValidationException
 
 from mlx_fleet.protocol import Failure
+from mlx_fleet.router.http.encoding import as_json
 
 log = logging.getLogger("mlx_fleet.router")
 
@@ -25,8 +26,6 @@ _ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 4
                     404: "not_found_error", 405: "invalid_request_error", 413: "request_too_large",
                     429: "rate_limit_error", 529: "overloaded_error"}
 
-
-T = TypeVar("T")
 
 
 class ErrorBody(msgspec.Struct):
@@ -78,8 +77,7 @@ class ApiError(Exception):
             headers["Retry-After"] = str(max(1, round(self.retry_after)))
         if self.status >= 500 and self.code == "worker_crashed":
             headers["x-should-retry"] = "false"
-        return Response(msgspec.json.encode(body), status_code=self.status,
-                        media_type="application/json", headers=headers)
+        return as_json(body, self.status, headers)
 
 
 def api_error_handler(_: Request, exc: ApiError) -> Response:
@@ -133,17 +131,6 @@ ANTHROPIC_ERROR_HANDLERS = {
 _AT = re.compile(r"^(.*) - at `\$\.?(.*)`$")
 _JSON_TYPES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "a boolean",
                "array": "an array", "object": "an object", "null": "null"}
-
-
-def checked(raw: object, kind: type[T], param: str) -> T:
-    """`raw` (a part of a body already decoded as JSON) converted to `kind`; a validation error
-    names `param` as where it is."""
-    try:
-        return msgspec.convert(raw, kind)
-    except msgspec.ValidationError as e:
-        text = str(e)
-        where = text.replace("`$", f"`$.{param}", 1) if " - at `$" in text else f"{text} - at `$.{param}`"
-        raise validation_error(msgspec.ValidationError(where)) from None
 
 
 def validation_error(error: msgspec.ValidationError) -> ApiError:

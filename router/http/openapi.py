@@ -22,7 +22,8 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Reference, Schema
 from litestar.typing import FieldDefinition
 
-from mlx_fleet.router.http.bodies import decode_request
+from mlx_fleet.router.http.decoding import decode_request
+from mlx_fleet.router.http.encoding import as_json
 from mlx_fleet.router.http.errors import Envelope
 
 T = TypeVar("T")
@@ -122,7 +123,7 @@ def openapi_config() -> OpenAPIConfig:
 @get("/openapi.json", include_in_schema=False)
 async def openapi_json(request: Request) -> Response:
     """The schema at the path clients look for first (Litestar serves it under /docs too)."""
-    return Response(request.app.openapi_schema.to_schema(), media_type="application/json")
+    return as_json(request.app.openapi_schema.to_schema())
 
 
 ROUTES = [openapi_json]

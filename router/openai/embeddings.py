@@ -19,6 +19,7 @@ from msgspec import Meta
 
 from mlx_fleet.protocol import Embed, Embeddings, Kind, encode
 from mlx_fleet.router.fleet.exchange import Exchange
+from mlx_fleet.router.http.encoding import as_json
 from mlx_fleet.router.http.errors import ApiError
 from mlx_fleet.router.http.openapi import body_dto, error_responses
 from mlx_fleet.router.http.usage import usage_record
@@ -104,7 +105,7 @@ async def embeddings(request: Request, state: State, data: JSONBody[EmbeddingReq
     if usage is not None:
         usage.tokens(tokens, 0)
     payload = EmbeddingList(data=vectors, model=name, usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens))
-    return Response(msgspec.json.encode(payload), media_type="application/json")
+    return as_json(payload)
 
 
 ROUTES = [embeddings]

@@ -14,8 +14,8 @@ import msgspec
 from mlx_fleet.protocol import Delta, Done, Failure, Generate, Started
 from mlx_fleet.router.fleet.exchange import Exchange
 from mlx_fleet.router.fleet.reply import GatheredReply
+from mlx_fleet.router.http.encoding import line_json
 from mlx_fleet.router.http.errors import ApiError
-from mlx_fleet.router.http.sse import line_json
 from mlx_fleet.router.openai import types as oa
 from mlx_fleet.router.openai.reply_shapes import chat_logprobs, chat_message, completion_logprobs, stream_tool_calls
 

@@ -3,7 +3,6 @@ the model list (`GET /v1/models`)."""
 
 from __future__ import annotations
 
-import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import JSONBody
@@ -12,6 +11,7 @@ from mlx_fleet.config import FleetConfig, ModelConfig
 from mlx_fleet.protocol import Generate
 from mlx_fleet.router.fleet.event_stream import respond
 from mlx_fleet.router.fleet.exchange import Exchange
+from mlx_fleet.router.http.encoding import as_json
 from mlx_fleet.router.http.errors import ApiError
 from mlx_fleet.router.http.openapi import body_dto, error_responses
 from mlx_fleet.router.http.usage import usage_record
@@ -65,7 +65,7 @@ async def completions(request: Request, state: State, data: JSONBody[oa.Completi
 async def list_models(state: State) -> Response[oa.ModelList]:
     created = int(state.catalog.started)
     cards = [oa.ModelCard(id=m.id, created=created, type=m.type) for m in state.catalog.models]
-    return Response(msgspec.json.encode(oa.ModelList(data=cards)), media_type="application/json")
+    return as_json(oa.ModelList(data=cards))
 
 
 ROUTES = [chat_completions, completions, list_models]

@@ -23,7 +23,7 @@ from mlx_fleet.protocol import Done, Failure, Started, TokenLogprob, ToolCallDel
 from mlx_fleet.router.fleet.event_stream import BlockFramer
 from mlx_fleet.router.fleet.exchange import Exchange
 from mlx_fleet.router.fleet.reply import CallParts, GatheredReply
-from mlx_fleet.router.http.sse import line_json
+from mlx_fleet.router.http.encoding import line_json
 from mlx_fleet.router.openai.reply_shapes import token_logprobs
 from mlx_fleet.router.responses import types as rt
 

@@ -14,7 +14,8 @@ from litestar.datastructures import State
 from mlx_fleet.config import FleetConfig, ModelConfig
 from mlx_fleet.protocol import ChatInput, Generate, ResponseFormat, Sampling, Tool, ToolCall, ToolChoice
 from mlx_fleet.router.fleet.conversation import Turn, chat_messages
-from mlx_fleet.router.http.errors import ApiError, checked
+from mlx_fleet.router.http.decoding import checked
+from mlx_fleet.router.http.errors import ApiError
 from mlx_fleet.router.openai.sampling import default_temperature
 from mlx_fleet.router.responses import types as rt
 

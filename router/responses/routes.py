@@ -13,8 +13,8 @@ from litestar.params import JSONBody
 
 from mlx_fleet.router.fleet.event_stream import respond
 from mlx_fleet.router.fleet.exchange import Exchange
+from mlx_fleet.router.http.encoding import line_json
 from mlx_fleet.router.http.openapi import body_dto, error_responses
-from mlx_fleet.router.http.sse import line_json
 from mlx_fleet.router.http.usage import usage_record
 from mlx_fleet.router.responses import types as rt
 from mlx_fleet.router.responses.events import ResponseEvents, ResponseShape, output_of

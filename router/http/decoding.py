@@ -1,5 +1,5 @@
 """Request bodies in: every JSON body the router reads is decoded here, in one pass, with errors
-worded like OpenAI's."""
+worded like OpenAI's (`http.errors.validation_error`), whichever API or admin route reads it."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from mlx_fleet.router.http.errors import ApiError, validation_error
 
 _DECODERS: dict[type, Callable[[bytes], object]] = {}
 RequestT = TypeVar("RequestT")
+T = TypeVar("T")
 
 
 def decode_request(body: bytes, kind: type[RequestT]) -> RequestT:
@@ -31,3 +32,14 @@ def decode_request(body: bytes, kind: type[RequestT]) -> RequestT:
                                 "you aren't using your HTTP library correctly. The OpenAI API expects a JSON "
                                 "payload, but what was sent was not valid JSON.)") from None
         raise ApiError(400, "Request body must be a JSON object.") from None
+
+
+def checked(raw: object, kind: type[T], param: str) -> T:
+    """`raw` (a part of a body already decoded as JSON) converted to `kind`; a validation error
+    names `param` as where it is."""
+    try:
+        return msgspec.convert(raw, kind)
+    except msgspec.ValidationError as e:
+        text = str(e)
+        where = text.replace("`$", f"`$.{param}", 1) if " - at `$" in text else f"{text} - at `$.{param}`"
+        raise validation_error(msgspec.ValidationError(where)) from None
