@@ -24,11 +24,11 @@ from mlx_fleet.router.admin.metrics import RequestMetrics
 from mlx_fleet.router.auth.security import Guard, host_check_factory
 from mlx_fleet.router.fleet.catalog_view import CatalogView
 from mlx_fleet.router.fleet.client import FleetClient
-from mlx_fleet.router.fleet.images import ImagePolicy
 from mlx_fleet.router.http.admission import Admission
 from mlx_fleet.router.http.errors import ApiError, api_error_handler, http_error_handler, internal_error_handler
 from mlx_fleet.router.http.openapi import ClosedStructs, document_streams, openapi_config
 from mlx_fleet.router.http.usage import UsageWriter, state_db_lifespan, usage_middleware_factory
+from mlx_fleet.router.inputs.images import ImagePolicy
 from mlx_fleet.runtime import Endpoints
 from mlx_fleet.state import db
 from mlx_fleet.state.keys import KeyIndex

@@ -21,9 +21,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from mlx_fleet.router.fleet import images
-from mlx_fleet.router.fleet.images import ImagePolicy, load_image
 from mlx_fleet.router.http.errors import ApiError
+from mlx_fleet.router.inputs import images
+from mlx_fleet.router.inputs.images import ImagePolicy, load_image
 
 PARAM = "messages[0].content[1].image_url.url"
 LOCAL = ImagePolicy(allowed_hosts=("127.0.0.1",))

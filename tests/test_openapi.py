@@ -25,7 +25,7 @@ from mlx_fleet.router.anthropic import types as an
 from mlx_fleet.router.anthropic.events import whole_message
 from mlx_fleet.router.fleet.exchange import Exchange
 from mlx_fleet.router.fleet.reply import CallParts, GatheredReply
-from mlx_fleet.router.http.sse import line_json
+from mlx_fleet.router.http.encoding import line_json
 from mlx_fleet.router.responses import types as rt
 from mlx_fleet.router.responses.events import ResponseShape, output_of
 from test_operations import ADMIN, ALL, write_ops_config

@@ -13,11 +13,12 @@ from typing import Any
 from litestar.datastructures import State
 
 from mlx_fleet.config import ModelConfig
-from mlx_fleet.protocol import ChatInput, ResponseFormat, Sampling, Tool, ToolCall, ToolChoice
+from mlx_fleet.protocol import ChatInput, Generate, ResponseFormat, Sampling, Tool, ToolCall, ToolChoice
 from mlx_fleet.router.anthropic import types as an
-from mlx_fleet.router.fleet.conversation import Turn, chat_messages
 from mlx_fleet.router.http.decoding import checked
 from mlx_fleet.router.http.errors import ApiError
+from mlx_fleet.router.inputs.conversation import Turn, chat_messages
+from mlx_fleet.router.inputs.sampling import build_sampling
 
 
 def _image_url(source: an.Base64Source | an.URLSource) -> str:
@@ -94,25 +95,26 @@ def _template_kwargs(req: an.CountTokensRequest) -> dict[str, Any]:
     return {"enable_thinking": req.thinking.type != "disabled"}
 
 
-def response_format(req: an.CountTokensRequest) -> ResponseFormat | None:
+def _response_format(req: an.CountTokensRequest) -> ResponseFormat | None:
     fmt = req.output_config.format if req.output_config is not None else None
     return None if fmt is None else ResponseFormat("json_schema", json.dumps(fmt.schema), "output", True)
 
 
-def sampling(req: an.MessagesRequest, temperature: float) -> Sampling:
-    return Sampling(
-        max_tokens=req.max_tokens,
-        temperature=temperature if req.temperature is None else req.temperature,
-        top_p=1.0 if req.top_p is None else req.top_p,
-        top_k=req.top_k or 0,
-        stop=tuple(req.stop_sequences or ()),
-        # A ceiling, shortened to what fits in the context: Claude Code asks for 32k tokens or
-        # more whatever the model, and a local model's context is often smaller than that.
-        max_tokens_is_default=True,
-    )
+async def messages_generate(req: an.MessagesRequest, model: ModelConfig, state: State) -> Generate:
+    chat = await _chat_input(req, model, state)
+    # `max_tokens` is a ceiling, shortened to what fits in the context: Claude Code asks for 32k
+    # tokens or more whatever the model, and a local model's context is often smaller than that.
+    sampling = build_sampling(state.config.server, model, req.max_tokens, ceiling=True, temperature=req.temperature,
+                              top_p=req.top_p, top_k=req.top_k, stop=tuple(req.stop_sequences or ()))
+    return Generate(chat, sampling, _response_format(req))
 
 
-async def chat_input(req: an.CountTokensRequest, model: ModelConfig, state: State) -> ChatInput:
+async def count_tokens_generate(req: an.CountTokensRequest, model: ModelConfig, state: State) -> Generate:
+    """The conversation exactly as a generation would send it; the worker only counts its tokens."""
+    return Generate(await _chat_input(req, model, state), Sampling(max_tokens=1))
+
+
+async def _chat_input(req: an.CountTokensRequest, model: ModelConfig, state: State) -> ChatInput:
     if req.messages[-1].role == "assistant":
         raise ApiError(400, "A final assistant message (a prefilled reply) is not supported: the last message "
                             "must be the user's.", param="messages", code="unsupported_value")

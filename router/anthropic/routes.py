@@ -15,17 +15,16 @@ from litestar import Request, Response, post
 from litestar.datastructures import State
 from litestar.params import JSONBody
 
-from mlx_fleet.protocol import Generate, Kind, Sampling, TokenCount, encode
+from mlx_fleet.protocol import Kind, TokenCount, encode
 from mlx_fleet.router.anthropic import types as an
 from mlx_fleet.router.anthropic.events import MessageEvents, whole_message
-from mlx_fleet.router.anthropic.input import chat_input, response_format, sampling
+from mlx_fleet.router.anthropic.input import count_tokens_generate, messages_generate
 from mlx_fleet.router.fleet.event_stream import respond
 from mlx_fleet.router.fleet.exchange import Exchange
 from mlx_fleet.router.http.encoding import as_json, line_json
 from mlx_fleet.router.http.errors import ANTHROPIC_ERROR_HANDLERS, AnthropicEnvelope
 from mlx_fleet.router.http.openapi import body_dto, error_responses
 from mlx_fleet.router.http.usage import usage_record
-from mlx_fleet.router.openai.sampling import default_temperature
 
 _ERRORS = error_responses(404, 413, 429, envelope=AnthropicEnvelope)
 
@@ -35,8 +34,7 @@ _ERRORS = error_responses(404, 413, 429, envelope=AnthropicEnvelope)
 async def messages(request: Request, state: State, data: JSONBody[an.MessagesRequest]) -> Response[an.AnthropicMessage]:
     req = data
     model, name = await state.catalog.resolve(state.fleet, req.model)
-    generate = Generate(await chat_input(req, model, state), sampling(req, default_temperature(state.config, model)),
-                        response_format(req))
+    generate = await messages_generate(req, model, state)
     ex = Exchange.new(state.fleet, state.admission, name, "msg_", usage_record(request, model.id))
     return await respond(ex, generate, MessageEvents(ex) if req.stream else None,
                          lambda reply: line_json(whole_message(ex, reply)))
@@ -51,7 +49,7 @@ class TokenCountReply(msgspec.Struct):
 async def count_tokens(state: State, data: JSONBody[an.CountTokensRequest]) -> Response[TokenCountReply]:
     req = data
     model, name = await state.catalog.resolve(state.fleet, req.model)
-    generate = Generate(await chat_input(req, model, state), Sampling(max_tokens=1))
+    generate = await count_tokens_generate(req, model, state)
     end = await Exchange.new(state.fleet, state.admission, name, "count-").one_answer(Kind.COUNT, encode(generate))
     assert isinstance(end, TokenCount)
     return as_json(TokenCountReply(input_tokens=end.input_tokens))

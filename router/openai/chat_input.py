@@ -1,30 +1,36 @@
-"""An OpenAI chat request as the worker's API-neutral `ChatInput`: messages whole (content
+"""An OpenAI chat request as the worker's API-neutral `Generate`: messages whole (content
 parts, assistant tool calls, tool results with their call ids), tools with their JSON schemas,
-the tool choice, template arguments, and the response-format constraint. Image parts are fetched
-and decoded by `fleet.conversation`, never in a worker. What can be checked without the model
-is checked here.
+the tool choice, template arguments, the response-format constraint, sampling and log
+probabilities. Image parts are fetched and decoded by `inputs.conversation`, never in a worker.
+What can be checked without the model is checked here.
 """
 
 from __future__ import annotations
 
 import json
 
+from litestar.datastructures import State
+
 from mlx_fleet.config import ModelConfig
-from mlx_fleet.protocol import ChatInput, ResponseFormat, Tool, ToolCall, ToolChoice
-from mlx_fleet.router.fleet.conversation import Turn, chat_messages
-from mlx_fleet.router.fleet.images import ImagePolicy
+from mlx_fleet.protocol import ChatInput, Generate, ResponseFormat, Tool, ToolCall, ToolChoice
 from mlx_fleet.router.http.errors import ApiError
+from mlx_fleet.router.inputs.conversation import Turn, chat_messages
 from mlx_fleet.router.openai import types as oa
+from mlx_fleet.router.openai.sampling import completion_sampling
 
 
-async def chat_input(req: oa.ChatCompletionRequest, model: ModelConfig, images: ImagePolicy,
-                     max_images: int) -> ChatInput:
+async def chat_generate(req: oa.ChatCompletionRequest, model: ModelConfig, state: State) -> Generate:
+    server = state.config.server
+    sampling = completion_sampling(req, req.max_completion_tokens or req.max_tokens, server, model)
+    logprobs = _logprobs(req)
     turns = [_turn(i, m) for i, m in enumerate(req.messages)]
-    messages = await chat_messages(turns, model, images, max_images, "messages", "chat completions")
+    messages = await chat_messages(turns, model, state.images, server.max_images_per_request, "messages",
+                                   "chat completions")
     tools = tuple(Tool(t.function.name, t.function.description or "",
                        json.dumps(t.function.parameters) if t.function.parameters is not None else "")
                   for t in req.tools or ())
-    return ChatInput(messages, tools, _tool_choice(req, tools), _template_kwargs(req))
+    chat = ChatInput(messages, tools, _tool_choice(req, tools), _template_kwargs(req))
+    return Generate(chat, sampling, _response_format(req), logprobs)
 
 
 def _turn(i: int, m: oa.ChatMessage) -> Turn:
@@ -74,7 +80,7 @@ def _template_kwargs(req: oa.ChatCompletionRequest) -> dict:
     return kwargs
 
 
-def response_format(req: oa.ChatCompletionRequest) -> ResponseFormat | None:
+def _response_format(req: oa.ChatCompletionRequest) -> ResponseFormat | None:
     fmt = req.response_format
     if fmt is None or isinstance(fmt, oa.TextFormat):
         return None
@@ -85,7 +91,7 @@ def response_format(req: oa.ChatCompletionRequest) -> ResponseFormat | None:
     return ResponseFormat("json_schema", json.dumps(schema), spec.name, bool(spec.strict))
 
 
-def chat_logprobs(req: oa.ChatCompletionRequest) -> int | None:
+def _logprobs(req: oa.ChatCompletionRequest) -> int | None:
     if req.top_logprobs is not None and not req.logprobs:
         raise ApiError(400, "Invalid value for 'top_logprobs': 'logprobs' must be true to use 'top_logprobs'.",
                        param="top_logprobs", code="invalid_value")

@@ -7,19 +7,16 @@ from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import JSONBody
 
-from mlx_fleet.config import FleetConfig, ModelConfig
-from mlx_fleet.protocol import Generate
+from mlx_fleet.config import ModelConfig
 from mlx_fleet.router.fleet.event_stream import respond
 from mlx_fleet.router.fleet.exchange import Exchange
 from mlx_fleet.router.http.encoding import as_json
-from mlx_fleet.router.http.errors import ApiError
 from mlx_fleet.router.http.openapi import body_dto, error_responses
 from mlx_fleet.router.http.usage import usage_record
 from mlx_fleet.router.openai import types as oa
-from mlx_fleet.router.openai.chat_input import chat_input, chat_logprobs, response_format
-from mlx_fleet.router.openai.completion_input import completion_input
+from mlx_fleet.router.openai.chat_input import chat_generate
+from mlx_fleet.router.openai.completion_input import completion_generate
 from mlx_fleet.router.openai.frames import CompletionFrames, completion_body
-from mlx_fleet.router.openai.sampling import default_temperature, sampling_from
 
 
 def _exchange(request: Request, state: State, name: str, model: ModelConfig, prefix: str) -> Exchange:
@@ -30,33 +27,23 @@ def _exchange(request: Request, state: State, name: str, model: ModelConfig, pre
       return_dto=None, responses=error_responses(404, 413, 429))
 async def chat_completions(request: Request, state: State,
                            data: JSONBody[oa.ChatCompletionRequest]) -> Response[oa.ChatCompletion]:
-    config: FleetConfig = state.config
     req = data
     model, name = await state.catalog.resolve(state.fleet, req.model)
-    sampling = sampling_from(req, req.max_completion_tokens or req.max_tokens, config.server.default_max_tokens,
-                             default_temperature(config, model))
+    generate = await chat_generate(req, model, state)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    logprobs = chat_logprobs(req)
-    messages = await chat_input(req, model, state.images, config.server.max_images_per_request)
     ex = _exchange(request, state, name, model, "chatcmpl-")
-    generate = Generate(messages, sampling, response_format(req), logprobs)
-    framer = CompletionFrames(ex, True, include_usage, bool(logprobs)) if req.stream else None
+    framer = CompletionFrames(ex, True, include_usage, bool(generate.logprobs)) if req.stream else None
     return await respond(ex, generate, framer, completion_body(ex, generate, True))
 
 
 @post("/v1/completions", status_code=200, opt={"scope": "completions"}, dto=body_dto(oa.CompletionRequest),
       return_dto=None, responses=error_responses(404, 413, 429))
 async def completions(request: Request, state: State, data: JSONBody[oa.CompletionRequest]) -> Response[oa.Completion]:
-    config: FleetConfig = state.config
     req = data
     model, name = await state.catalog.resolve(state.fleet, req.model)
-    if model.type == "embeddings":
-        raise ApiError(400, f"Model '{req.model}' does not support text completions.", param="model",
-                       code="model_not_supported")
-    sampling = sampling_from(req, req.max_tokens, config.server.default_max_tokens, default_temperature(config, model))
+    generate = await completion_generate(req, model, state)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     ex = _exchange(request, state, name, model, "cmpl-")
-    generate = Generate(completion_input(req), sampling, None, req.logprobs)
     framer = CompletionFrames(ex, False, include_usage, bool(req.logprobs)) if req.stream else None
     return await respond(ex, generate, framer, completion_body(ex, generate, False))
 

@@ -112,7 +112,7 @@ class JsonSchemaResponseFormat(StrictRequest, kw_only=True, tag="json_schema", t
 ResponseFormatIn = TextFormat | JsonObjectFormat | JsonSchemaResponseFormat
 
 
-class _Sampling(StrictRequest, kw_only=True):
+class SamplingFields(StrictRequest, kw_only=True):
     """Fields shared by chat and text completions."""
 
     model: str
@@ -137,7 +137,7 @@ class _Sampling(StrictRequest, kw_only=True):
     repetition_penalty: Annotated[float, Meta(gt=0)] | None = None
 
 
-class ChatCompletionRequest(_Sampling, kw_only=True):
+class ChatCompletionRequest(SamplingFields, kw_only=True):
     messages: Annotated[list[ChatMessage], Meta(min_length=1)]
     max_completion_tokens: PositiveInt | None = None
     logprobs: bool = False
@@ -151,7 +151,7 @@ class ChatCompletionRequest(_Sampling, kw_only=True):
     prediction: dict[str, Any] | None = None
 
 
-class CompletionRequest(_Sampling, kw_only=True):
+class CompletionRequest(SamplingFields, kw_only=True):
     # A string, one string in a list, or token ids (msgspec cannot tell two list types apart in a union).
     prompt: str | Annotated[list[int | str], Meta(min_length=1)]
     echo: bool = False

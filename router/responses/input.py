@@ -11,12 +11,12 @@ from typing import Any
 
 from litestar.datastructures import State
 
-from mlx_fleet.config import FleetConfig, ModelConfig
-from mlx_fleet.protocol import ChatInput, Generate, ResponseFormat, Sampling, Tool, ToolCall, ToolChoice
-from mlx_fleet.router.fleet.conversation import Turn, chat_messages
+from mlx_fleet.config import ModelConfig
+from mlx_fleet.protocol import ChatInput, Generate, ResponseFormat, Tool, ToolCall, ToolChoice
 from mlx_fleet.router.http.decoding import checked
 from mlx_fleet.router.http.errors import ApiError
-from mlx_fleet.router.openai.sampling import default_temperature
+from mlx_fleet.router.inputs.conversation import Turn, chat_messages
+from mlx_fleet.router.inputs.sampling import build_sampling
 from mlx_fleet.router.responses import types as rt
 
 _ROLES = {"developer": "system"}
@@ -130,24 +130,16 @@ def _format(req: rt.ResponsesRequest) -> ResponseFormat | None:
     return ResponseFormat("json_schema", json.dumps(fmt.schema), fmt.name, bool(fmt.strict))
 
 
-def sampling(req: rt.ResponsesRequest, config: FleetConfig, model: ModelConfig) -> Sampling:
-    return Sampling(
-        max_tokens=req.max_output_tokens or config.server.default_max_tokens,
-        temperature=default_temperature(config, model) if req.temperature is None else req.temperature,
-        top_p=1.0 if req.top_p is None else req.top_p,
-        max_tokens_is_default=req.max_output_tokens is None,
-    )
-
-
-async def generate_request(req: rt.ResponsesRequest, model: ModelConfig, state: State) -> Generate:
+async def responses_generate(req: rt.ResponsesRequest, model: ModelConfig, state: State) -> Generate:
     refuse_what_cannot_be_honoured(req)
-    config: FleetConfig = state.config
+    server = state.config.server
     tools = _tools(req)
     choice = _tool_choice(req, tools)
-    messages = await chat_messages(_turns(req), model, state.images, config.server.max_images_per_request, "input",
+    messages = await chat_messages(_turns(req), model, state.images, server.max_images_per_request, "input",
                                    "responses")
     chat = ChatInput(messages, tools, choice, _template_kwargs(req))
-    return Generate(chat, sampling(req, config, model), _format(req), _logprobs(req))
+    sampling = build_sampling(server, model, req.max_output_tokens, temperature=req.temperature, top_p=req.top_p)
+    return Generate(chat, sampling, _format(req), _logprobs(req))
 
 
 def _logprobs(req: rt.ResponsesRequest) -> int | None:

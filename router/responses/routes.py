@@ -18,7 +18,7 @@ from mlx_fleet.router.http.openapi import body_dto, error_responses
 from mlx_fleet.router.http.usage import usage_record
 from mlx_fleet.router.responses import types as rt
 from mlx_fleet.router.responses.events import ResponseEvents, ResponseShape, output_of
-from mlx_fleet.router.responses.input import generate_request
+from mlx_fleet.router.responses.input import responses_generate
 
 
 @post("/v1/responses", status_code=200, opt={"scope": "responses"}, dto=body_dto(rt.ResponsesRequest),
@@ -27,7 +27,7 @@ async def responses(request: Request, state: State,
                     data: JSONBody[rt.ResponsesRequest]) -> Response[rt.ResponseObject]:
     req = data
     model, name = await state.catalog.resolve(state.fleet, req.model)
-    generate = await generate_request(req, model, state)
+    generate = await responses_generate(req, model, state)
     ex = Exchange.new(state.fleet, state.admission, name, "resp_", usage_record(request, model.id))
     shape = ResponseShape(ex, req, generate.sampling.temperature, generate.sampling.top_p)
     return await respond(ex, generate, ResponseEvents(shape) if req.stream else None,

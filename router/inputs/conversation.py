@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 from mlx_fleet.config import ModelConfig
 from mlx_fleet.protocol import ImageData, Message, ToolCall
-from mlx_fleet.router.fleet.images import ImagePolicy, load_image
 from mlx_fleet.router.http.errors import ApiError
+from mlx_fleet.router.inputs.images import ImagePolicy, load_image
 
 
 @dataclass(slots=True)
