@@ -10,7 +10,6 @@ from pathlib import Path
 
 import msgspec
 from litestar import Request, Response, delete, get, post, put
-from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
 
 from mlx_fleet.catalog.entry import Activation, ModelEntry, Profile, ProfileList, RegistryListing, ScanResult, TierModels
@@ -29,6 +28,7 @@ from mlx_fleet.router.http.decoding import decode_request
 from mlx_fleet.router.http.encoding import as_json
 from mlx_fleet.router.http.errors import ApiError
 from mlx_fleet.router.http.openapi import body_dto, error_responses
+from mlx_fleet.router.router_state import FromApp, RouterState
 
 _ERRORS = error_responses(404)
 
@@ -47,19 +47,19 @@ class NewProfile(msgspec.Struct, forbid_unknown_fields=True):
 
 
 @get("/admin/models/registry", responses=_ERRORS)
-async def registry(state: State) -> Response[RegistryListing]:
-    return as_json(await ask(state.fleet, GetCatalog(), RegistryListing))
+async def registry(router: FromApp[RouterState]) -> Response[RegistryListing]:
+    return as_json(await ask(router.fleet, GetCatalog(), RegistryListing))
 
 
 @post("/admin/models/rescan", status_code=200, responses=_ERRORS)
-async def rescan(state: State) -> Response[ScanResult]:
-    result = await ask(state.fleet, Rescan(), ScanResult, LOAD_CALL_TIMEOUT)
-    await state.catalog.refresh(state.fleet)
+async def rescan(router: FromApp[RouterState]) -> Response[ScanResult]:
+    result = await ask(router.fleet, Rescan(), ScanResult, LOAD_CALL_TIMEOUT)
+    await router.catalog.refresh(router.fleet)
     return as_json(result)
 
 
 @put("/admin/models/{target:path}", responses=_ERRORS)
-async def set_model(state: State, request: Request, target: FromPath[Path]) -> Response[ModelEntry]:
+async def set_model(router: FromApp[RouterState], request: Request, target: FromPath[Path]) -> Response[ModelEntry]:
     """`PUT /admin/models/{model_id}/enabled` or `.../tier`; the id may hold a `/` (`org/name`)."""
     model, _, setting = str(target).strip("/").rpartition("/")
     raw = await request.body()
@@ -69,43 +69,43 @@ async def set_model(state: State, request: Request, target: FromPath[Path]) -> R
         call = SetModel(model, tier=decode_request(raw, _Tier).tier)
     else:
         raise ApiError(404, f"No such admin route: PUT /admin/models/{str(target).strip('/')}", code="not_found")
-    entry = await ask(state.fleet, call, ModelEntry, LOAD_CALL_TIMEOUT)
-    await state.catalog.refresh(state.fleet)
+    entry = await ask(router.fleet, call, ModelEntry, LOAD_CALL_TIMEOUT)
+    await router.catalog.refresh(router.fleet)
     return as_json(entry)
 
 
 @get("/admin/models/tiers/{tier:str}", responses=_ERRORS)
-async def tier_models(state: State, tier: FromPath[str]) -> Response[TierModels]:
-    registry = await ask(state.fleet, GetCatalog(tier), RegistryListing)
+async def tier_models(router: FromApp[RouterState], tier: FromPath[str]) -> Response[TierModels]:
+    registry = await ask(router.fleet, GetCatalog(tier), RegistryListing)
     return as_json(TierModels(tier=tier, models=registry.models))
 
 
 @get("/admin/profiles", responses=_ERRORS)
-async def list_profiles(state: State) -> Response[ProfileList]:
-    return as_json(await ask(state.fleet, GetProfiles(), ProfileList))
+async def list_profiles(router: FromApp[RouterState]) -> Response[ProfileList]:
+    return as_json(await ask(router.fleet, GetProfiles(), ProfileList))
 
 
 @get("/admin/profiles/{name:str}", responses=_ERRORS)
-async def get_profile(state: State, name: FromPath[str]) -> Response[Profile]:
-    for profile in (await ask(state.fleet, GetProfiles(), ProfileList)).profiles:
+async def get_profile(router: FromApp[RouterState], name: FromPath[str]) -> Response[Profile]:
+    for profile in (await ask(router.fleet, GetProfiles(), ProfileList)).profiles:
         if profile.name == name:
             return as_json(profile)
     raise ApiError(404, f"There is no profile {name!r}.", code="profile_not_found")
 
 
 @post("/admin/profiles", status_code=201, dto=body_dto(NewProfile), return_dto=None, responses=_ERRORS)
-async def save_profile(state: State, data: JSONBody[NewProfile]) -> Response[Profile]:
-    return as_json(await ask(state.fleet, SaveProfile(data.name, tuple(data.models)), Profile), 201)
+async def save_profile(router: FromApp[RouterState], data: JSONBody[NewProfile]) -> Response[Profile]:
+    return as_json(await ask(router.fleet, SaveProfile(data.name, tuple(data.models)), Profile), 201)
 
 
 @delete("/admin/profiles/{name:str}", status_code=200, responses=_ERRORS)
-async def delete_profile(state: State, name: FromPath[str]) -> Response[Profile]:
-    return as_json(await ask(state.fleet, DeleteProfile(name), Profile))
+async def delete_profile(router: FromApp[RouterState], name: FromPath[str]) -> Response[Profile]:
+    return as_json(await ask(router.fleet, DeleteProfile(name), Profile))
 
 
 @post("/admin/profiles/{name:str}/activate", status_code=200, responses=_ERRORS)
-async def activate_profile(state: State, name: FromPath[str]) -> Response[Activation]:
-    return as_json(await ask(state.fleet, ActivateProfile(name), Activation, LOAD_CALL_TIMEOUT))
+async def activate_profile(router: FromApp[RouterState], name: FromPath[str]) -> Response[Activation]:
+    return as_json(await ask(router.fleet, ActivateProfile(name), Activation, LOAD_CALL_TIMEOUT))
 
 
 ROUTES = [registry, rescan, set_model, tier_models, list_profiles, get_profile, save_profile, delete_profile,

@@ -9,10 +9,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgspec
-from litestar.datastructures import State
 
 from mlx_fleet.protocol import FleetStatus, GetStatus
 from mlx_fleet.router.fleet.client import FleetClient, SupervisorUnavailable
+from mlx_fleet.router.router_state import RouterState
 from mlx_fleet.state import db
 
 T = TypeVar("T")
@@ -21,14 +21,13 @@ T = TypeVar("T")
 LOAD_CALL_TIMEOUT = 3600.0
 
 
-async def in_db(state: State, fn: Callable[..., T], *args: Any) -> T:
+async def in_db(router: RouterState, fn: Callable[..., T], *args: Any) -> T:
     """`fn(connection, *args)` on the state database, in a thread: the event loop never waits on disk."""
-    return await asyncio.to_thread(db.call, state.db_path, fn, *args)
+    return await asyncio.to_thread(db.call, router.db_path, fn, *args)
 
 
-async def fleet_status(state: State, timeout: float = 2.0) -> FleetStatus | None:
+async def fleet_status(client: FleetClient, timeout: float = 2.0) -> FleetStatus | None:
     """The supervisor's status, or None when it does not answer (for figures that can go without)."""
-    client: FleetClient = state.fleet
     try:
         reply = await client.call(GetStatus(), timeout=timeout)
     except SupervisorUnavailable:

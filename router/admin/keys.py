@@ -6,19 +6,21 @@ the disk, and so the key index (the router's own connection) sees the change on 
 
 from __future__ import annotations
 
-import asyncio
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 from litestar import Response, delete, get, post
-from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from mlx_fleet.router.admin.common import in_db
 from mlx_fleet.router.http.encoding import as_json
 from mlx_fleet.router.http.errors import ApiError
 from mlx_fleet.router.http.openapi import body_dto, error_responses
+from mlx_fleet.router.router_state import FromApp, RouterState
 from mlx_fleet.state import keys
+
+T = TypeVar("T")
 
 
 class CreateKey(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -35,9 +37,10 @@ class Revoked(msgspec.Struct, kw_only=True):
     revoked: bool = True
 
 
-async def _in_db(state: State, fn, *args):
+async def _in_db(router: RouterState, fn: Callable[..., T], *args: Any) -> T:
+    """`in_db`, with the key store's refusals as this API's errors."""
     try:
-        return await in_db(state, fn, *args)
+        return await in_db(router, fn, *args)
     except keys.UnknownKey as e:
         raise ApiError(404, str(e), code="key_not_found") from None
     except keys.KeyProblem as e:
@@ -46,21 +49,22 @@ async def _in_db(state: State, fn, *args):
 
 @post("/admin/keys", status_code=201, dto=body_dto(CreateKey), return_dto=None,
       responses=error_responses())
-async def create_key(state: State, data: JSONBody[CreateKey]) -> Response[keys.CreatedKey]:
-    created = await _in_db(state, keys.create_key, data.name, data.scopes)
+async def create_key(router: FromApp[RouterState], data: JSONBody[CreateKey]) -> Response[keys.CreatedKey]:
+    created = await _in_db(router, keys.create_key, data.name, data.scopes)
     return as_json(created, 201)
 
 
 @get("/admin/keys", responses=error_responses())
-async def list_keys(state: State, q: FromQuery[str] = "", sort: FromQuery[str] = "created_at") -> Response[KeyList]:
-    await asyncio.to_thread(state.usage.flush)  # the keys' request counters are written with the usage rows
-    found = await _in_db(state, keys.list_keys, q, sort)
+async def list_keys(router: FromApp[RouterState], q: FromQuery[str] = "",
+                    sort: FromQuery[str] = "created_at") -> Response[KeyList]:
+    await router.usage.written()  # the keys' request counters are written with the usage rows
+    found = await _in_db(router, keys.list_keys, q, sort)
     return as_json(KeyList(data=found))
 
 
 @delete("/admin/keys/{key_id:str}", status_code=200, responses=error_responses(404))
-async def revoke_key(state: State, key_id: FromPath[str]) -> Response[Revoked]:
-    await _in_db(state, keys.revoke_key, key_id)
+async def revoke_key(router: FromApp[RouterState], key_id: FromPath[str]) -> Response[Revoked]:
+    await _in_db(router, keys.revoke_key, key_id)
     return as_json(Revoked(id=key_id))
 
 

@@ -15,7 +15,6 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Litestar, Request, Response, get, post
-from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.types import ASGIApp, Receive, Scope, Send
 
@@ -41,13 +40,14 @@ from mlx_fleet.router.fleet.exchange import Exchange
 from mlx_fleet.router.http.encoding import as_json
 from mlx_fleet.router.http.errors import ApiError
 from mlx_fleet.router.http.openapi import error_responses
+from mlx_fleet.router.router_state import FromApp, RouterState
 from mlx_fleet.state import worker_logs
 
 
 
-async def _model(state: State, model_id: str | PurePath) -> ModelConfig:
+async def _model(router: RouterState, model_id: str | PurePath) -> ModelConfig:
     """The configured or catalog model an admin path names (404 if none or disabled)."""
-    model, _ = await state.catalog.resolve(state.fleet, str(model_id).strip("/"))
+    model, _ = await router.catalog.resolve(router.fleet, str(model_id).strip("/"))
     return model
 
 
@@ -99,26 +99,26 @@ class ModelLogs(msgspec.Struct, kw_only=True):
 
 
 @get(model_path("logs"), responses=error_responses(404))
-async def model_logs(state: State, model_id: FromPath[Path],
+async def model_logs(router: FromApp[RouterState], model_id: FromPath[Path],
                      tail: Annotated[int, QueryParameter(ge=1, le=10000)] = 100, diagnose: FromQuery[bool] = False,
                      after: Annotated[int | None, QueryParameter(ge=0, le=2**53)] = None) -> Response[ModelLogs]:
     """The last `tail` lines of the model's worker output (or those after `after`); `diagnose`
     adds its last failed load (reason, traceback), detected type, size estimate and config entry."""
-    model = await _model(state, model_id)
-    directory = worker_logs.logs_dir(Path(state.config.server.state_dir))
+    model = await _model(router, model_id)
+    directory = worker_logs.logs_dir(Path(router.config.server.state_dir))
     if after is None:
         lines, offset = await asyncio.to_thread(worker_logs.tail, directory, model.id, tail)
     else:
         lines, offset = await asyncio.to_thread(worker_logs.read_after, directory, model.id, after, tail)
-    diagnosis = await ask(state.fleet, Diagnose(model.id), Diagnosis) if diagnose else None
+    diagnosis = await ask(router.fleet, Diagnose(model.id), Diagnosis) if diagnose else None
     return as_json(ModelLogs(model=model.id, lines=lines, offset=offset, diagnosis=diagnosis))
 
 
 @post(model_path("dry-run"), status_code=200, responses=error_responses(404))
-async def model_dry_run(state: State, model_id: FromPath[Path]) -> Response[DryRunResult]:
+async def model_dry_run(router: FromApp[RouterState], model_id: FromPath[Path]) -> Response[DryRunResult]:
     """What loading the model would do now (type, size, fit, evictions, warnings); nothing is loaded."""
-    model = await _model(state, model_id)
-    return as_json(await ask(state.fleet, DryRun(model.id), DryRunResult))
+    model = await _model(router, model_id)
+    return as_json(await ask(router.fleet, DryRun(model.id), DryRunResult))
 
 
 class Readiness(msgspec.Struct, kw_only=True):
@@ -140,21 +140,21 @@ class TestResult(msgspec.Struct, kw_only=True):
 
 @get(model_path("readiness"), responses=error_responses(404),
      response_description="200 when the model's worker is ready (or busy), 503 with the same body otherwise")
-async def model_readiness(state: State, model_id: FromPath[Path]) -> Response[Readiness]:
-    model = await _model(state, model_id)
-    status = await ask(state.fleet, GetStatus(), FleetStatus)
+async def model_readiness(router: FromApp[RouterState], model_id: FromPath[Path]) -> Response[Readiness]:
+    model = await _model(router, model_id)
+    status = await ask(router.fleet, GetStatus(), FleetStatus)
     current = next((m.state for m in status.models if m.id == model.id), "stopped")  # never asked for: no slot
     ready = current in ("ready", "busy")
     return as_json(Readiness(model=model.id, ready=ready, state=current), 200 if ready else 503)
 
 
 @post(model_path("test"), status_code=200, responses=error_responses(404, 429))
-async def model_test(state: State, model_id: FromPath[Path],
+async def model_test(router: FromApp[RouterState], model_id: FromPath[Path],
                      prompt: Annotated[str, QueryParameter(max_length=2000)] = "Say hello.",
                      max_tokens: Annotated[int, QueryParameter(ge=1, le=256)] = 16) -> Response[TestResult]:
     """One short request through the same path as clients' (loading the model if needed)."""
-    model = await _model(state, model_id)
-    ex = Exchange.new(state.fleet, state.admission, model.id, "test-")
+    model = await _model(router, model_id)
+    ex = Exchange.new(router.fleet, router.admission, model.id, "test-")
     started = time.perf_counter()
     if model.type == "embeddings":
         end = await ex.one_answer(Kind.EMBED, encode(Embed(texts=(prompt,))))

@@ -15,12 +15,12 @@ from typing import Any
 import msgspec
 import psutil
 from litestar import Response, get
-from litestar.datastructures import State
 
 from mlx_fleet.router.admin.common import fleet_status, in_db
 from mlx_fleet.router.http.encoding import as_json
 from mlx_fleet.router.http.errors import ApiError
 from mlx_fleet.router.http.openapi import error_responses
+from mlx_fleet.router.router_state import FromApp, RouterState
 from mlx_fleet.state import usage_queries as q
 
 CAPABILITIES_TIMEOUT = 120.0
@@ -60,9 +60,9 @@ class Capabilities(msgspec.Struct, kw_only=True):
 
 
 @get("/admin/system/summary", responses=_ERRORS)
-async def system_summary(state: State) -> Response[Summary]:
-    status = await fleet_status(state)
-    state_dir = Path(state.config.server.state_dir).expanduser()
+async def system_summary(router: FromApp[RouterState]) -> Response[Summary]:
+    status = await fleet_status(router.fleet)
+    state_dir = Path(router.config.server.state_dir).expanduser()
     vm, swap, disk = psutil.virtual_memory(), psutil.swap_memory(), psutil.disk_usage(str(state_dir))
     workers = None if status is None else sum(1 for m in status.models if m.pid)
     summary = Summary(
@@ -70,7 +70,7 @@ async def system_summary(state: State) -> Response[Summary]:
         load_average=list(psutil.getloadavg()), memory_total=vm.total, memory_available=vm.available,
         memory_used_by_fleet=None if status is None else status.pool.in_use,
         swap_total=swap.total, swap_used=swap.used, disk_free=disk.free, disk_total=disk.total,
-        uptime_seconds=time.time() - state.started, machine_uptime_seconds=time.time() - psutil.boot_time(),
+        uptime_seconds=time.time() - router.started, machine_uptime_seconds=time.time() - psutil.boot_time(),
         workers=workers, supervisor="unreachable" if status is None else "ok")
     return as_json(summary)
 
@@ -90,17 +90,17 @@ async def _probe_capabilities() -> bytes:
 
 
 @get("/admin/system/capabilities", responses=_ERRORS)
-async def system_capabilities(state: State) -> Response[Capabilities]:
-    probe = state.capabilities
+async def system_capabilities(router: FromApp[RouterState]) -> Response[Capabilities]:
+    probe = router.capabilities
     if probe is None or (probe.done() and probe.exception() is not None):
-        probe = state.capabilities = asyncio.ensure_future(_probe_capabilities())  # shared by concurrent callers
+        probe = router.capabilities = asyncio.ensure_future(_probe_capabilities())  # shared by concurrent callers
     return as_json(await asyncio.shield(probe))
 
 
 @get("/admin/system/throughput", responses=_ERRORS)
-async def system_throughput(state: State) -> Response[q.Throughput]:
-    await asyncio.to_thread(state.usage.flush)
-    return as_json(await in_db(state, q.throughput))
+async def system_throughput(router: FromApp[RouterState]) -> Response[q.Throughput]:
+    await router.usage.written()
+    return as_json(await in_db(router, q.throughput))
 
 
 ROUTES = [system_summary, system_capabilities, system_throughput]

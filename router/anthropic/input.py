@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from litestar.datastructures import State
 
 from mlx_fleet.config import ModelConfig
 from mlx_fleet.protocol import ChatInput, Generate, ResponseFormat, Sampling, Tool, ToolCall, ToolChoice
@@ -19,6 +18,7 @@ from mlx_fleet.router.http.decoding import checked
 from mlx_fleet.router.http.errors import ApiError
 from mlx_fleet.router.inputs.conversation import Turn, chat_messages
 from mlx_fleet.router.inputs.sampling import build_sampling
+from mlx_fleet.router.router_state import RouterState
 
 
 def _image_url(source: an.Base64Source | an.URLSource) -> str:
@@ -100,21 +100,21 @@ def _response_format(req: an.CountTokensRequest) -> ResponseFormat | None:
     return None if fmt is None else ResponseFormat("json_schema", json.dumps(fmt.schema), "output", True)
 
 
-async def messages_generate(req: an.MessagesRequest, model: ModelConfig, state: State) -> Generate:
-    chat = await _chat_input(req, model, state)
+async def messages_generate(req: an.MessagesRequest, model: ModelConfig, router: RouterState) -> Generate:
+    chat = await _chat_input(req, model, router)
     # `max_tokens` is a ceiling, shortened to what fits in the context: Claude Code asks for 32k
     # tokens or more whatever the model, and a local model's context is often smaller than that.
-    sampling = build_sampling(state.config.server, model, req.max_tokens, ceiling=True, temperature=req.temperature,
+    sampling = build_sampling(router.config.server, model, req.max_tokens, ceiling=True, temperature=req.temperature,
                               top_p=req.top_p, top_k=req.top_k, stop=tuple(req.stop_sequences or ()))
     return Generate(chat, sampling, _response_format(req))
 
 
-async def count_tokens_generate(req: an.CountTokensRequest, model: ModelConfig, state: State) -> Generate:
+async def count_tokens_generate(req: an.CountTokensRequest, model: ModelConfig, router: RouterState) -> Generate:
     """The conversation exactly as a generation would send it; the worker only counts its tokens."""
-    return Generate(await _chat_input(req, model, state), Sampling(max_tokens=1))
+    return Generate(await _chat_input(req, model, router), Sampling(max_tokens=1))
 
 
-async def _chat_input(req: an.CountTokensRequest, model: ModelConfig, state: State) -> ChatInput:
+async def _chat_input(req: an.CountTokensRequest, model: ModelConfig, router: RouterState) -> ChatInput:
     if req.messages[-1].role == "assistant":
         raise ApiError(400, "A final assistant message (a prefilled reply) is not supported: the last message "
                             "must be the user's.", param="messages", code="unsupported_value")
@@ -127,6 +127,6 @@ async def _chat_input(req: an.CountTokensRequest, model: ModelConfig, state: Sta
     names: dict[str, str] = {}
     for i, message in enumerate(req.messages):
         turns += _turns(i, message, names)
-    messages = await chat_messages(turns, model, state.images, state.config.server.max_images_per_request,
+    messages = await chat_messages(turns, model, router.images, router.config.server.max_images_per_request,
                                    "messages", "messages")
     return ChatInput(messages, tools, choice, _template_kwargs(req))

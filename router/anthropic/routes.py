@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import msgspec
 from litestar import Request, Response, post
-from litestar.datastructures import State
 from litestar.params import JSONBody
 
 from mlx_fleet.protocol import Kind, TokenCount, encode
@@ -25,17 +24,19 @@ from mlx_fleet.router.http.encoding import as_json, line_json
 from mlx_fleet.router.http.errors import ANTHROPIC_ERROR_HANDLERS, AnthropicEnvelope
 from mlx_fleet.router.http.openapi import body_dto, error_responses
 from mlx_fleet.router.http.usage import usage_record
+from mlx_fleet.router.router_state import FromApp, RouterState
 
 _ERRORS = error_responses(404, 413, 429, envelope=AnthropicEnvelope)
 
 
 @post("/v1/messages", status_code=200, exception_handlers=ANTHROPIC_ERROR_HANDLERS, opt={"scope": "messages"},
       dto=body_dto(an.MessagesRequest), return_dto=None, responses=_ERRORS)
-async def messages(request: Request, state: State, data: JSONBody[an.MessagesRequest]) -> Response[an.AnthropicMessage]:
+async def messages(request: Request, router: FromApp[RouterState],
+                   data: JSONBody[an.MessagesRequest]) -> Response[an.AnthropicMessage]:
     req = data
-    model, name = await state.catalog.resolve(state.fleet, req.model)
-    generate = await messages_generate(req, model, state)
-    ex = Exchange.new(state.fleet, state.admission, name, "msg_", usage_record(request, model.id))
+    model, name = await router.catalog.resolve(router.fleet, req.model)
+    generate = await messages_generate(req, model, router)
+    ex = Exchange.new(router.fleet, router.admission, name, "msg_", usage_record(request, model.id))
     return await respond(ex, generate, MessageEvents(ex) if req.stream else None,
                          lambda reply: line_json(whole_message(ex, reply)))
 
@@ -46,11 +47,12 @@ class TokenCountReply(msgspec.Struct):
 
 @post("/v1/messages/count_tokens", status_code=200, exception_handlers=ANTHROPIC_ERROR_HANDLERS,
       opt={"scope": "messages"}, dto=body_dto(an.CountTokensRequest), return_dto=None, responses=_ERRORS)
-async def count_tokens(state: State, data: JSONBody[an.CountTokensRequest]) -> Response[TokenCountReply]:
+async def count_tokens(router: FromApp[RouterState],
+                       data: JSONBody[an.CountTokensRequest]) -> Response[TokenCountReply]:
     req = data
-    model, name = await state.catalog.resolve(state.fleet, req.model)
-    generate = await count_tokens_generate(req, model, state)
-    end = await Exchange.new(state.fleet, state.admission, name, "count-").one_answer(Kind.COUNT, encode(generate))
+    model, name = await router.catalog.resolve(router.fleet, req.model)
+    generate = await count_tokens_generate(req, model, router)
+    end = await Exchange.new(router.fleet, router.admission, name, "count-").one_answer(Kind.COUNT, encode(generate))
     assert isinstance(end, TokenCount)
     return as_json(TokenCountReply(input_tokens=end.input_tokens))
 

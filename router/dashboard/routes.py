@@ -12,13 +12,14 @@ import importlib.resources
 
 import msgspec
 from litestar import Request, Response, delete, get, post
-from litestar.datastructures import Cookie, State
+from litestar.datastructures import Cookie
 from litestar.params import FromPath
 
 from mlx_fleet.router.auth.sessions import COOKIE, Session, Sessions, refuse_other_origins
 from mlx_fleet.router.http.decoding import decode_request
 from mlx_fleet.router.http.encoding import as_json
 from mlx_fleet.router.http.errors import ApiError
+from mlx_fleet.router.router_state import FromApp, RouterState
 
 MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
                ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
@@ -84,17 +85,17 @@ def _info(sessions: Sessions, session: Session | None) -> Response:
 
 
 @get("/dashboard/session", opt=PUBLIC, include_in_schema=False)
-async def session_info(request: Request, state: State) -> Response:
-    sessions: Sessions = state.sessions
+async def session_info(request: Request, router: FromApp[RouterState]) -> Response:
+    sessions = router.sessions
     return _info(sessions, sessions.read(request.cookies.get(COOKIE)))
 
 
 @post("/dashboard/session", opt=PUBLIC, status_code=200, include_in_schema=False)
-async def sign_in(request: Request, state: State) -> Response:
+async def sign_in(request: Request, router: FromApp[RouterState]) -> Response:
     """The admin key for a session cookie: HttpOnly (no script reads it), SameSite=Strict (no other
     site's request carries it), signed and expiring."""
     refuse_other_origins(request)
-    sessions: Sessions = state.sessions
+    sessions = router.sessions
     if not sessions.required:
         return _info(sessions, None)
     key = decode_request(await request.body(), SignIn).key
@@ -108,9 +109,9 @@ async def sign_in(request: Request, state: State) -> Response:
 
 
 @delete("/dashboard/session", opt=PUBLIC, status_code=200, include_in_schema=False)
-async def sign_out(request: Request, state: State) -> Response:
+async def sign_out(request: Request, router: FromApp[RouterState]) -> Response:
     refuse_other_origins(request)
-    sessions: Sessions = state.sessions
+    sessions = router.sessions
     session = sessions.read(request.cookies.get(COOKIE))
     if session is not None:
         sessions.revoke(session)

@@ -144,7 +144,7 @@ def state_db_lifespan(usage: UsageWriter, key_index: keys.KeyIndex):
         try:
             yield
         finally:
-            await asyncio.to_thread(usage.flush)
+            await usage.written()
             usage.stop()
             key_index.close()
 
@@ -179,6 +179,11 @@ class UsageWriter:
             target = self._started + 1  # the next cycle to begin takes everything queued by now
             self._wake.set()
             self._flushed.wait_for(lambda: self._written >= target or not self._thread.is_alive(), timeout)
+
+    async def written(self) -> None:
+        """`flush()`, awaited from the event loop (in a thread): an answer that reads the usage
+        table, or the counters fed with it, counts the requests that have just finished."""
+        await asyncio.to_thread(self.flush)
 
     def stop(self) -> None:
         self._stop = True

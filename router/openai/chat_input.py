@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 
-from litestar.datastructures import State
 
 from mlx_fleet.config import ModelConfig
 from mlx_fleet.protocol import ChatInput, Generate, ResponseFormat, Tool, ToolCall, ToolChoice
@@ -17,14 +16,15 @@ from mlx_fleet.router.http.errors import ApiError
 from mlx_fleet.router.inputs.conversation import Turn, chat_messages
 from mlx_fleet.router.openai import types as oa
 from mlx_fleet.router.openai.sampling import completion_sampling
+from mlx_fleet.router.router_state import RouterState
 
 
-async def chat_generate(req: oa.ChatCompletionRequest, model: ModelConfig, state: State) -> Generate:
-    server = state.config.server
+async def chat_generate(req: oa.ChatCompletionRequest, model: ModelConfig, router: RouterState) -> Generate:
+    server = router.config.server
     sampling = completion_sampling(req, req.max_completion_tokens or req.max_tokens, server, model)
     logprobs = _logprobs(req)
     turns = [_turn(i, m) for i, m in enumerate(req.messages)]
-    messages = await chat_messages(turns, model, state.images, server.max_images_per_request, "messages",
+    messages = await chat_messages(turns, model, router.images, server.max_images_per_request, "messages",
                                    "chat completions")
     tools = tuple(Tool(t.function.name, t.function.description or "",
                        json.dumps(t.function.parameters) if t.function.parameters is not None else "")

@@ -3,20 +3,20 @@
 
 from __future__ import annotations
 
-from litestar.datastructures import State
 
 from mlx_fleet.config import ModelConfig
 from mlx_fleet.protocol import Generate, TextInput, TokensInput
 from mlx_fleet.router.http.errors import ApiError
 from mlx_fleet.router.openai import types as oa
 from mlx_fleet.router.openai.sampling import completion_sampling
+from mlx_fleet.router.router_state import RouterState
 
 
-async def completion_generate(req: oa.CompletionRequest, model: ModelConfig, state: State) -> Generate:
+async def completion_generate(req: oa.CompletionRequest, model: ModelConfig, router: RouterState) -> Generate:
     if model.type == "embeddings":
         raise ApiError(400, f"Model '{req.model}' does not support text completions.", param="model",
                        code="model_not_supported")
-    sampling = completion_sampling(req, req.max_tokens, state.config.server, model)
+    sampling = completion_sampling(req, req.max_tokens, router.config.server, model)
     return Generate(_prompt(req), sampling, None, req.logprobs)
 
 

@@ -13,7 +13,6 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, Response, post
-from litestar.datastructures import State
 from litestar.params import JSONBody
 from msgspec import Meta
 
@@ -23,6 +22,7 @@ from mlx_fleet.router.http.encoding import as_json
 from mlx_fleet.router.http.errors import ApiError
 from mlx_fleet.router.http.openapi import body_dto, error_responses
 from mlx_fleet.router.http.usage import usage_record
+from mlx_fleet.router.router_state import FromApp, RouterState
 
 MAX_INPUTS = 2048
 
@@ -84,14 +84,15 @@ def _vector(row: bytes, encoding: str) -> list[float] | str:
 
 @post("/v1/embeddings", status_code=200, opt={"scope": "embeddings"}, dto=body_dto(EmbeddingRequest),
       return_dto=None, responses=error_responses(404, 413, 429))
-async def embeddings(request: Request, state: State, data: JSONBody[EmbeddingRequest]) -> Response[EmbeddingList]:
+async def embeddings(request: Request, router: FromApp[RouterState],
+                     data: JSONBody[EmbeddingRequest]) -> Response[EmbeddingList]:
     req = data
-    model, name = await state.catalog.resolve(state.fleet, req.model, embeddings=True)
+    model, name = await router.catalog.resolve(router.fleet, req.model, embeddings=True)
     if model.type != "embeddings":
         raise ApiError(400, f"Model '{req.model}' does not support embeddings.", param="model",
                        code="model_not_supported")
     usage = usage_record(request, model.id)
-    ex = Exchange.new(state.fleet, state.admission, name, "emb-", usage)
+    ex = Exchange.new(router.fleet, router.admission, name, "emb-", usage)
     end = await ex.one_answer(Kind.EMBED, encode(_inputs(req.input)))
     assert isinstance(end, Embeddings)
     if req.dimensions is not None and req.dimensions != end.dim:

@@ -4,7 +4,6 @@ the model list (`GET /v1/models`)."""
 from __future__ import annotations
 
 from litestar import Request, Response, get, post
-from litestar.datastructures import State
 from litestar.params import JSONBody
 
 from mlx_fleet.config import ModelConfig
@@ -17,41 +16,43 @@ from mlx_fleet.router.openai import types as oa
 from mlx_fleet.router.openai.chat_input import chat_generate
 from mlx_fleet.router.openai.completion_input import completion_generate
 from mlx_fleet.router.openai.frames import CompletionFrames, completion_body
+from mlx_fleet.router.router_state import FromApp, RouterState
 
 
-def _exchange(request: Request, state: State, name: str, model: ModelConfig, prefix: str) -> Exchange:
-    return Exchange.new(state.fleet, state.admission, name, prefix, usage_record(request, model.id))
+def _exchange(request: Request, router: RouterState, name: str, model: ModelConfig, prefix: str) -> Exchange:
+    return Exchange.new(router.fleet, router.admission, name, prefix, usage_record(request, model.id))
 
 
 @post("/v1/chat/completions", status_code=200, opt={"scope": "chat"}, dto=body_dto(oa.ChatCompletionRequest),
       return_dto=None, responses=error_responses(404, 413, 429))
-async def chat_completions(request: Request, state: State,
+async def chat_completions(request: Request, router: FromApp[RouterState],
                            data: JSONBody[oa.ChatCompletionRequest]) -> Response[oa.ChatCompletion]:
     req = data
-    model, name = await state.catalog.resolve(state.fleet, req.model)
-    generate = await chat_generate(req, model, state)
+    model, name = await router.catalog.resolve(router.fleet, req.model)
+    generate = await chat_generate(req, model, router)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    ex = _exchange(request, state, name, model, "chatcmpl-")
+    ex = _exchange(request, router, name, model, "chatcmpl-")
     framer = CompletionFrames(ex, True, include_usage, bool(generate.logprobs)) if req.stream else None
     return await respond(ex, generate, framer, completion_body(ex, generate, True))
 
 
 @post("/v1/completions", status_code=200, opt={"scope": "completions"}, dto=body_dto(oa.CompletionRequest),
       return_dto=None, responses=error_responses(404, 413, 429))
-async def completions(request: Request, state: State, data: JSONBody[oa.CompletionRequest]) -> Response[oa.Completion]:
+async def completions(request: Request, router: FromApp[RouterState],
+                      data: JSONBody[oa.CompletionRequest]) -> Response[oa.Completion]:
     req = data
-    model, name = await state.catalog.resolve(state.fleet, req.model)
-    generate = await completion_generate(req, model, state)
+    model, name = await router.catalog.resolve(router.fleet, req.model)
+    generate = await completion_generate(req, model, router)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    ex = _exchange(request, state, name, model, "cmpl-")
+    ex = _exchange(request, router, name, model, "cmpl-")
     framer = CompletionFrames(ex, False, include_usage, bool(req.logprobs)) if req.stream else None
     return await respond(ex, generate, framer, completion_body(ex, generate, False))
 
 
 @get("/v1/models", responses=error_responses())
-async def list_models(state: State) -> Response[oa.ModelList]:
-    created = int(state.catalog.started)
-    cards = [oa.ModelCard(id=m.id, created=created, type=m.type) for m in state.catalog.models]
+async def list_models(router: FromApp[RouterState]) -> Response[oa.ModelList]:
+    created = int(router.catalog.started)
+    cards = [oa.ModelCard(id=m.id, created=created, type=m.type) for m in router.catalog.models]
     return as_json(oa.ModelList(data=cards))
 
 

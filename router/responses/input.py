@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from litestar.datastructures import State
 
 from mlx_fleet.config import ModelConfig
 from mlx_fleet.protocol import ChatInput, Generate, ResponseFormat, Tool, ToolCall, ToolChoice
@@ -18,6 +17,7 @@ from mlx_fleet.router.http.errors import ApiError
 from mlx_fleet.router.inputs.conversation import Turn, chat_messages
 from mlx_fleet.router.inputs.sampling import build_sampling
 from mlx_fleet.router.responses import types as rt
+from mlx_fleet.router.router_state import RouterState
 
 _ROLES = {"developer": "system"}
 LOGPROBS = "message.output_text.logprobs"  # the `include` value that asks for them
@@ -130,12 +130,12 @@ def _format(req: rt.ResponsesRequest) -> ResponseFormat | None:
     return ResponseFormat("json_schema", json.dumps(fmt.schema), fmt.name, bool(fmt.strict))
 
 
-async def responses_generate(req: rt.ResponsesRequest, model: ModelConfig, state: State) -> Generate:
+async def responses_generate(req: rt.ResponsesRequest, model: ModelConfig, router: RouterState) -> Generate:
     refuse_what_cannot_be_honoured(req)
-    server = state.config.server
+    server = router.config.server
     tools = _tools(req)
     choice = _tool_choice(req, tools)
-    messages = await chat_messages(_turns(req), model, state.images, server.max_images_per_request, "input",
+    messages = await chat_messages(_turns(req), model, router.images, server.max_images_per_request, "input",
                                    "responses")
     chat = ChatInput(messages, tools, choice, _template_kwargs(req))
     sampling = build_sampling(server, model, req.max_output_tokens, temperature=req.temperature, top_p=req.top_p)
