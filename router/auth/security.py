@@ -40,8 +40,8 @@ def _presented_key(connection: ASGIConnection) -> str | None:
 
 class Guard:
     """`/admin/*` takes the admin key (or, with no admin key set, an API key), or a dashboard session
-    made with it; `/metrics` also its own key; everything else an API key from the config or a live
-    key from the state database."""
+    made with it; `/metrics` also its own key; the OpenAPI schema and its pages the admin key or an
+    API key; everything else an API key from the config or a live key from the state database."""
 
     def __init__(self, server: ServerConfig, keys: KeyIndex | None = None) -> None:
         self.api = KeyRing(server.api_keys)
@@ -66,6 +66,8 @@ class Guard:
             self._check_admin(connection, [self.admin])
         elif handler.opt.get("metrics"):
             self._check_admin(connection, [self.admin, self.metrics] if self.metrics else [self.admin])
+        elif handler.opt.get("schema"):
+            self._check_schema(connection)
         else:
             self._check_api(connection, handler.opt.get("scope"))
 
@@ -78,6 +80,12 @@ class Guard:
         if self.api.holds(token) or (self.keys is not None and self.keys.holder(token) is not None):
             raise ApiError(403, "This key cannot use admin endpoints.", code="insufficient_permissions")
         raise ApiError(401, f"Incorrect API key provided: {_mask(token)}.", code="invalid_api_key")
+
+    def _check_schema(self, connection: ASGIConnection) -> None:
+        """The OpenAPI schema documents the admin routes too: the admin key reads it, as an API key does."""
+        token = _presented_key(connection)
+        if token is None or not self.admin.holds(token):
+            self._check_api(connection, None)
 
     def _database_keys(self) -> dict[str, Holder]:
         return self.keys.live() if self.keys is not None else {}
