@@ -21,8 +21,9 @@ from mlx_fleet.config import FleetConfig
 from mlx_fleet.router.auth.sessions import Sessions
 from mlx_fleet.router.fleet.catalog_view import CatalogView
 from mlx_fleet.router.fleet.client import FleetClient
+from mlx_fleet.router.fleet.exchange import Exchange
 from mlx_fleet.router.http.admission import Admission
-from mlx_fleet.router.http.usage import UsageWriter
+from mlx_fleet.router.http.usage import UsageRecord, UsageWriter
 from mlx_fleet.router.http.usage_metrics import RequestMetrics
 from mlx_fleet.router.inputs.images import ImagePolicy
 
@@ -50,6 +51,11 @@ class RouterState:
     @classmethod
     def of(cls, app: Litestar) -> RouterState:
         return app.state[KEY]
+
+    def exchange(self, model: str, prefix: str, usage: UsageRecord | None = None) -> Exchange:
+        """A request's way through this app's fleet, to `model` (the name the supervisor resolves),
+        its id `prefix` + random hex, its usage recorded in `usage` (None: not recorded)."""
+        return Exchange.new(self.fleet, self.admission, model, prefix, usage)
 
     def dependency(self) -> dict[str, Provide]:
         """The app's `dependencies`: this object, as every handler's `router` parameter."""

@@ -36,7 +36,6 @@ from mlx_fleet.protocol import (
     encode,
 )
 from mlx_fleet.router.fleet.calls import ask
-from mlx_fleet.router.fleet.exchange import Exchange
 from mlx_fleet.router.http.encoding import as_json
 from mlx_fleet.router.http.errors import ApiError
 from mlx_fleet.router.http.openapi import error_responses
@@ -154,7 +153,7 @@ async def model_test(router: FromApp[RouterState], model_id: FromPath[Path],
                      max_tokens: Annotated[int, QueryParameter(ge=1, le=256)] = 16) -> Response[TestResult]:
     """One short request through the same path as clients' (loading the model if needed)."""
     model = await _model(router, model_id)
-    ex = Exchange.new(router.fleet, router.admission, model.id, "test-")
+    ex = router.exchange(model.id, "test-")
     started = time.perf_counter()
     if model.type == "embeddings":
         end = await ex.one_answer(Kind.EMBED, encode(Embed(texts=(prompt,))))

@@ -1,8 +1,8 @@
 """An Anthropic Messages request as the worker's API-neutral `Generate`: `system` and `messages`
 as the conversation (text and image blocks; an assistant's `tool_use` blocks as its calls, a
 user's `tool_result` blocks as tool messages), client tools, the tool choice, `thinking` as the
-template's `enable_thinking`, and `output_config.format` as a constraint. What cannot be honoured
-is refused here, naming where it is.
+template's `enable_thinking`, `output_config.format` as a constraint, and sampling (`max_tokens`
+as a ceiling). What cannot be honoured is refused here, naming where it is.
 """
 
 from __future__ import annotations

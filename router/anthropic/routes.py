@@ -19,7 +19,6 @@ from mlx_fleet.router.anthropic import types as an
 from mlx_fleet.router.anthropic.events import MessageEvents, whole_message
 from mlx_fleet.router.anthropic.input import count_tokens_generate, messages_generate
 from mlx_fleet.router.fleet.event_stream import respond
-from mlx_fleet.router.fleet.exchange import Exchange
 from mlx_fleet.router.http.encoding import as_json, line_json
 from mlx_fleet.router.http.errors import ANTHROPIC_ERROR_HANDLERS, AnthropicEnvelope
 from mlx_fleet.router.http.openapi import body_dto, error_responses
@@ -36,7 +35,7 @@ async def messages(request: Request, router: FromApp[RouterState],
     req = data
     model, name = await router.catalog.resolve(router.fleet, req.model)
     generate = await messages_generate(req, model, router)
-    ex = Exchange.new(router.fleet, router.admission, name, "msg_", usage_record(request, model.id))
+    ex = router.exchange(name, "msg_", usage_record(request, model.id))
     return await respond(ex, generate, MessageEvents(ex) if req.stream else None,
                          lambda reply: line_json(whole_message(ex, reply)))
 
@@ -52,7 +51,7 @@ async def count_tokens(router: FromApp[RouterState],
     req = data
     model, name = await router.catalog.resolve(router.fleet, req.model)
     generate = await count_tokens_generate(req, model, router)
-    end = await Exchange.new(router.fleet, router.admission, name, "count-").one_answer(Kind.COUNT, encode(generate))
+    end = await router.exchange(name, "count-").one_answer(Kind.COUNT, encode(generate))
     assert isinstance(end, TokenCount)
     return as_json(TokenCountReply(input_tokens=end.input_tokens))
 

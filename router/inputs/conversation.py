@@ -1,6 +1,6 @@
 """A conversation from any of the APIs (chat, Responses, Anthropic Messages) as the worker's `ChatInput`.
 
-Each API spells messages and images its own way; each route turns its request into `Turn`s, and
+Each API spells messages and images its own way; each API's adapter turns its request into `Turn`s, and
 this module applies the one image policy to all of them: only a vision model takes images, at
 most `max_images` per request, every image fetched and decoded here (never in a worker).
 """

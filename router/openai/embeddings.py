@@ -17,7 +17,6 @@ from litestar.params import JSONBody
 from msgspec import Meta
 
 from mlx_fleet.protocol import Embed, Embeddings, Kind, encode
-from mlx_fleet.router.fleet.exchange import Exchange
 from mlx_fleet.router.http.encoding import as_json
 from mlx_fleet.router.http.errors import ApiError
 from mlx_fleet.router.http.openapi import body_dto, error_responses
@@ -92,7 +91,7 @@ async def embeddings(request: Request, router: FromApp[RouterState],
         raise ApiError(400, f"Model '{req.model}' does not support embeddings.", param="model",
                        code="model_not_supported")
     usage = usage_record(request, model.id)
-    ex = Exchange.new(router.fleet, router.admission, name, "emb-", usage)
+    ex = router.exchange(name, "emb-", usage)
     end = await ex.one_answer(Kind.EMBED, encode(_inputs(req.input)))
     assert isinstance(end, Embeddings)
     if req.dimensions is not None and req.dimensions != end.dim:

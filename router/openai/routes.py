@@ -6,9 +6,7 @@ from __future__ import annotations
 from litestar import Request, Response, get, post
 from litestar.params import JSONBody
 
-from mlx_fleet.config import ModelConfig
 from mlx_fleet.router.fleet.event_stream import respond
-from mlx_fleet.router.fleet.exchange import Exchange
 from mlx_fleet.router.http.encoding import as_json
 from mlx_fleet.router.http.openapi import body_dto, error_responses
 from mlx_fleet.router.http.usage import usage_record
@@ -19,10 +17,6 @@ from mlx_fleet.router.openai.frames import CompletionFrames, completion_body
 from mlx_fleet.router.router_state import FromApp, RouterState
 
 
-def _exchange(request: Request, router: RouterState, name: str, model: ModelConfig, prefix: str) -> Exchange:
-    return Exchange.new(router.fleet, router.admission, name, prefix, usage_record(request, model.id))
-
-
 @post("/v1/chat/completions", status_code=200, opt={"scope": "chat"}, dto=body_dto(oa.ChatCompletionRequest),
       return_dto=None, responses=error_responses(404, 413, 429))
 async def chat_completions(request: Request, router: FromApp[RouterState],
@@ -31,7 +25,7 @@ async def chat_completions(request: Request, router: FromApp[RouterState],
     model, name = await router.catalog.resolve(router.fleet, req.model)
     generate = await chat_generate(req, model, router)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    ex = _exchange(request, router, name, model, "chatcmpl-")
+    ex = router.exchange(name, "chatcmpl-", usage_record(request, model.id))
     framer = CompletionFrames(ex, True, include_usage, bool(generate.logprobs)) if req.stream else None
     return await respond(ex, generate, framer, completion_body(ex, generate, True))
 
@@ -44,7 +38,7 @@ async def completions(request: Request, router: FromApp[RouterState],
     model, name = await router.catalog.resolve(router.fleet, req.model)
     generate = await completion_generate(req, model, router)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    ex = _exchange(request, router, name, model, "cmpl-")
+    ex = router.exchange(name, "cmpl-", usage_record(request, model.id))
     framer = CompletionFrames(ex, False, include_usage, bool(req.logprobs)) if req.stream else None
     return await respond(ex, generate, framer, completion_body(ex, generate, False))
 

@@ -1,7 +1,7 @@
 """A Responses API request as the worker's API-neutral `Generate`: `instructions` and `input`
 items as the conversation (messages, earlier function calls and their outputs), function tools,
-the tool choice and the `text.format` constraint. What this stateless server cannot honour is
-refused here, naming the parameter.
+the tool choice, the `text.format` constraint, sampling and log probabilities. What this
+stateless server cannot honour is refused here, naming the parameter.
 """
 
 from __future__ import annotations

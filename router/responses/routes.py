@@ -11,7 +11,6 @@ from litestar import Request, Response, post
 from litestar.params import JSONBody
 
 from mlx_fleet.router.fleet.event_stream import respond
-from mlx_fleet.router.fleet.exchange import Exchange
 from mlx_fleet.router.http.encoding import line_json
 from mlx_fleet.router.http.openapi import body_dto, error_responses
 from mlx_fleet.router.http.usage import usage_record
@@ -28,7 +27,7 @@ async def responses(request: Request, router: FromApp[RouterState],
     req = data
     model, name = await router.catalog.resolve(router.fleet, req.model)
     generate = await responses_generate(req, model, router)
-    ex = Exchange.new(router.fleet, router.admission, name, "resp_", usage_record(request, model.id))
+    ex = router.exchange(name, "resp_", usage_record(request, model.id))
     shape = ResponseShape(ex, req, generate.sampling.temperature, generate.sampling.top_p)
     return await respond(ex, generate, ResponseEvents(shape) if req.stream else None,
                          lambda reply: line_json(shape.finished(output_of(reply, reply.done), reply.done)))
