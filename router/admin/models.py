@@ -43,7 +43,6 @@ from mlx_fleet.router.router_state import FromApp, RouterState
 from mlx_fleet.state import worker_logs
 
 
-
 async def _model(router: RouterState, model_id: str | PurePath) -> ModelConfig:
     """The configured or catalog model an admin path names (404 if none or disabled)."""
     model, _ = await router.catalog.resolve(router.fleet, str(model_id).strip("/"))

@@ -27,7 +27,6 @@ _ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 4
                     429: "rate_limit_error", 529: "overloaded_error"}
 
 
-
 class ErrorBody(msgspec.Struct):
     message: str
     type: str

@@ -53,8 +53,6 @@ class EmbeddingList(msgspec.Struct, kw_only=True):
     usage: EmbeddingUsage
 
 
-
-
 def _inputs(raw: str | list[Any]) -> Embed:
     if isinstance(raw, str):
         return Embed(texts=(raw,))

@@ -21,26 +21,26 @@ from mlx_fleet.router.router_state import FromApp, RouterState
       return_dto=None, responses=error_responses(404, 413, 429))
 async def chat_completions(request: Request, router: FromApp[RouterState],
                            data: JSONBody[oa.ChatCompletionRequest]) -> Response[oa.ChatCompletion]:
-    req = data
-    model, name = await router.catalog.resolve(router.fleet, req.model)
-    generate = await chat_generate(req, model, router)
-    include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    ex = router.exchange(name, "chatcmpl-", usage_record(request, model.id))
-    framer = CompletionFrames(ex, True, include_usage, bool(generate.logprobs)) if req.stream else None
-    return await respond(ex, generate, framer, completion_body(ex, generate, True))
+    return await _complete(request, router, data)
 
 
 @post("/v1/completions", status_code=200, opt={"scope": "completions"}, dto=body_dto(oa.CompletionRequest),
       return_dto=None, responses=error_responses(404, 413, 429))
 async def completions(request: Request, router: FromApp[RouterState],
                       data: JSONBody[oa.CompletionRequest]) -> Response[oa.Completion]:
-    req = data
+    return await _complete(request, router, data)
+
+
+async def _complete(request: Request, router: RouterState,
+                    req: oa.ChatCompletionRequest | oa.CompletionRequest) -> Response:
+    """Chat and text completions answer alike: OpenAI's chunks streamed, or one body."""
+    chat = isinstance(req, oa.ChatCompletionRequest)
     model, name = await router.catalog.resolve(router.fleet, req.model)
-    generate = await completion_generate(req, model, router)
+    generate = await (chat_generate(req, model, router) if chat else completion_generate(req, model, router))
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    ex = router.exchange(name, "cmpl-", usage_record(request, model.id))
-    framer = CompletionFrames(ex, False, include_usage, bool(req.logprobs)) if req.stream else None
-    return await respond(ex, generate, framer, completion_body(ex, generate, False))
+    ex = router.exchange(name, "chatcmpl-" if chat else "cmpl-", usage_record(request, model.id))
+    framer = CompletionFrames(ex, chat, include_usage, bool(generate.logprobs)) if req.stream else None
+    return await respond(ex, generate, framer, completion_body(ex, generate, chat))
 
 
 @get("/v1/models", responses=error_responses())

@@ -37,8 +37,6 @@ def refuse_what_cannot_be_honoured(req: rt.ResponsesRequest) -> None:
                        code="unsupported_parameter")
 
 
-
-
 def _item(i: int, raw: Any) -> Any:
     """One `input` item, or None for one that is not part of the prompt."""
     kind = raw.get("type", "message") if isinstance(raw, dict) else None
