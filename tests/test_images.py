@@ -1,4 +1,4 @@
-"""router/images.py: image_url strings → RGB pixels, with SSRF guards and decoding limits."""
+"""router/inputs/images.py: image_url strings → RGB pixels, with SSRF guards and decoding limits."""
 
 from __future__ import annotations
 
