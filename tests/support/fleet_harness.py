@@ -20,7 +20,7 @@ from mlx_fleet.config import FleetConfig, MemoryConfig, ModelConfig
 from mlx_fleet.protocol import ChatInput, Done, Failure, Generate, Kind, Message, Sampling, decode_delta, decode_end, encode
 from mlx_fleet.runtime import Endpoints, make_runtime_dir, remove_runtime_dir
 from mlx_fleet.units import Duration, MemoryBudget
-from mlx_fleet.router.fleet_client import FleetClient, RequestStream
+from mlx_fleet.router.fleet.client import FleetClient, RequestStream
 from mlx_fleet.supervisor.fleet import Supervisor
 from mlx_fleet.supervisor.memory.sizes import Remembered, tree_rss
 from mlx_fleet.supervisor.timeouts import Timeouts

@@ -21,13 +21,13 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from fleet_server import FleetServer
 from mlx_fleet.protocol import Done, Failure, TokenLogprob, Usage
-from mlx_fleet.router import anthropic_types as an
-from mlx_fleet.router import responses_types as rt
-from mlx_fleet.router.completions import Exchange
-from mlx_fleet.router.event_stream import line_json
-from mlx_fleet.router.messages import _message
-from mlx_fleet.router.reply import CallParts, Reply
-from mlx_fleet.router.responses import ResponseShape, output_of
+from mlx_fleet.router.anthropic import types as an
+from mlx_fleet.router.anthropic.events import whole_message
+from mlx_fleet.router.fleet.exchange import Exchange
+from mlx_fleet.router.fleet.reply import CallParts, GatheredReply
+from mlx_fleet.router.http.encoding import line_json
+from mlx_fleet.router.responses import types as rt
+from mlx_fleet.router.responses.events import ResponseShape, output_of
 from test_operations import ADMIN, ALL, write_ops_config
 from tiny_models import build_tiny_bert
 
@@ -113,7 +113,7 @@ def test_the_schema_names_the_real_bodies(api_server: FleetServer) -> None:
 def test_whole_replies_with_every_part_are_what_the_schema_says(finish: str) -> None:
     """Thinking, text and tool calls, complete or cut short: parts a tiny model rarely makes when
     schemathesis asks, decoded strictly into the structs the schema is generated from."""
-    reply = Reply(texts=["Hel", "lo"], reasoning=["hmm"], tool_calls=[CallParts("call_1", "f", ['{"a":', " 1}"])],
+    reply = GatheredReply(texts=["Hel", "lo"], reasoning=["hmm"], tool_calls=[CallParts("call_1", "f", ['{"a":', " 1}"])],
                   answer_logprobs=[TokenLogprob("Hel", -0.5, (("Hel", -0.5), ("He", -1.5)))],
                   done=Done(finish, Usage(prompt_tokens=5, completion_tokens=3, cached_tokens=2)))  # type: ignore[arg-type]
     ex = Exchange(None, None, "tiny", 1, "id-1")  # type: ignore[arg-type]
@@ -129,5 +129,5 @@ def test_whole_replies_with_every_part_are_what_the_schema_says(finish: str) -> 
     assert [type(item) for item in whole.output] == [
         rt.ResponseReasoningItem, rt.ResponseOutputMessage, rt.ResponseFunctionCall]
     assert whole.output[1].content[0].logprobs[0].top_logprobs[1].token == "He"
-    message = msgspec.json.decode(line_json(_message(ex, reply)), type=an.AnthropicMessage)
+    message = msgspec.json.decode(line_json(whole_message(ex, reply)), type=an.AnthropicMessage)
     assert [type(block) for block in message.content] == [an.ReplyThinking, an.ReplyText, an.ReplyToolUse]

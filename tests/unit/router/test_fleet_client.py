@@ -25,7 +25,7 @@ from mlx_fleet.protocol import (
     stream_frame,
 )
 from mlx_fleet.runtime import Endpoints, make_runtime_dir, remove_runtime_dir
-from mlx_fleet.router.fleet_client import FleetClient, SupervisorUnavailable
+from mlx_fleet.router.fleet.client import FleetClient, SupervisorUnavailable
 
 
 def run(coro):

@@ -1,4 +1,4 @@
-"""router/images.py: image_url strings → RGB pixels, with SSRF guards and decoding limits."""
+"""router/inputs/images.py: image_url strings → RGB pixels, with SSRF guards and decoding limits."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from mlx_fleet.router import images
-from mlx_fleet.router.errors import ApiError
-from mlx_fleet.router.images import ImagePolicy, load_image
+from mlx_fleet.router.http.errors import ApiError
+from mlx_fleet.router.inputs import images
+from mlx_fleet.router.inputs.images import ImagePolicy, load_image
 
 PARAM = "messages[0].content[1].image_url.url"
 LOCAL = ImagePolicy(allowed_hosts=("127.0.0.1",))

@@ -13,8 +13,9 @@ from mlx_fleet.config import FleetConfig, ModelConfig, ServerConfig
 from mlx_fleet.protocol import Failure
 from mlx_fleet.runtime import Endpoints
 from mlx_fleet.router.app import create_app
-from mlx_fleet.router.security import KeyRing
-from mlx_fleet.router.sessions import Sessions
+from mlx_fleet.router.auth.keyring import KeyRing
+from mlx_fleet.router.auth.sessions import Sessions
+from mlx_fleet.router.router_state import RouterState
 
 ADMIN_KEY = "sk-admin-0123456789"
 
@@ -24,7 +25,7 @@ class AppClient(TestClient):
 
     def __enter__(self) -> AppClient:
         super().__enter__()
-        self.app.state.fleet.fail_all(Failure("supervisor_unavailable", "no supervisor in this test", 503))
+        RouterState.of(self.app).fleet.fail_all(Failure("supervisor_unavailable", "no supervisor in this test", 503))
         return self
 
 

@@ -10,10 +10,10 @@ import httpx
 import pytest
 
 from mlx_fleet.protocol import Delta, Done, Failure, TokenLogprob, ToolCallDelta, Usage
-from mlx_fleet.router.completions import CompletionFrames
-from mlx_fleet.router.messages import MessageEvents
-from mlx_fleet.router.responses import ResponseEvents, ResponseShape
-from mlx_fleet.router.responses_types import ResponsesRequest
+from mlx_fleet.router.anthropic.events import MessageEvents
+from mlx_fleet.router.openai.frames import CompletionFrames
+from mlx_fleet.router.responses.events import ResponseEvents, ResponseShape
+from mlx_fleet.router.responses.types import ResponsesRequest
 
 # Line breaks for str.splitlines (and so for httpx's aiter_lines) that JSON does not escape.
 AWKWARD = ["\x85", "\u2028", "\u2029", "a\u2028b\u2029c\x85d", "“quoted…” — fine", "tab\tnew\nline\rcr"]
