@@ -168,7 +168,7 @@ class ModelStore:
         dtype = "float32" if kind == "tiny" else synthetic_dtype()
         # Keyed by the builder's code and the shapes, so a change to either builds anew.
         shapes = re.search(r"^SHAPES.*?^}", (BENCH_DIR / "inproc.py").read_text(), re.M | re.S)
-        builder = (ROOT / "tests" / "support" / "tiny_models.py").read_bytes()
+        builder = b"".join(f.read_bytes() for f in sorted((ROOT / "tests" / "support" / "tiny_models").glob("*.py")))
         source = builder + (shapes.group(0) if shapes else "").encode()
         digest = hashlib.sha256(source).hexdigest()[:10]
         out = cache_dir() / "models" / f"{kind}-{arch}-{dtype}-s{seed}-{digest}"
