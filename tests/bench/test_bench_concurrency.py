@@ -38,28 +38,21 @@ from collections import Counter
 
 import pytest
 
+from bench_report import med, paired_ratio, pct, save, stream_row, table
+from bench_streams import chat_body, story_prompt, wave
 from benchlib import (
     FLEET,
     PEER,
-    chat_body,
     env_flag,
     env_int,
     fleet_batch_settings,
     listen_backlog,
     max_tokens,
-    med,
     models_setting,
-    paired_ratio,
-    pct,
     rounds,
-    save,
     start_fleet,
     start_peer,
-    story_prompt,
-    stream_row,
-    table,
     wait_settled,
-    wave,
 )
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(3600)]

@@ -38,25 +38,9 @@ import time
 import psutil
 import pytest
 
-from benchlib import (
-    FLEET,
-    INPROC,
-    InProc,
-    admin,
-    available,
-    chat_body,
-    env_float,
-    med,
-    models_setting,
-    one,
-    rounds,
-    sample_available,
-    save,
-    start_fleet,
-    story_prompt,
-    table,
-    wait_settled,
-)
+from bench_report import available, med, sample_available, save, table
+from bench_streams import chat_body, one, story_prompt
+from benchlib import FLEET, INPROC, InProc, admin, env_float, models_setting, rounds, start_fleet, wait_settled
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(1800)]
 

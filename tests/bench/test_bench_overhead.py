@@ -39,25 +39,9 @@ from __future__ import annotations
 
 import pytest
 
-from benchlib import (
-    API_BODIES,
-    FLEET,
-    INPROC,
-    chat_body,
-    env_int,
-    max_tokens,
-    med,
-    models_setting,
-    one,
-    paired_ratio,
-    pct,
-    save,
-    start_fleet,
-    story_prompt,
-    stream_row,
-    table,
-    wait_settled,
-)
+from bench_report import med, paired_ratio, pct, save, stream_row, table
+from bench_streams import API_BODIES, chat_body, one, story_prompt
+from benchlib import FLEET, INPROC, env_int, max_tokens, models_setting, start_fleet, wait_settled
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(1800)]
 OTHER_APIS = ("responses", "messages")  # streamed beside the chat stream (FLEET) on the same server
@@ -116,7 +100,7 @@ def test_stack_overhead(bench_dir, state_dir, inproc, models, info):
             "completion_tokens": {FLEET: med(x["completion_tokens"] for x in f),
                                   INPROC: med(x["completion_tokens"] for x in p)},
             "same_text": all(a["text"] == b["text"] for a, b in zip(f, p)),
-            # Per round, then the median (see benchlib.paired_ratio): the figures to read.
+            # Per round, then the median (see bench_report.paired_ratio): the figures to read.
             "ttft_extra_ms": 1000 * med(a["ttft"] - b["ttft"] for a, b in zip(f, p)),
             "ttft_ratio": paired_ratio([x["ttft"] for x in f], [x["ttft"] for x in p]),
             "decode_ratio": paired_ratio([x["decode_tps"] for x in f], [x["decode_tps"] for x in p]),

@@ -35,26 +35,9 @@ import time
 
 import pytest
 
-from benchlib import (
-    FLEET,
-    PEER,
-    chat_body,
-    env_float,
-    env_int,
-    fleet_status,
-    med,
-    models_setting,
-    one,
-    pct,
-    ratio,
-    rounds,
-    save,
-    start_fleet,
-    start_peer,
-    story_prompt,
-    stream_row,
-    table,
-)
+from bench_report import med, pct, ratio, save, stream_row, table
+from bench_streams import chat_body, one, story_prompt
+from benchlib import FLEET, PEER, env_float, env_int, fleet_status, models_setting, rounds, start_fleet, start_peer
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(1800)]
 
