@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from benchlib import env_int, med, rounds, save, table
+from bench_report import med, save, table
+from benchlib import env_int, rounds
 from mlx_fleet.catalog.catalog import Catalog
 from mlx_fleet.config import CatalogConfig, FleetConfig
 

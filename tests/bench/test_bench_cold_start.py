@@ -24,24 +24,9 @@ from __future__ import annotations
 
 import pytest
 
-from benchlib import (
-    FLEET,
-    INPROC,
-    admin,
-    chat_body,
-    med,
-    models_setting,
-    one,
-    pct,
-    ratio,
-    rounds,
-    save,
-    start_fleet,
-    story_prompt,
-    stream_row,
-    table,
-    wait_settled,
-)
+from bench_report import med, pct, ratio, save, stream_row, table
+from bench_streams import chat_body, one, story_prompt
+from benchlib import FLEET, INPROC, admin, models_setting, rounds, start_fleet, wait_settled
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(1800)]
 

@@ -35,32 +35,28 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Callable
+from functools import partial
 
 import pytest
 
+from bench_report import med, paired_ratio, pct, save, stream_row, table
+from bench_streams import chat_body, story_prompt, wave
 from benchlib import (
     FLEET,
     PEER,
-    chat_body,
     env_flag,
     env_int,
     fleet_batch_settings,
     listen_backlog,
     max_tokens,
-    med,
     models_setting,
-    paired_ratio,
-    pct,
     rounds,
-    save,
     start_fleet,
     start_peer,
-    story_prompt,
-    stream_row,
-    table,
     wait_settled,
-    wave,
 )
+from fleet_server import ServerProcess
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(3600)]
 
@@ -84,27 +80,49 @@ def test_concurrent_streams_vs_mlx_lm_server(bench_dir, state_dir, models, info)
         peer = start_peer(bench_dir / f"concurrency-{kind}", model.mlx_dir)
         servers = {FLEET: (fleet, "bench"), PEER: (peer, "default_model")}
         backlogs = {side: listen_backlog(srv.port) for side, (srv, _) in servers.items()}
-        results: dict[int, dict[str, dict]] = {}
-        for width in [*widths, *bursts]:
-            per_side = {side: {"waves": [], "warm": None} for side in servers}
-            for side, (srv, name) in servers.items():  # warm this width (and, first, load the model)
-                w = wave(srv.base_url, bodies(name, width))
-                per_side[side]["warm"] = {"tok_s": w.tok_s, "ok": len(w.ok), "failed": len(w.failed)}
-            wait_settled(fleet)  # after the first wave's load, a new spare imports: not while timing
-            for r in range(n_rounds):
-                for side in (FLEET, PEER) if r % 2 == 0 else (PEER, FLEET):
-                    srv, name = servers[side]
-                    w = wave(srv.base_url, bodies(name, width))
-                    per_side[side]["waves"].append(w)
-            results[width] = {side: summarize(d["waves"], d["warm"]) for side, d in per_side.items()}
-            f, p = results[width][FLEET], results[width][PEER]
-            print(f"[bench] width {width}: fleet {f['tok_s']:.1f} tok/s ({f['failed']} failed), "
-                  f"peer {p['tok_s']:.1f} tok/s ({p['failed']} failed)")
+        results = {width: measure_width(servers, width, bodies, n_rounds) for width in [*widths, *bursts]}
     finally:
         fleet.stop()
         if peer is not None:
             peer.stop()
 
+    ratios = throughput_table(results, bursts, kind, n, n_rounds, backlogs)
+    for width, r in results.items():
+        for side, s in r.items():
+            if s["failures"]:
+                print(f"[bench] {side} at {width} streams: failures {s['failures']}")
+    save("concurrency", {
+        "model": kind, "max_tokens": n, "rounds": n_rounds, "same_prompt": same, "widths": widths, "bursts": bursts,
+        "listen_backlog": backlogs, "batch_settings": fleet_batch_settings(),
+        "results": {str(w): r for w, r in results.items()}, "ratios": {str(w): r for w, r in ratios.items()},
+    }, partial(chart, results, kind, n), info=info)
+
+
+def measure_width(servers: dict[str, tuple[ServerProcess, str]], width: int,
+                  bodies: Callable[[str, int], list[dict]], n_rounds: int) -> dict[str, dict]:
+    """Each server's figures at `width` streams: a warm-up wave each, then `n_rounds` timed waves
+    each, alternating which server goes first."""
+    fleet = servers[FLEET][0]
+    per_side = {side: {"waves": [], "warm": None} for side in servers}
+    for side, (srv, name) in servers.items():  # warm this width (and, first, load the model)
+        w = wave(srv.base_url, bodies(name, width))
+        per_side[side]["warm"] = {"tok_s": w.tok_s, "ok": len(w.ok), "failed": len(w.failed)}
+    wait_settled(fleet)  # after the first wave's load, a new spare imports: not while timing
+    for r in range(n_rounds):
+        for side in (FLEET, PEER) if r % 2 == 0 else (PEER, FLEET):
+            srv, name = servers[side]
+            w = wave(srv.base_url, bodies(name, width))
+            per_side[side]["waves"].append(w)
+    result = {side: summarize(d["waves"], d["warm"]) for side, d in per_side.items()}
+    f, p = result[FLEET], result[PEER]
+    print(f"[bench] width {width}: fleet {f['tok_s']:.1f} tok/s ({f['failed']} failed), "
+          f"peer {p['tok_s']:.1f} tok/s ({p['failed']} failed)")
+    return result
+
+
+def throughput_table(results: dict[int, dict[str, dict]], bursts: list[int], kind: str, n: int, n_rounds: int,
+                     backlogs: dict[str, int | None]) -> dict[int, float | None]:
+    """Prints the table; returns fleet ÷ peer aggregate tok/s by width (per round, then the median)."""
     rows = []
     ratios: dict[int, float | None] = {}
     for width, r in results.items():
@@ -117,37 +135,29 @@ def test_concurrent_streams_vs_mlx_lm_server(bench_dir, state_dir, models, info)
           f"(listen backlog: fleet {backlogs[FLEET]}, peer {backlogs[PEER]}; ratio = fleet / peer)",
           ["streams", "fleet tok/s", "peer tok/s", "ratio", "fleet TTFT p50 ms", "peer TTFT p50 ms",
            "fleet TTFT p95 ms", "peer TTFT p95 ms", "fleet ok/failed", "peer ok/failed"], rows)
-    for width, r in results.items():
-        for side, s in r.items():
-            if s["failures"]:
-                print(f"[bench] {side} at {width} streams: failures {s['failures']}")
+    return ratios
 
-    def chart(plt):
-        fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8))
-        xs = list(results)
-        for i, side in enumerate((FLEET, PEER)):
-            color = f"C{i}"
-            a.plot(xs, [results[x][side]["tok_s"] for x in xs], marker="o", color=color, label=side)
-            b.plot(xs, [1000 * (results[x][side]["ttft_p50"] or 0) for x in xs], marker="o", color=color,
-                   label=f"{side} p50")
-            b.plot(xs, [1000 * (results[x][side]["ttft_p95"] or 0) for x in xs], marker="x", linestyle="--",
-                   color=color, label=f"{side} p95")
-        for ax, title in ((a, "aggregate tok/s (median wave)"), (b, "time to first token (ms)")):
-            ax.set_xscale("log", base=2)
-            ax.set_xticks(xs)
-            ax.set_xticklabels([str(x) for x in xs])
-            ax.set_xlabel("concurrent streams")
-            ax.set_title(title)
-            ax.legend()
-        b.set_yscale("log")
-        fig.suptitle(f"mlx-fleet vs mlx_lm.server ({kind}, {n} tokens per stream)")
-        return fig
 
-    save("concurrency", {
-        "model": kind, "max_tokens": n, "rounds": n_rounds, "same_prompt": same, "widths": widths, "bursts": bursts,
-        "listen_backlog": backlogs, "batch_settings": fleet_batch_settings(),
-        "results": {str(w): r for w, r in results.items()}, "ratios": {str(w): r for w, r in ratios.items()},
-    }, chart, info=info)
+def chart(results: dict[int, dict[str, dict]], kind: str, n: int, plt):
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8))
+    xs = list(results)
+    for i, side in enumerate((FLEET, PEER)):
+        color = f"C{i}"
+        a.plot(xs, [results[x][side]["tok_s"] for x in xs], marker="o", color=color, label=side)
+        b.plot(xs, [1000 * (results[x][side]["ttft_p50"] or 0) for x in xs], marker="o", color=color,
+               label=f"{side} p50")
+        b.plot(xs, [1000 * (results[x][side]["ttft_p95"] or 0) for x in xs], marker="x", linestyle="--",
+               color=color, label=f"{side} p95")
+    for ax, title in ((a, "aggregate tok/s (median wave)"), (b, "time to first token (ms)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(xs)
+        ax.set_xticklabels([str(x) for x in xs])
+        ax.set_xlabel("concurrent streams")
+        ax.set_title(title)
+        ax.legend()
+    b.set_yscale("log")
+    fig.suptitle(f"mlx-fleet vs mlx_lm.server ({kind}, {n} tokens per stream)")
+    return fig
 
 
 def summarize(waves, warm) -> dict:

@@ -34,29 +34,14 @@ Settings: BENCH_EVICT_MODEL (small | medium | big | smollm2; default medium), BE
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import psutil
 import pytest
 
-from benchlib import (
-    FLEET,
-    INPROC,
-    InProc,
-    admin,
-    available,
-    chat_body,
-    env_float,
-    med,
-    models_setting,
-    one,
-    rounds,
-    sample_available,
-    save,
-    start_fleet,
-    story_prompt,
-    table,
-    wait_settled,
-)
+from bench_report import available, med, sample_available, save, table
+from bench_streams import chat_body, one, story_prompt
+from benchlib import FLEET, INPROC, InProc, Model, admin, env_float, models_setting, rounds, start_fleet, wait_settled
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(1800)]
 
@@ -77,31 +62,44 @@ def test_eviction_returns_memory(bench_dir, state_dir, models, info):
         for r in range(n_rounds):
             for side in (FLEET, INPROC) if r % 2 == 0 else (INPROC, FLEET):
                 samples[side].append(evict_round(side, fleet, bench_dir, model, wait))
-                x = samples[side][-1]
-                back = "-" if x["back_s"] is None else f"{x['back_s']:.3f} s"
-                print(f"[bench] {side} round {r}: available drop {x['drop'] / MB:.0f} MB, returned "
-                      f"{fmt_share(x['returned'])}, back after {back}; RSS {x['rss_before'] / MB:.0f} → "
-                      f"{x['rss_loaded'] / MB:.0f} → {x['rss_after'] / MB:.0f} MB")
+                print_round(side, r, samples[side][-1])
     finally:
         fleet.stop()
 
-    summary = {}
-    for side, xs in samples.items():
-        summary[side] = {
-            "before_mb": med(x["before"] for x in xs) / MB,
-            "loaded_mb": med(x["loaded"] for x in xs) / MB,
-            "after_mb": med(x["after"] for x in xs) / MB,
-            "drop_mb": med(x["drop"] for x in xs) / MB,
-            "returned": med(x["returned"] for x in xs),
-            "rss_before_mb": med(x["rss_before"] for x in xs) / MB,
-            "rss_loaded_mb": med(x["rss_loaded"] for x in xs) / MB,
-            "rss_after_mb": med(x["rss_after"] for x in xs) / MB,
-            "back_s": med(x["back_s"] for x in xs),  # over the rounds in which it came back
-            "back_rounds": sum(1 for x in xs if x["back_s"] is not None),
-            "unload_call_s": med(x["unload_call_s"] for x in xs),
-            "load_s": med(x["load_s"] for x in xs),
-        }
+    summary = {side: summarize(xs) for side, xs in samples.items()}
     summary[FLEET]["memory_released_mb"] = med(x.get("memory_released", 0) for x in samples[FLEET]) / MB
+    eviction_table(summary, kind, model, n_rounds)
+    print(f"[bench] the fleet's unload reply: memory_released {summary[FLEET]['memory_released_mb']:.0f} MB")
+    save("eviction", {"model": kind, "weights_bytes": model_size_mb(model) * MB, "rounds": n_rounds, "wait_s": wait,
+                      "summary": summary, "samples": samples}, partial(chart, summary, kind), info=info)
+
+
+def print_round(side: str, r: int, x: dict) -> None:
+    back = "-" if x["back_s"] is None else f"{x['back_s']:.3f} s"
+    print(f"[bench] {side} round {r}: available drop {x['drop'] / MB:.0f} MB, returned "
+          f"{fmt_share(x['returned'])}, back after {back}; RSS {x['rss_before'] / MB:.0f} → "
+          f"{x['rss_loaded'] / MB:.0f} → {x['rss_after'] / MB:.0f} MB")
+
+
+def summarize(xs: list[dict]) -> dict:
+    """One side's medians over its rounds."""
+    return {
+        "before_mb": med(x["before"] for x in xs) / MB,
+        "loaded_mb": med(x["loaded"] for x in xs) / MB,
+        "after_mb": med(x["after"] for x in xs) / MB,
+        "drop_mb": med(x["drop"] for x in xs) / MB,
+        "returned": med(x["returned"] for x in xs),
+        "rss_before_mb": med(x["rss_before"] for x in xs) / MB,
+        "rss_loaded_mb": med(x["rss_loaded"] for x in xs) / MB,
+        "rss_after_mb": med(x["rss_after"] for x in xs) / MB,
+        "back_s": med(x["back_s"] for x in xs),  # over the rounds in which it came back
+        "back_rounds": sum(1 for x in xs if x["back_s"] is not None),
+        "unload_call_s": med(x["unload_call_s"] for x in xs),
+        "load_s": med(x["load_s"] for x in xs),
+    }
+
+
+def eviction_table(summary: dict[str, dict], kind: str, model: Model, n_rounds: int) -> None:
     rows = []
     for side, s in summary.items():
         rows.append([side, s["before_mb"], s["loaded_mb"], s["drop_mb"], s["after_mb"], fmt_share(s["returned"]),
@@ -111,27 +109,24 @@ def test_eviction_returns_memory(bench_dir, state_dir, models, info):
           f"medians over {n_rounds} rounds",
           ["side", "before MB", "loaded MB", "drop MB", "after MB", "returned", "unload call s",
            "back after s", "back in", "load s", "RSS MB before → loaded → after"], rows)
-    print(f"[bench] the fleet's unload reply: memory_released {summary[FLEET]['memory_released_mb']:.0f} MB")
 
-    def chart(plt):
-        fig, ax = plt.subplots(figsize=(7, 3.8))
-        groups = ["before", "loaded", "after"]
-        width = 0.38
-        for i, side in enumerate((FLEET, INPROC)):
-            xs = [g + (i - 0.5) * width for g in range(len(groups))]
-            ax.bar(xs, [summary[side][f"{g}_mb"] / 1024 for g in groups], width, label=side)
-        ax.set_xticks(range(len(groups)))
-        ax.set_xticklabels(groups)
-        lo = min(summary[s]["loaded_mb"] for s in summary) / 1024
-        hi = max(summary[s]["before_mb"] for s in summary) / 1024
-        ax.set_ylim(lo - (hi - lo) * 0.5, hi + (hi - lo) * 0.3)
-        ax.set_ylabel("available memory (GiB, median)")
-        ax.set_title(f"Eviction of a {kind} model")
-        ax.legend()
-        return fig
 
-    save("eviction", {"model": kind, "weights_bytes": model_size_mb(model) * MB, "rounds": n_rounds, "wait_s": wait,
-                      "summary": summary, "samples": samples}, chart, info=info)
+def chart(summary: dict[str, dict], kind: str, plt):
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    groups = ["before", "loaded", "after"]
+    width = 0.38
+    for i, side in enumerate((FLEET, INPROC)):
+        xs = [g + (i - 0.5) * width for g in range(len(groups))]
+        ax.bar(xs, [summary[side][f"{g}_mb"] / 1024 for g in groups], width, label=side)
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels(groups)
+    lo = min(summary[s]["loaded_mb"] for s in summary) / 1024
+    hi = max(summary[s]["before_mb"] for s in summary) / 1024
+    ax.set_ylim(lo - (hi - lo) * 0.5, hi + (hi - lo) * 0.3)
+    ax.set_ylabel("available memory (GiB, median)")
+    ax.set_title(f"Eviction of a {kind} model")
+    ax.legend()
+    return fig
 
 
 def fmt_share(x: float | None) -> str:

@@ -37,27 +37,15 @@ BENCH_MAX_TOKENS (default per model, see benchlib). Results: bench-results/overh
 
 from __future__ import annotations
 
+from functools import partial
+from pathlib import Path
+
 import pytest
 
-from benchlib import (
-    API_BODIES,
-    FLEET,
-    INPROC,
-    chat_body,
-    env_int,
-    max_tokens,
-    med,
-    models_setting,
-    one,
-    paired_ratio,
-    pct,
-    save,
-    start_fleet,
-    story_prompt,
-    stream_row,
-    table,
-    wait_settled,
-)
+from bench_report import med, paired_ratio, pct, save, stream_row, table
+from bench_streams import API_BODIES, chat_body, one, story_prompt
+from benchlib import FLEET, INPROC, InProc, Model, env_int, max_tokens, models_setting, start_fleet, wait_settled
+from fleet_server import FleetServer
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(1800)]
 OTHER_APIS = ("responses", "messages")  # streamed beside the chat stream (FLEET) on the same server
@@ -68,70 +56,96 @@ def test_stack_overhead(bench_dir, state_dir, inproc, models, info):
     summary: dict[str, dict] = {}
     raw: dict[str, dict] = {}
     for kind in kinds:
-        model = models.get(kind)
         n = max_tokens(kind)
         n_rounds = env_int("BENCH_ROUNDS", 20 if kind == "tiny" else 8)
-        samples: dict[str, list[dict]] = {FLEET: [], INPROC: [], **{api: [] for api in OTHER_APIS}}
-        fleet = start_fleet(bench_dir / f"overhead-{kind}", {"bench": model.path}, state_dir=state_dir)
-        try:
-            inproc.call("load", key=kind, path=model.mlx_dir)
-            for _ in range(2 if kind == "tiny" else 1):  # warm: the fleet's first request also loads the model
-                messages = story_prompt()
-                s = one(fleet.base_url, chat_body("bench", messages, n))
-                assert s.ok, f"warm-up request failed: {s.error}\n{fleet.log()}"
-                inproc.call("generate", key=kind, messages=messages, max_tokens=n)
-            wait_settled(fleet)  # the spare that replaces the one the model took has finished importing
-            for r in range(n_rounds):
-                # The same prompt for both sides; a new one each round (the fleet's prompt cache
-                # would otherwise skip the prefill that the in-process side pays).
-                messages = story_prompt()
-                body = chat_body("bench", messages, n)
-                sides = (FLEET, INPROC, *OTHER_APIS)
-                for side in sides if r % 2 == 0 else sides[::-1]:
-                    if side in OTHER_APIS:
-                        s = one(fleet.base_url, API_BODIES[side]("bench", story_prompt(), n), side)
-                        assert s.ok, f"round {r} ({side}): {s.error}\n{fleet.log()}"
-                        samples[side].append({**stream_row(s), "total": s.t_finish, "text": s.text})
-                    elif side == FLEET:
-                        s = one(fleet.base_url, body)
-                        assert s.ok, f"round {r}: {s.error}\n{fleet.log()}"
-                        samples[side].append({**stream_row(s), "total": s.t_finish, "text": s.text})
-                    else:
-                        g = inproc.call("generate", key=kind, messages=messages, max_tokens=n)
-                        span = g["t_last"] - g["t_first"]
-                        g["decode_tps"] = (g["completion_tokens"] - 1) / span if span > 0 else None
-                        g["total"] = g["t_last"]
-                        samples[side].append(g)
-        finally:
-            fleet.stop()
-            inproc.call("unload", key=kind)
-        f, p = samples[FLEET], samples[INPROC]
-        summary[kind] = {
-            "max_tokens": n, "rounds": n_rounds,
-            "ttft_ms": {FLEET: 1000 * med(x["ttft"] for x in f), INPROC: 1000 * med(x["ttft"] for x in p)},
-            "ttft_p95_ms": {FLEET: 1000 * pct((x["ttft"] for x in f), 95),
-                            INPROC: 1000 * pct((x["ttft"] for x in p), 95)},
-            "decode_tps": {FLEET: med(x["decode_tps"] for x in f), INPROC: med(x["decode_tps"] for x in p)},
-            "total_ms": {FLEET: 1000 * med(x["total"] for x in f), INPROC: 1000 * med(x["total"] for x in p)},
-            "completion_tokens": {FLEET: med(x["completion_tokens"] for x in f),
-                                  INPROC: med(x["completion_tokens"] for x in p)},
-            "same_text": all(a["text"] == b["text"] for a, b in zip(f, p)),
-            # Per round, then the median (see benchlib.paired_ratio): the figures to read.
-            "ttft_extra_ms": 1000 * med(a["ttft"] - b["ttft"] for a, b in zip(f, p)),
-            "ttft_ratio": paired_ratio([x["ttft"] for x in f], [x["ttft"] for x in p]),
-            "decode_ratio": paired_ratio([x["decode_tps"] for x in f], [x["decode_tps"] for x in p]),
-            "total_ratio": paired_ratio([x["total"] for x in f], [x["total"] for x in p]),
-            "apis": {api: {"ttft_ms": 1000 * med(x["ttft"] for x in samples[api]),
-                           "decode_tps": med(x["decode_tps"] for x in samples[api]),
-                           "total_ms": 1000 * med(x["total"] for x in samples[api]),
-                           "ttft_ratio": paired_ratio([x["ttft"] for x in samples[api]], [x["ttft"] for x in f]),
-                           "decode_ratio": paired_ratio([x["decode_tps"] for x in samples[api]],
-                                                        [x["decode_tps"] for x in f]),
-                           "total_ratio": paired_ratio([x["total"] for x in samples[api]], [x["total"] for x in f])}
-                     for api in OTHER_APIS},
-        }
+        samples = measure(kind, models.get(kind), n, n_rounds, bench_dir, state_dir, inproc)
+        summary[kind] = summarize(samples, n, n_rounds)
         raw[kind] = samples
 
+    overhead_table(summary)
+    framing_table(summary)
+    for samples in raw.values():
+        for side in samples.values():
+            for x in side:
+                x.pop("text", None)
+    save("overhead", {"summary": summary, "samples": raw}, partial(chart, summary), info=info)
+
+
+def measure(kind: str, model: Model, n: int, n_rounds: int, bench_dir: Path, state_dir: Path,
+            inproc: InProc) -> dict[str, list[dict]]:
+    """`n_rounds` rounds on `model`, each side's samples: per round a new prompt, the same for the
+    fleet's chat stream and the in-process side, and a fresh one for each other API's stream; the
+    sides' order alternates from round to round."""
+    samples: dict[str, list[dict]] = {FLEET: [], INPROC: [], **{api: [] for api in OTHER_APIS}}
+    fleet = start_fleet(bench_dir / f"overhead-{kind}", {"bench": model.path}, state_dir=state_dir)
+    try:
+        inproc.call("load", key=kind, path=model.mlx_dir)
+        for _ in range(2 if kind == "tiny" else 1):  # warm: the fleet's first request also loads the model
+            messages = story_prompt()
+            s = one(fleet.base_url, chat_body("bench", messages, n))
+            assert s.ok, f"warm-up request failed: {s.error}\n{fleet.log()}"
+            inproc.call("generate", key=kind, messages=messages, max_tokens=n)
+        wait_settled(fleet)  # the spare that replaces the one the model took has finished importing
+        for r in range(n_rounds):
+            # The same prompt for both sides; a new one each round (the fleet's prompt cache
+            # would otherwise skip the prefill that the in-process side pays).
+            messages = story_prompt()
+            sides = (FLEET, INPROC, *OTHER_APIS)
+            for side in sides if r % 2 == 0 else sides[::-1]:
+                samples[side].append(sample(side, r, fleet, inproc, kind, messages, n))
+    finally:
+        fleet.stop()
+        inproc.call("unload", key=kind)
+    return samples
+
+
+def sample(side: str, r: int, fleet: FleetServer, inproc: InProc, kind: str, messages: list[dict], n: int) -> dict:
+    """One side's answer to round `r`'s `messages` (another API: to a fresh prompt of the same length)."""
+    if side in OTHER_APIS:
+        s = one(fleet.base_url, API_BODIES[side]("bench", story_prompt(), n), side)
+        assert s.ok, f"round {r} ({side}): {s.error}\n{fleet.log()}"
+        return {**stream_row(s), "total": s.t_finish, "text": s.text}
+    if side == FLEET:
+        s = one(fleet.base_url, chat_body("bench", messages, n))
+        assert s.ok, f"round {r}: {s.error}\n{fleet.log()}"
+        return {**stream_row(s), "total": s.t_finish, "text": s.text}
+    g = inproc.call("generate", key=kind, messages=messages, max_tokens=n)
+    span = g["t_last"] - g["t_first"]
+    g["decode_tps"] = (g["completion_tokens"] - 1) / span if span > 0 else None
+    g["total"] = g["t_last"]
+    return g
+
+
+def summarize(samples: dict[str, list[dict]], n: int, n_rounds: int) -> dict:
+    """One model's figures: each side's medians, and fleet ÷ in-process (and each API ÷ chat) per round."""
+    f, p = samples[FLEET], samples[INPROC]
+    return {
+        "max_tokens": n, "rounds": n_rounds,
+        "ttft_ms": {FLEET: 1000 * med(x["ttft"] for x in f), INPROC: 1000 * med(x["ttft"] for x in p)},
+        "ttft_p95_ms": {FLEET: 1000 * pct((x["ttft"] for x in f), 95),
+                        INPROC: 1000 * pct((x["ttft"] for x in p), 95)},
+        "decode_tps": {FLEET: med(x["decode_tps"] for x in f), INPROC: med(x["decode_tps"] for x in p)},
+        "total_ms": {FLEET: 1000 * med(x["total"] for x in f), INPROC: 1000 * med(x["total"] for x in p)},
+        "completion_tokens": {FLEET: med(x["completion_tokens"] for x in f),
+                              INPROC: med(x["completion_tokens"] for x in p)},
+        "same_text": all(a["text"] == b["text"] for a, b in zip(f, p)),
+        # Per round, then the median (see bench_report.paired_ratio): the figures to read.
+        "ttft_extra_ms": 1000 * med(a["ttft"] - b["ttft"] for a, b in zip(f, p)),
+        "ttft_ratio": paired_ratio([x["ttft"] for x in f], [x["ttft"] for x in p]),
+        "decode_ratio": paired_ratio([x["decode_tps"] for x in f], [x["decode_tps"] for x in p]),
+        "total_ratio": paired_ratio([x["total"] for x in f], [x["total"] for x in p]),
+        "apis": {api: {"ttft_ms": 1000 * med(x["ttft"] for x in samples[api]),
+                       "decode_tps": med(x["decode_tps"] for x in samples[api]),
+                       "total_ms": 1000 * med(x["total"] for x in samples[api]),
+                       "ttft_ratio": paired_ratio([x["ttft"] for x in samples[api]], [x["ttft"] for x in f]),
+                       "decode_ratio": paired_ratio([x["decode_tps"] for x in samples[api]],
+                                                    [x["decode_tps"] for x in f]),
+                       "total_ratio": paired_ratio([x["total"] for x in samples[api]], [x["total"] for x in f])}
+                 for api in OTHER_APIS},
+    }
+
+
+def overhead_table(summary: dict[str, dict]) -> None:
     rows = []
     for kind, s in summary.items():
         t, d, e = s["ttft_ms"], s["decode_tps"], s["total_ms"]
@@ -145,6 +159,8 @@ def test_stack_overhead(bench_dir, state_dir, inproc, models, info):
            "decode fleet tok/s", "decode in-proc tok/s", "decode ratio", "total fleet ms", "total in-proc ms",
            "total ratio", "tokens f/i", "same text"], rows)
 
+
+def framing_table(summary: dict[str, dict]) -> None:
     rows = [[kind, api, s["ttft_ms"][FLEET], a["ttft_ms"], a["ttft_ratio"], s["decode_tps"][FLEET], a["decode_tps"],
              a["decode_ratio"], s["total_ms"][FLEET], a["total_ms"], a["total_ratio"]]
             for kind, s in summary.items() for api, a in s["apis"].items()]
@@ -153,24 +169,19 @@ def test_stack_overhead(bench_dir, state_dir, inproc, models, info):
           ["model", "api", "TTFT chat ms", "TTFT api ms", "TTFT ratio", "decode chat tok/s", "decode api tok/s",
            "decode ratio", "total chat ms", "total api ms", "total ratio"], rows)
 
-    def chart(plt):
-        fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
-        groups = list(summary)
-        for ax, key, label in ((a, "ttft_ms", "time to first token (ms)"), (b, "decode_tps", "decode (tok/s)")):
-            width = 0.38
-            for i, side in enumerate((FLEET, INPROC)):
-                xs = [g + (i - 0.5) * width for g in range(len(groups))]
-                ax.bar(xs, [summary[k][key][side] or 0 for k in groups], width, label=side)
-            ax.set_xticks(range(len(groups)))
-            ax.set_xticklabels(groups)
-            ax.set_title(label)
-            ax.set_yscale("log")
-            ax.legend()
-        fig.suptitle("One stream: mlx-fleet over HTTP vs mlx_lm.stream_generate in-process (medians)")
-        return fig
 
-    for samples in raw.values():
-        for side in samples.values():
-            for x in side:
-                x.pop("text", None)
-    save("overhead", {"summary": summary, "samples": raw}, chart, info=info)
+def chart(summary: dict[str, dict], plt):
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    groups = list(summary)
+    for ax, key, label in ((a, "ttft_ms", "time to first token (ms)"), (b, "decode_tps", "decode (tok/s)")):
+        width = 0.38
+        for i, side in enumerate((FLEET, INPROC)):
+            xs = [g + (i - 0.5) * width for g in range(len(groups))]
+            ax.bar(xs, [summary[k][key][side] or 0 for k in groups], width, label=side)
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels(groups)
+        ax.set_title(label)
+        ax.set_yscale("log")
+        ax.legend()
+    fig.suptitle("One stream: mlx-fleet over HTTP vs mlx_lm.stream_generate in-process (medians)")
+    return fig

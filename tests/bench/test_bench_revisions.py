@@ -26,19 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from benchlib import (
-    chat_body,
-    env_int,
-    max_tokens,
-    med,
-    one,
-    paired_ratio,
-    save,
-    start_fleet,
-    story_prompt,
-    table,
-    wait_settled,
-)
+from bench_report import med, paired_ratio, save, table
+from bench_streams import chat_body, one, story_prompt
+from benchlib import env_int, max_tokens, start_fleet, wait_settled
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(1800)]
 THIS, BASE = "this checkout", "baseline"

@@ -35,21 +35,8 @@ import time
 import httpx
 import pytest
 
-from benchlib import (
-    BENCH_DIR,
-    FLEET,
-    PY,
-    READY_TIMEOUT,
-    env_float,
-    env_int,
-    med,
-    pct,
-    ratio,
-    rounds,
-    save,
-    start_fleet,
-    table,
-)
+from bench_report import med, pct, ratio, save, table
+from benchlib import BENCH_DIR, FLEET, PY, READY_TIMEOUT, env_float, env_int, rounds, start_fleet
 from fleet_server import ServerProcess, free_port
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(1800)]

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import pytest
 
-from benchlib import chat_body, max_tokens, med, models_setting, paired_ratio, rounds, save, start_fleet, \
-    story_prompt, table, wait_settled, wave
+from bench_report import med, paired_ratio, save, table
+from bench_streams import chat_body, story_prompt, wave
+from benchlib import max_tokens, models_setting, rounds, start_fleet, wait_settled
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(3600)]
 

@@ -16,8 +16,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import httpx
 import psutil
@@ -148,12 +149,33 @@ def strict_client(base_url: str, api_key: str = "none", **kwargs) -> openai.Open
                          _strict_response_validation=True, **kwargs)
 
 
-def write_config(path: Path, models: dict[str, Path | str], extra: str = "") -> Path:
+def write_config(path: Path, models: Mapping[str, Path | str], extra: str = "", *,
+                 server: Mapping[str, Any] | None = None, memory: Mapping[str, Any] | None = None) -> Path:
+    """A fleet's TOML config naming `models` (id -> path, text models): `extra` (TOML text, as the
+    tests write it) first, then the `[server]` and `[memory]` tables of `server` and `memory` (key ->
+    value, as the benchmarks give them)."""
     lines = [extra] if extra else []
+    for section, values in (("server", server), ("memory", memory)):
+        if values:
+            lines += [f"[{section}]", *(f"{k} = {_toml_value(v)}" for k, v in values.items()), ""]
     for model_id, model_path in models.items():
-        lines += ["[[models]]", f'id = "{model_id}"', f'path = "{model_path}"', 'type = "text"', ""]
+        lines += ["[[models]]", f"id = {_toml_value(model_id)}", f"path = {_toml_value(str(model_path))}",
+                  'type = "text"', ""]
     path.write_text("\n".join(lines))
     return path
+
+
+def _toml_value(value: Any) -> str:
+    """A TOML literal of a bool, a number, a string, or a list of them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(value)
 
 
 def admin(server: FleetServer, verb: str, model: str = "", **params) -> httpx.Response:

@@ -212,57 +212,73 @@ async def one_request(http: httpx.AsyncClient, rng: random.Random, mode: str, mo
     started = time.monotonic()
     try:
         if not stream:
-            r = await http.post(url, json=body, timeout=timeout)
-            out.status = r.status_code
-            if r.status_code == 200:
-                out.end = "json"
-                try:
-                    data = r.json()
-                    choice = data["choices"][0]
-                    assert choice["finish_reason"] in ("stop", "length"), choice["finish_reason"]
-                    assert data["usage"]["completion_tokens"] <= max_tokens, data["usage"]
-                except Exception as e:  # noqa: BLE001
-                    out.end, out.detail = "bad_json", f"{type(e).__name__}: {e}: {r.text[:200]!r}"
-            else:
-                out.end = "json"
-                out.code, out.detail = error_code(r)
+            await post_for_json(http, url, body, timeout, out)
         else:
-            async with http.stream("POST", url, json=body, timeout=timeout) as r:
-                out.status = r.status_code
-                if r.status_code != 200:
-                    await r.aread()
-                    out.end = "json"
-                    out.code, out.detail = error_code(r)
-                else:
-                    out.end = "truncated"
-                    finished = False
-                    async for line in r.aiter_lines():
-                        if not line.startswith("data: "):
-                            continue
-                        payload = line[len("data: "):]
-                        if out.end != "truncated":
-                            out.end, out.detail = "after_end", f"data after the end of the stream: {payload[:120]}"
-                            break
-                        if payload == "[DONE]":
-                            out.end = "done" if finished else "done_without_finish_reason"
-                            continue
-                        event = json.loads(payload)
-                        if "error" in event:
-                            out.end, out.code = "error_event", event["error"].get("code")
-                            out.detail = event["error"].get("message", "")[:200]
-                            continue
-                        out.chunks += 1
-                        if any(c.get("finish_reason") for c in event.get("choices", [])):
-                            finished = True
-                        if hang_up_after is not None and out.chunks >= hang_up_after:
-                            out.end = "client_disconnect"
-                            break  # leaving the context closes the response: the server sees a hang-up
+            await post_for_stream(http, url, body, timeout, out, hang_up_after)
     except httpx.TimeoutException as e:
         out.end, out.detail = "client_timeout", type(e).__name__
     except httpx.HTTPError as e:
         out.end, out.detail = "exception", f"{type(e).__name__}: {e}"
     out.seconds = time.monotonic() - started
     return out
+
+
+async def post_for_json(http: httpx.AsyncClient, url: str, body: dict, timeout: float, out: Outcome) -> None:
+    """A request not streamed: its status, and whether its body is a well-formed answer or error."""
+    r = await http.post(url, json=body, timeout=timeout)
+    out.status = r.status_code
+    if r.status_code == 200:
+        out.end = "json"
+        try:
+            data = r.json()
+            choice = data["choices"][0]
+            assert choice["finish_reason"] in ("stop", "length"), choice["finish_reason"]
+            assert data["usage"]["completion_tokens"] <= out.max_tokens, data["usage"]
+        except Exception as e:  # noqa: BLE001
+            out.end, out.detail = "bad_json", f"{type(e).__name__}: {e}: {r.text[:200]!r}"
+    else:
+        out.end = "json"
+        out.code, out.detail = error_code(r)
+
+
+async def post_for_stream(http: httpx.AsyncClient, url: str, body: dict, timeout: float, out: Outcome,
+                          hang_up_after: int | None) -> None:
+    """A streamed request: its status, then how its stream ends (or where the client hangs up)."""
+    async with http.stream("POST", url, json=body, timeout=timeout) as r:
+        out.status = r.status_code
+        if r.status_code != 200:
+            await r.aread()
+            out.end = "json"
+            out.code, out.detail = error_code(r)
+        else:
+            await read_stream(r, out, hang_up_after)
+
+
+async def read_stream(r: httpx.Response, out: Outcome, hang_up_after: int | None) -> None:
+    """The stream's events into `out`: its chunks, then [DONE], an error event, or nothing more."""
+    out.end = "truncated"
+    finished = False
+    async for line in r.aiter_lines():
+        if not line.startswith("data: "):
+            continue
+        payload = line[len("data: "):]
+        if out.end != "truncated":
+            out.end, out.detail = "after_end", f"data after the end of the stream: {payload[:120]}"
+            break
+        if payload == "[DONE]":
+            out.end = "done" if finished else "done_without_finish_reason"
+            continue
+        event = json.loads(payload)
+        if "error" in event:
+            out.end, out.code = "error_event", event["error"].get("code")
+            out.detail = event["error"].get("message", "")[:200]
+            continue
+        out.chunks += 1
+        if any(c.get("finish_reason") for c in event.get("choices", [])):
+            finished = True
+        if hang_up_after is not None and out.chunks >= hang_up_after:
+            out.end = "client_disconnect"
+            break  # leaving the context closes the response: the server sees a hang-up
 
 
 class TreeWatch(threading.Thread):
@@ -550,14 +566,57 @@ def percentile(values: list[float], q: float) -> float:
 def test_soak_more_models_than_memory(tmp_path: Path) -> None:
     models = {name: build_tiny_lm(tmp_path / "models" / name, seed=i) for i, name in enumerate(MODELS)}
     state = tmp_path / "state"
+    probe = probe_footprints(tmp_path, models, state)
 
-    # Probe run: load each model once so its measured footprint is remembered in the state
-    # directory (the soak server's estimates are then exact). A worker in service grows far past
-    # that just-loaded size (its prompt cache, the batch's KV caches, MLX's buffer cache and the
-    # allocator's heap: a tiny model's ~100 MiB reaches ~300 MiB under 8 concurrent requests), and
-    # the supervisor can only trim idle workers when busy ones grow. So the probe also runs
-    # soak-like traffic at two models and the budget holds two models at that in-service peak
-    # (+25 %) plus the warm spare; `max_models = 2` is what really keeps a third one out.
+    extra = (f'[server]\nmax_requests_per_model = {MAX_REQUESTS_PER_MODEL}\n\n'
+             f'[memory]\nbudget = "{probe.budget}B"\nmax_models = {MAX_MODELS}\nidle_ttl = "{IDLE_TTL}"\n')
+    config = write_config(tmp_path / "fleet.toml", models, extra)
+    server = FleetServer(config, state).wait_ready()
+    soak = Soak(server, seed=int(os.environ.get("SOAK_SEED", "20261122")))
+    run = soak_then_stop(server, soak, tmp_path)
+    found = Findings.of(soak, run, probe.budget)
+    print_summary(soak, probe, run, found)
+
+    after, samples = run.after, soak.samples
+    assert not run.hung, f"{len(run.hung)} requests never ended: {run.hung[:20]}"
+    assert not found.problems, f"{len(found.problems)} unexpected outcomes: {found.problems[:20]}"
+    assert not found.admin_problems, found.admin_problems[:20]
+    assert soak.outcomes and found.by_key.get("200 stream done", 0) and found.by_key.get("200", 0), found.by_key
+    assert found.max_in_use <= MEMORY_TOLERANCE * found.max_budget, (found.max_in_use, found.max_budget,
+                                                                     found.over[:10])
+    assert found.max_workers <= MAX_MODELS + 2, (samples.workers, samples.most_workers)
+    assert max(samples.worker_rss, default=0) <= MEMORY_TOLERANCE * found.max_budget
+    assert not found.overlaps, found.overlaps[:10]
+    assert not found.foreign, found.foreign
+    assert after.models_in_use == 0 and set(after.states.values()) == {"stopped"}, (after.status, after.states)
+    assert not after.workers
+    assert run.machine_before - after.machine < MACHINE_MARGIN, (run.machine_before, after.machine)
+    assert not run.left_in_tree, run.left_in_tree
+    assert not run.strays, run.strays
+    assert not samples.status_errors, samples.status_errors[:5]
+
+
+@dataclass
+class Probe:
+    """What the probe run measured (bytes), and the soak's budget sized from it."""
+
+    at_ready: dict[str, int]  # each model just loaded
+    peak: int                 # a model in service, at its largest
+    spare: int                # the warm spare
+    budget: int
+
+
+def probe_footprints(tmp_path: Path, models: dict[str, Path], state: Path) -> Probe:
+    """Load each model once so its measured footprint is remembered in the state directory (the
+    soak server's estimates are then exact), then size the soak's budget.
+
+    A worker in service grows far past that just-loaded size (its prompt cache, the batch's KV
+    caches, MLX's buffer cache and the allocator's heap: a tiny model's ~100 MiB reaches ~300 MiB
+    under 8 concurrent requests), and the supervisor can only trim idle workers when busy ones
+    grow. So the probe also runs soak-like traffic at two models and the budget holds two models at
+    that in-service peak (+25 %) plus the warm spare; `max_models = 2` is what really keeps a third
+    one out.
+    """
     probe = FleetServer(write_config(tmp_path / "probe.toml", models, f"[memory]\nmax_models = {len(MODELS)}\n"),
                         state).wait_ready()
     try:
@@ -570,13 +629,43 @@ def test_soak_more_models_than_memory(tmp_path: Path) -> None:
     finally:
         probe.stop()
     assert all(at_ready.values()) and peak, (at_ready, peak)
-    budget = 2 * int(1.25 * peak) + spare + min(at_ready.values()) // 2
+    return Probe(at_ready, peak, spare, 2 * int(1.25 * peak) + spare + min(at_ready.values()) // 2)
 
-    extra = (f'[server]\nmax_requests_per_model = {MAX_REQUESTS_PER_MODEL}\n\n'
-             f'[memory]\nbudget = "{budget}B"\nmax_models = {MAX_MODELS}\nidle_ttl = "{IDLE_TTL}"\n')
-    config = write_config(tmp_path / "fleet.toml", models, extra)
-    server = FleetServer(config, state).wait_ready()
-    soak = Soak(server, seed=int(os.environ.get("SOAK_SEED", "20261122")))
+
+@dataclass
+class AfterUnload:
+    """The server after the run, once everything still loaded is unloaded."""
+
+    unloads: list[tuple[str, int]]  # the unloads that took (model, status)
+    status: dict
+    states: dict[str, str]
+    in_use: int
+    spare: dict                     # the warm spare (a worker with MLX imported and no model) stays, and counts
+    models_in_use: int
+    workers: list[int]              # worker processes other than the spare
+    machine: int                    # the machine's available memory, settled
+    serve_rss: dict[str, int]
+
+
+@dataclass
+class Run:
+    """The soak run: its start and wall time, the requests that never ended, the baseline, the
+    server after unloading everything, and what outlived the server."""
+
+    started: float
+    wall: float
+    hung: list[str]
+    machine_before: int
+    serve_rss_before: dict[str, int]
+    after: AfterUnload
+    log_text: str
+    all_seen: list[psutil.Process]
+    left_in_tree: list[psutil.Process]
+    strays: list[str]
+
+
+def soak_then_stop(server: FleetServer, soak: Soak, tmp_path: Path) -> Run:
+    """From the idle baseline, the soak; then back to baseline, and the server stopped."""
     runtime_dir = None
     stopped = False
     try:
@@ -585,13 +674,7 @@ def test_soak_more_models_than_memory(tmp_path: Path) -> None:
             if "--runtime-dir" in cmd:
                 runtime_dir = cmd[cmd.index("--runtime-dir") + 1]
         assert runtime_dir, "could not find the supervisor's runtime directory"
-        # The baseline: the server idle, its warm spare (if it makes one) started and ready.
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            spare_now = admin(server, "status").json()["pool"].get("spare")
-            if spare_now is None or spare_now.get("state") == "ready":
-                break
-            time.sleep(0.2)
+        wait_for_ready_spare(server)
         time.sleep(1.0)
         machine_before = psutil.virtual_memory().available
         serve_rss_before = serve_rss(server)
@@ -600,63 +683,114 @@ def test_soak_more_models_than_memory(tmp_path: Path) -> None:
         hung = asyncio.run(soak.run(SOAK_SECONDS))
         wall = time.monotonic() - started
 
-        # Back to baseline: unload whatever is still loaded, then everything must be stopped.
-        leftover_unloads = []
-        for m in admin(server, "status").json()["models"]:
-            if m["pid"] is not None:
-                r = admin(server, "unload", m["id"])
-                leftover_unloads.append((m["id"], r.status_code))
-        final = admin(server, "status").json()
-        final_states = {k: m["state"] for k, m in by_id(final).items()}
-        final_in_use = final["pool"]["in_use"]
-        # The warm spare (a worker with MLX imported and no model) stays by design, and counts.
-        final_spare = final["pool"].get("spare") or {}
-        final_models_in_use = final_in_use - (final_spare.get("memory") or 0)
-        soak.sample_tree()
-        workers_after_unload = [p.pid for p in server.tree() if is_worker(p) and p.pid != final_spare.get("pid")]
-        machine_after = machine_available_settled(machine_before)
-        serve_rss_after = serve_rss(server)
+        after = unload_everything(server, soak, machine_before)
         log_text = server.log_path.read_text(errors="replace")
-
         all_seen = list(soak.samples.processes.values())
         server.stop()
         stopped = True
         left_in_tree = wait_gone(all_seen)
-        needles = [str(tmp_path), runtime_dir]
-        strays = []
-        for p in psutil.process_iter(["pid", "cmdline"]):
-            cmd = " ".join(p.info["cmdline"] or [])
-            if p.pid != os.getpid() and any(n in cmd for n in needles) and alive([p]):
-                strays.append(f"{p.pid}: {cmd[:160]}")
+        strays = processes_naming([str(tmp_path), runtime_dir])
     finally:
         if not stopped:
             server.stop()
+    return Run(started, wall, hung, machine_before, serve_rss_before, after, log_text, all_seen, left_in_tree, strays)
 
-    # ---- the summary (figures for the project's closing note) --------------------------------
-    outcomes, admin_calls = soak.outcomes, soak.admin
-    by_key = collections.Counter(o.key() for o in outcomes)
-    problems = [f"{o.mode} {o.route} stream={o.stream} {o.model}: {p}" for o in outcomes if (p := o.problem())]
-    admin_problems = [p for a in admin_calls if (p := a.problem())]
-    max_in_use, max_budget = (max((s[1] for s in soak.samples.pool), default=0),
-                              max((s[2] for s in soak.samples.pool), default=budget))
-    over = [(round(t - started, 1), u) for t, u, b in soak.samples.pool if u > b]
-    max_workers = max(soak.watch.max_workers, max(soak.samples.workers, default=0))
-    overlaps = soak.watch.overlaps(soak.assigned)
-    forks = soak.watch.forks()
-    foreign = [f"{f['pid']} {f['label']} parent {f['ppid']} ({f['parent_label']}), seen for "
-               f"{f['last'] - f['first']:.2f} s" for f in forks
-               if f["parent_label"] == "not a worker" or f["last"] - f["first"] > 2.0]
-    ok_seconds = [o.seconds for o in outcomes if o.status == 200 and o.end in ("json", "done")]
-    error_lines = [ln for ln in log_text.splitlines() if " ERROR " in ln or "Traceback" in ln]
 
+def wait_for_ready_spare(server: FleetServer) -> None:
+    """The baseline: the server idle, its warm spare (if it makes one) started and ready."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        spare_now = admin(server, "status").json()["pool"].get("spare")
+        if spare_now is None or spare_now.get("state") == "ready":
+            break
+        time.sleep(0.2)
+
+
+def unload_everything(server: FleetServer, soak: Soak, machine_before: int) -> AfterUnload:
+    """Back to baseline: unload whatever is still loaded, then everything must be stopped."""
+    unloads = []
+    for m in admin(server, "status").json()["models"]:
+        if m["pid"] is not None:
+            r = admin(server, "unload", m["id"])
+            unloads.append((m["id"], r.status_code))
+    final = admin(server, "status").json()
+    states = {k: m["state"] for k, m in by_id(final).items()}
+    in_use = final["pool"]["in_use"]
+    spare = final["pool"].get("spare") or {}
+    models_in_use = in_use - (spare.get("memory") or 0)
+    soak.sample_tree()
+    workers = [p.pid for p in server.tree() if is_worker(p) and p.pid != spare.get("pid")]
+    machine = machine_available_settled(machine_before)
+    return AfterUnload(unloads, final, states, in_use, spare, models_in_use, workers, machine, serve_rss(server))
+
+
+def processes_naming(needles: list[str]) -> list[str]:
+    """Live processes (this one aside) whose command line names one of `needles`."""
+    strays = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if p.pid != os.getpid() and any(n in cmd for n in needles) and alive([p]):
+            strays.append(f"{p.pid}: {cmd[:160]}")
+    return strays
+
+
+@dataclass
+class Findings:
+    """The figures and violations the run's samples and outcomes add up to."""
+
+    by_key: collections.Counter
+    problems: list[str]
+    admin_problems: list[str]
+    max_in_use: int
+    max_budget: int
+    over: list[tuple[float, int]]  # (seconds into the run, in_use) where in_use passed the budget
+    max_workers: int
+    overlaps: list[str]
+    forks: list[dict]
+    foreign: list[str]
+    ok_seconds: list[float]
+    error_lines: list[str]
+
+    @classmethod
+    def of(cls, soak: Soak, run: Run, budget: int) -> Findings:
+        outcomes, samples = soak.outcomes, soak.samples
+        forks = soak.watch.forks()
+        return cls(
+            by_key=collections.Counter(o.key() for o in outcomes),
+            problems=[f"{o.mode} {o.route} stream={o.stream} {o.model}: {p}" for o in outcomes if (p := o.problem())],
+            admin_problems=[p for a in soak.admin if (p := a.problem())],
+            max_in_use=max((s[1] for s in samples.pool), default=0),
+            max_budget=max((s[2] for s in samples.pool), default=budget),
+            over=[(round(t - run.started, 1), u) for t, u, b in samples.pool if u > b],
+            max_workers=max(soak.watch.max_workers, max(samples.workers, default=0)),
+            overlaps=soak.watch.overlaps(soak.assigned),
+            forks=forks,
+            foreign=[f"{f['pid']} {f['label']} parent {f['ppid']} ({f['parent_label']}), seen for "
+                     f"{f['last'] - f['first']:.2f} s" for f in forks
+                     if f["parent_label"] == "not a worker" or f["last"] - f["first"] > 2.0],
+            ok_seconds=[o.seconds for o in outcomes if o.status == 200 and o.end in ("json", "done")],
+            error_lines=[ln for ln in run.log_text.splitlines() if " ERROR " in ln or "Traceback" in ln],
+        )
+
+
+def print_summary(soak: Soak, probe: Probe, run: Run, found: Findings) -> None:
+    """The summary (figures for the project's closing note)."""
     print("\n======================== mlx-fleet soak summary ========================")
-    print(f"duration {SOAK_SECONDS:.0f} s (wall incl. grace {wall:.1f} s); {CLIENTS} clients; "
+    print_traffic(soak, probe, run, found)
+    print_resources(soak, found)
+    print_aftermath(soak, run, found)
+    print("=========================================================================")
+
+
+def print_traffic(soak: Soak, probe: Probe, run: Run, found: Findings) -> None:
+    outcomes, admin_calls, by_key, ok_seconds = soak.outcomes, soak.admin, found.by_key, found.ok_seconds
+    print(f"duration {SOAK_SECONDS:.0f} s (wall incl. grace {run.wall:.1f} s); {CLIENTS} clients; "
           f"{len(MODELS)} models; max_models {MAX_MODELS}; max_requests_per_model {MAX_REQUESTS_PER_MODEL}; "
           f"idle_ttl {IDLE_TTL}")
     print("model sizes measured by the probe: just loaded (MiB) " + ", ".join(
-        f"{k} {at_ready[k] / MiB:.0f}" for k in MODELS)
-        + f"; in service peak {peak / MiB:.0f} MiB; warm spare {spare / MiB:.0f} MiB; "
-          f"budget = 2 x 1.25 x peak + spare + min/2 = {budget / MiB:.1f} MiB")
+        f"{k} {probe.at_ready[k] / MiB:.0f}" for k in MODELS)
+        + f"; in service peak {probe.peak / MiB:.0f} MiB; warm spare {probe.spare / MiB:.0f} MiB; "
+          f"budget = 2 x 1.25 x peak + spare + min/2 = {probe.budget / MiB:.1f} MiB")
     print(f"requests: {len(outcomes)} total; by mode: "
           + ", ".join(f"{k} {v}" for k, v in sorted(collections.Counter(o.mode for o in outcomes).items())))
     print("outcomes:")
@@ -681,54 +815,45 @@ def test_soak_more_models_than_memory(tmp_path: Path) -> None:
         f"{k} {v}" for k, v in sorted(collections.Counter(
             f"{a.verb}{'(force)' if a.force else ''} {a.status}{' ' + a.code if a.code else ''}"
             for a in admin_calls).items())))
-    print(f"memory: budget {max_budget / MiB:.1f} MiB; max pool in_use {max_in_use / MiB:.1f} MiB "
-          f"({max_in_use / max_budget:.3f} x budget); samples over budget: {len(over)}; max measured incl. "
-          f"stopping workers {max(soak.samples.measured_all, default=0) / MiB:.1f} MiB; "
-          f"{len(soak.samples.pool)} samples; max RSS of all worker processes (stopping ones and the spare too) "
-          f"{max(soak.samples.worker_rss, default=0) / MiB:.1f} MiB")
-    print(f"  at the peak (measured/estimated): {soak.samples.peak}")
-    print(f"workers: max seen at once {max_workers} (limit {MAX_MODELS + 2}; {soak.watch.count} tree samples "
-          f"every 50 ms); distinct worker processes started {len(soak.watch.info)}; max loaded per status "
-          f"{max(soak.samples.loaded, default=0)}; samples where one model had two processes: {len(overlaps)}; "
-          f"worker forks on their way to exec: {len(forks) - len(foreign)} (longest seen "
-          f"{max((f['last'] - f['first'] for f in forks), default=0):.2f} s); other processes with a "
-          f"worker's command line: {len(foreign)}")
-    for line in (overlaps[:5] + foreign[:5]):
-        print(f"  ! {line}")
-    print(f"  at the most workers: {soak.samples.most_workers}")
-    print(f"states sampled: {dict(soak.samples.states)}")
-    print(f"after unloading everything: pool in_use {final_in_use} B, of which the warm spare "
-          f"{final_spare.get('memory') or 0} B (pid {final_spare.get('pid')}), models {final_models_in_use} B; "
-          f"states {set(final_states.values())}; other workers left {workers_after_unload}; "
-          f"unloads needed {leftover_unloads}")
-    print(f"machine available memory: before {machine_before / MiB:.0f} MiB, after {machine_after / MiB:.0f} MiB "
-          f"(change {(machine_after - machine_before) / MiB:+.0f} MiB; margin {MACHINE_MARGIN / MiB:.0f} MiB)")
-    print("router/supervisor RSS before -> after: " + ", ".join(
-        f"{k} {serve_rss_before.get(k, 0) / MiB:.0f} -> {serve_rss_after.get(k, 0) / MiB:.0f} MiB"
-        for k in ("router", "supervisor")))
-    print(f"processes leaked: {len(left_in_tree)} from the serve tree ({len(all_seen)} seen), "
-          f"{len(strays)} by cmdline")
-    print(f"hung requests: {len(hung)}; contract violations: {len(problems)}; admin violations: "
-          f"{len(admin_problems)}; status poll errors: {len(soak.samples.status_errors)}; "
-          f"ERROR/Traceback lines in the server log: {len(error_lines)}")
-    for line in (problems + admin_problems)[:20]:
-        print(f"  ! {line}")
-    for line in error_lines[:10]:
-        print(f"  log: {line[:300]}")
-    print("=========================================================================")
 
-    assert not hung, f"{len(hung)} requests never ended: {hung[:20]}"
-    assert not problems, f"{len(problems)} unexpected outcomes: {problems[:20]}"
-    assert not admin_problems, admin_problems[:20]
-    assert outcomes and by_key.get("200 stream done", 0) and by_key.get("200", 0), by_key
-    assert max_in_use <= MEMORY_TOLERANCE * max_budget, (max_in_use, max_budget, over[:10])
-    assert max_workers <= MAX_MODELS + 2, (soak.samples.workers, soak.samples.most_workers)
-    assert max(soak.samples.worker_rss, default=0) <= MEMORY_TOLERANCE * max_budget
-    assert not overlaps, overlaps[:10]
-    assert not foreign, foreign
-    assert final_models_in_use == 0 and set(final_states.values()) == {"stopped"}, (final, final_states)
-    assert not workers_after_unload
-    assert machine_before - machine_after < MACHINE_MARGIN, (machine_before, machine_after)
-    assert not left_in_tree, left_in_tree
-    assert not strays, strays
-    assert not soak.samples.status_errors, soak.samples.status_errors[:5]
+
+def print_resources(soak: Soak, found: Findings) -> None:
+    samples, forks, max_in_use, max_budget = soak.samples, found.forks, found.max_in_use, found.max_budget
+    print(f"memory: budget {max_budget / MiB:.1f} MiB; max pool in_use {max_in_use / MiB:.1f} MiB "
+          f"({max_in_use / max_budget:.3f} x budget); samples over budget: {len(found.over)}; max measured incl. "
+          f"stopping workers {max(samples.measured_all, default=0) / MiB:.1f} MiB; "
+          f"{len(samples.pool)} samples; max RSS of all worker processes (stopping ones and the spare too) "
+          f"{max(samples.worker_rss, default=0) / MiB:.1f} MiB")
+    print(f"  at the peak (measured/estimated): {samples.peak}")
+    print(f"workers: max seen at once {found.max_workers} (limit {MAX_MODELS + 2}; {soak.watch.count} tree samples "
+          f"every 50 ms); distinct worker processes started {len(soak.watch.info)}; max loaded per status "
+          f"{max(samples.loaded, default=0)}; samples where one model had two processes: {len(found.overlaps)}; "
+          f"worker forks on their way to exec: {len(forks) - len(found.foreign)} (longest seen "
+          f"{max((f['last'] - f['first'] for f in forks), default=0):.2f} s); other processes with a "
+          f"worker's command line: {len(found.foreign)}")
+    for line in (found.overlaps[:5] + found.foreign[:5]):
+        print(f"  ! {line}")
+    print(f"  at the most workers: {samples.most_workers}")
+    print(f"states sampled: {dict(samples.states)}")
+
+
+def print_aftermath(soak: Soak, run: Run, found: Findings) -> None:
+    after = run.after
+    print(f"after unloading everything: pool in_use {after.in_use} B, of which the warm spare "
+          f"{after.spare.get('memory') or 0} B (pid {after.spare.get('pid')}), models {after.models_in_use} B; "
+          f"states {set(after.states.values())}; other workers left {after.workers}; "
+          f"unloads needed {after.unloads}")
+    print(f"machine available memory: before {run.machine_before / MiB:.0f} MiB, after {after.machine / MiB:.0f} MiB "
+          f"(change {(after.machine - run.machine_before) / MiB:+.0f} MiB; margin {MACHINE_MARGIN / MiB:.0f} MiB)")
+    print("router/supervisor RSS before -> after: " + ", ".join(
+        f"{k} {run.serve_rss_before.get(k, 0) / MiB:.0f} -> {after.serve_rss.get(k, 0) / MiB:.0f} MiB"
+        for k in ("router", "supervisor")))
+    print(f"processes leaked: {len(run.left_in_tree)} from the serve tree ({len(run.all_seen)} seen), "
+          f"{len(run.strays)} by cmdline")
+    print(f"hung requests: {len(run.hung)}; contract violations: {len(found.problems)}; admin violations: "
+          f"{len(found.admin_problems)}; status poll errors: {len(soak.samples.status_errors)}; "
+          f"ERROR/Traceback lines in the server log: {len(found.error_lines)}")
+    for line in (found.problems + found.admin_problems)[:20]:
+        print(f"  ! {line}")
+    for line in found.error_lines[:10]:
+        print(f"  log: {line[:300]}")
