@@ -3,7 +3,7 @@
 every subpackage found, so the project claims one import name and the folders stay where the
 design puts them (an editable install maps them the same way)."""
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 ROOTS = {
     "mlx_fleet": "mlx_fleet",
@@ -14,9 +14,12 @@ ROOTS = {
 
 
 def packages() -> list[str]:
+    """Namespace discovery, as pyproject's own `packages.find` does by default, so that a data
+    folder (the dashboard's `static/`) is a package of the distribution too."""
     found = []
     for name, folder in ROOTS.items():
-        nested = [f"{name}.{sub}" for sub in find_packages(folder) if f"{name}.{sub}" not in ROOTS]
+        nested = [f"{name}.{sub}" for sub in find_namespace_packages(folder, exclude=["*__pycache__*"])
+                  if f"{name}.{sub}" not in ROOTS]
         found += [name, *nested]
     return found
 
