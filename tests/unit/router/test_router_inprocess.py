@@ -9,10 +9,12 @@ import json
 import time
 from collections.abc import Iterator
 
+import openai
 import pytest
 from litestar.testing import TestClient
 
 from fake_fleet_client import FakeFleetClient, answer, say
+from fleet_server import strict_client
 from mlx_fleet.config import FleetConfig, ModelConfig, ServerConfig
 from mlx_fleet.protocol import ChatInput, Embed, Failure, Generate, GetCatalog, TextInput
 from mlx_fleet.router.app import create_app
@@ -237,4 +239,24 @@ def test_the_admin_key_reads_the_schema_which_documents_the_admin_routes(api) ->
     assert {"/admin/models/status", "/admin/keys", "/admin/profiles", "/admin/usage", "/metrics"} <= paths.keys()
     body = paths["/admin/profiles"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body["$ref"].endswith("/NewProfile")
+
+
+
+# -- the official client, in-process -------------------------------------------------------------
+
+
+def test_the_openai_client_in_strict_mode_reads_chat_streams_and_errors(api) -> None:
+    """The `openai` client, validating every answer against OpenAI's schema, over the in-process
+    app (the test client is an httpx client, which `openai` takes as its transport)."""
+    client, _ = api
+    oai = strict_client(str(client.base_url), API_KEY, http_client=client)
+    done = oai.chat.completions.create(model="m", messages=HI)
+    assert done.choices[0].message.content == "Hello, world" and done.usage.total_tokens == 5
+    stream = oai.chat.completions.create(model="m", messages=HI, stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello, world"
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 2
+    with pytest.raises(openai.NotFoundError) as caught:
+        oai.chat.completions.create(model="nope", messages=HI)
+    assert caught.value.code == "model_not_found"
 
