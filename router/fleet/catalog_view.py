@@ -31,9 +31,11 @@ class CatalogView:
         self.loaded = asyncio.Event()
         self._apply([(m, [m.id, *m.aliases]) for m in config.models])
 
-    def _apply(self, models: list[tuple[ModelConfig, list[str]]]) -> None:
+    def _apply(self, models: list[tuple[ModelConfig, list[str]]], context: dict[str, int | None] | None = None) -> None:
         self.names = {name: model for model, names in models for name in names}
         self.models = [model for model, _ in models]  # the enabled ones, in the registry's order
+        # Each model's context length, as its files say (the catalog reads it); None until known.
+        self.context_lengths = context or {}
 
     def apply(self, registry: RegistryListing) -> None:
         """Take a fresh registry: its enabled models, by id and alias."""
@@ -42,7 +44,7 @@ class CatalogView:
             if entry.enabled:
                 model = self.configured.get(entry.id) or ModelConfig(id=entry.id, path=entry.path, type=entry.type)
                 models.append((model, [entry.id, *entry.aliases]))
-        self._apply(models)
+        self._apply(models, {entry.id: entry.context_length for entry in registry.models})
         self.loaded.set()
 
     async def refresh(self, client: FleetClient) -> None:

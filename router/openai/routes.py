@@ -46,7 +46,9 @@ async def _complete(request: Request, router: RouterState,
 @get("/v1/models", responses=error_responses())
 async def list_models(router: FromApp[RouterState]) -> Response[oa.ModelList]:
     created = int(router.catalog.started)
-    cards = [oa.ModelCard(id=m.id, created=created, type=m.type) for m in router.catalog.models]
+    catalog = router.catalog
+    cards = [oa.ModelCard(id=m.id, created=created, type=m.type, context_length=catalog.context_lengths.get(m.id))
+             for m in catalog.models]
     return as_json(oa.ModelList(data=cards))
 
 

@@ -249,6 +249,7 @@ class ModelCard(_Response, kw_only=True):
     created: int
     owned_by: str = "mlx-fleet"
     type: str = "text"
+    context_length: int | None = None  # from the model's files (as vLLM's max_model_len); null if they say none
 
 
 class ModelList(_Response, kw_only=True):

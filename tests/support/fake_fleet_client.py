@@ -40,6 +40,7 @@ from mlx_fleet.protocol import (
 from mlx_fleet.router.fleet.client import RequestStream, SupervisorUnavailable
 
 Frame = Started | Delta | End
+CONTEXT_LENGTH = 4096  # what the fake catalog says of every model's files
 Script = Callable[[str, Generate | Embed], Iterable[Frame]]
 _KINDS: dict[type, bytes] = {Started: Kind.START, Delta: Kind.DELTA}
 
@@ -65,7 +66,8 @@ class FakeFleetClient:
 
     def __init__(self, models: Iterable[ModelConfig], script: Script = answer) -> None:
         listing = RegistryListing(models=[ModelEntry(id=m.id, path=m.path, source="config", type=m.type,
-                                                     aliases=list(m.aliases)) for m in models],
+                                                     aliases=list(m.aliases), context_length=CONTEXT_LENGTH)
+                                          for m in models],
                                   scan_paths=[], hf_cache=False, last_scan=None, active_profile=None)
         self.script = script
         self.answers: dict[type, Any] = {Ping: None, GetCatalog: listing}

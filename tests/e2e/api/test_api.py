@@ -25,8 +25,10 @@ def in_process_greedy(model_dir: Path, messages: list[dict], max_tokens: int) ->
 
 
 def test_models_lists_every_configured_model(client: openai.OpenAI) -> None:
-    ids = {m.id for m in client.models.list().data}
-    assert ids == {"tiny", "tiny-qwen"}
+    models = client.models.list().data
+    assert {m.id for m in models} == {"tiny", "tiny-qwen"}
+    # each with its context length, as the catalog reads it from config.json (the tiny models': 2048)
+    assert {m.id: m.model_extra["context_length"] for m in models} == {"tiny": 2048, "tiny-qwen": 2048}
 
 
 @pytest.mark.parametrize("model,fixture", [("tiny", "tiny_lm"), ("tiny-qwen", "tiny_qwen")])

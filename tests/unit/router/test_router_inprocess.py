@@ -13,7 +13,7 @@ import openai
 import pytest
 from litestar.testing import TestClient
 
-from fake_fleet_client import FakeFleetClient, answer, say
+from fake_fleet_client import CONTEXT_LENGTH, FakeFleetClient, answer, say
 from fleet_server import strict_client
 from mlx_fleet.config import FleetConfig, ModelConfig, ServerConfig
 from mlx_fleet.protocol import ChatInput, Embed, Failure, Generate, GetCatalog, TextInput
@@ -129,6 +129,7 @@ def test_models_are_the_catalogs_enabled_ones(api) -> None:
     client, _ = api
     r = client.get("/v1/models", headers=USER)
     assert [(m["id"], m["type"]) for m in r.json()["data"]] == [("m", "text"), ("e", "embeddings")]
+    assert {m["context_length"] for m in r.json()["data"]} == {CONTEXT_LENGTH}
 
 
 def test_responses_and_anthropic_messages_have_their_own_shapes(api) -> None:
