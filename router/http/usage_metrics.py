@@ -26,6 +26,10 @@ class RequestMetrics:
         self.requests = Counter("mlx_fleet_requests", "Requests by model, endpoint and HTTP status",
                                 ["model", "endpoint", "status"], registry=r)
         self.prompt_tokens = Counter("mlx_fleet_prompt_tokens", "Prompt (input) tokens", ["model"], registry=r)
+        # The prompt cache's hit ratio is rate(cached) / rate(prompt) of these two.
+        self.cached_tokens = Counter("mlx_fleet_cached_prompt_tokens",
+                                     "Prompt tokens taken from the prompt cache instead of computed", ["model"],
+                                     registry=r)
         self.completion_tokens = Counter("mlx_fleet_completion_tokens", "Completion (output) tokens", ["model"],
                                          registry=r)
         self.latency = Histogram("mlx_fleet_request_duration_seconds", "Whole request, first byte in to last out",
@@ -41,6 +45,7 @@ class RequestMetrics:
             self.requests.labels(model, rec.endpoint, str(rec.status)).inc()
             if rec.prompt_tokens:
                 self.prompt_tokens.labels(model).inc(rec.prompt_tokens)
+                self.cached_tokens.labels(model).inc(rec.cached_tokens)
             if rec.completion_tokens:
                 self.completion_tokens.labels(model).inc(rec.completion_tokens)
             self.latency.labels(model, rec.endpoint).observe(rec.latency_ms / 1000)

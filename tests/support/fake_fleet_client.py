@@ -45,10 +45,11 @@ Script = Callable[[str, Generate | Embed], Iterable[Frame]]
 _KINDS: dict[type, bytes] = {Started: Kind.START, Delta: Kind.DELTA}
 
 
-def say(*texts: str, prompt_tokens: int = 3, finish_reason: str = "stop") -> list[Frame]:
-    """A generation that answers `texts`, one delta each."""
-    usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=len(texts))
-    return [Started(prompt_tokens), *(Delta(t) for t in texts), Done(finish_reason, usage)]  # type: ignore[arg-type]
+def say(*texts: str, prompt_tokens: int = 3, finish_reason: str = "stop", cached_tokens: int = 0) -> list[Frame]:
+    """A generation that answers `texts`, one delta each (`cached_tokens` of its prompt from the cache)."""
+    usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=len(texts), cached_tokens=cached_tokens)
+    return [Started(prompt_tokens, cached_tokens), *(Delta(t) for t in texts),
+            Done(finish_reason, usage)]  # type: ignore[arg-type]
 
 
 def answer(model: str, request: Generate | Embed) -> list[Frame]:

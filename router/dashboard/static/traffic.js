@@ -24,6 +24,13 @@ export function drawTraffic(view, now) {
     el("td", { "data-label": "Tokens", class: "num" }, r.tokens),
     el("td", { "data-label": "TTFT", class: "num" }, ms(r.ttft)),
     el("td", { "data-label": "Latency", class: "num" }, ms(r.latency)))));
+  // The prompt cache's hits per model: only the usage records know them.
+  document.getElementById("cache-figure").hidden = !view.cache;
+  if (view.cache) document.querySelector("#cache-table tbody").replaceChildren(...view.cache.map((c) => el("tr", {},
+    el("td", { "data-label": "Model" }, c.model),
+    el("td", { "data-label": "Prompt tokens", class: "num" }, String(c.prompt)),
+    el("td", { "data-label": "Cached", class: "num" }, String(c.cached)),
+    el("td", { "data-label": "Hit ratio", class: "num" }, `${Math.round(100 * c.ratio)} %`))));
 }
 
 // Traffic from the supervisor's counters (served and tokens generated per model): what changed

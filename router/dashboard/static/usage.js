@@ -34,6 +34,20 @@ export class UsageSource {
     return this.view(series.data, now);
   }
 
+  // Per model over the hour's rows: prompt tokens, those the prompt cache supplied, and their share.
+  cacheByModel() {
+    const models = new Map();
+    for (const r of this.rows) {
+      if (!r.model || !r.prompt_tokens) continue;
+      const m = models.get(r.model) ?? { model: r.model, prompt: 0, cached: 0 };
+      m.prompt += r.prompt_tokens;
+      m.cached += r.cached_tokens;
+      models.set(r.model, m);
+    }
+    return [...models.values()].sort((a, b) => a.model.localeCompare(b.model))
+      .map((m) => ({ ...m, ratio: m.cached / m.prompt }));
+  }
+
   view(points, now) {
     const mid = (start) => start + MINUTE / 2;
     const rps = points.map((p) => ({ t: mid(p.start), v: p.requests / MINUTE }));
@@ -53,11 +67,12 @@ export class UsageSource {
     }
     const recent = this.rows.slice(0, RECENT).map((r) => ({
       ts: r.ts, model: r.model, endpoint: r.endpoint, status: r.status,
-      tokens: `${r.prompt_tokens} → ${r.completion_tokens}`, ttft: r.ttft_ms, latency: r.latency_ms,
+      tokens: `${r.prompt_tokens}${r.cached_tokens ? ` (${r.cached_tokens} cached)` : ""} → ${r.completion_tokens}`,
+      ttft: r.ttft_ms, latency: r.latency_ms,
     }));
     // The last hour, or since the first record in it (at least five minutes), whichever is shorter.
     const first = points.length ? points[0].start : now;
-    return { source: "from the usage records", rps, tps, ttft: [p50, p95], recent,
+    return { source: "from the usage records", rps, tps, ttft: [p50, p95], recent, cache: this.cacheByModel(),
              window: [Math.max(now - HOUR, Math.min(first, now - 300)), now] };
   }
 }

@@ -243,6 +243,10 @@ def test_recent_requests_and_ttft_come_from_the_usage_records(page, server: Flee
     playwright.expect(row.locator('td[data-label="TTFT"]')).to_have_text(re.compile(r"^\d+ ms$"))
     playwright.expect(page.locator("#ttft-figure")).to_be_visible()
     playwright.expect(page.locator("#chart-ttft path.line")).to_have_count(2)
+    # the prompt cache per model: every prompt token of the hour's tiny requests, and the share cached
+    cache = page.locator("#cache-table tbody tr").filter(has_text="tiny")
+    playwright.expect(cache.locator('td[data-label="Prompt tokens"]')).to_have_text(re.compile(r"^[1-9]\d*$"))
+    playwright.expect(cache.locator('td[data-label="Hit ratio"]')).to_have_text(re.compile(r"^\d+ %$"))
 
 
 def test_logs_follow_a_model_and_diagnose_a_failed_load(page, server: FleetServer) -> None:

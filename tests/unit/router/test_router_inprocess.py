@@ -261,3 +261,26 @@ def test_the_openai_client_in_strict_mode_reads_chat_streams_and_errors(api) -> 
         oai.chat.completions.create(model="nope", messages=HI)
     assert caught.value.code == "model_not_found"
 
+
+
+def test_metrics_count_the_prompt_tokens_the_cache_supplied(api) -> None:
+    """The hit ratio per model is rate(cached) / rate(prompt) of two counters; each API reports the
+    same figure in its own field."""
+    client, fake = api
+    fake.script = lambda model, request: say("ok", prompt_tokens=300, cached_tokens=256)
+    r = client.post("/v1/chat/completions", headers=USER, json={"model": "m", "messages": HI})
+    assert r.json()["usage"]["prompt_tokens_details"] == {"cached_tokens": 256}
+    r = client.post("/v1/messages", headers=USER, json={"model": "m", "max_tokens": 8, "messages": HI})
+    assert r.json()["usage"]["cache_read_input_tokens"] == 256 and r.json()["usage"]["input_tokens"] == 44
+    r = client.post("/v1/responses", headers=USER, json={"model": "m", "input": "hi"})
+    assert r.json()["usage"]["input_tokens_details"]["cached_tokens"] == 256
+    series: dict[str, float] = {}
+    deadline = time.monotonic() + 10
+    while series.get("mlx_fleet_cached_prompt_tokens_total") != 3 * 256 and time.monotonic() < deadline:
+        time.sleep(0.05)  # the usage writer's thread feeds the counters
+        text = client.get("/metrics", headers=ADMIN).text
+        series = {line.split("{")[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                  if line.startswith(("mlx_fleet_cached_prompt_tokens_total{", "mlx_fleet_prompt_tokens_total{"))
+                  and 'model="m"' in line}
+    assert series["mlx_fleet_cached_prompt_tokens_total"] == 3 * 256
+    assert series["mlx_fleet_prompt_tokens_total"] >= 3 * 300
