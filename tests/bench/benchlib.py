@@ -219,11 +219,12 @@ class InProc:
 # -- server processes ---------------------------------------------------------------------------
 
 def start_fleet(workdir: Path, models: dict[str, str], *, state_dir: Path, memory: dict | None = None,
-                server: dict | None = None, name: str = "fleet", python: str | None = None) -> FleetServer:
-    """`mlx-fleet serve` as a user starts it, on a config naming `models` (`python`: another
-    checkout's interpreter, see `FleetServer`)."""
+                server: dict | None = None, extra: str = "", name: str = "fleet",
+                python: str | None = None) -> FleetServer:
+    """`mlx-fleet serve` as a user starts it, on a config naming `models` (`extra`: more TOML, e.g. a
+    table of its own; `python`: another checkout's interpreter, see `FleetServer`)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    config = write_config(workdir / f"{name}.toml", models, memory=memory, server=server)
+    config = write_config(workdir / f"{name}.toml", models, extra, memory=memory, server=server)
     port = free_port()
     return FleetServer(config, state_dir, log_path=workdir / f"{name}-{port}.log", port=port,
                        kill_leftovers=True, python=python).wait_ready(READY_TIMEOUT)
