@@ -17,7 +17,7 @@ from pathlib import Path
 
 import msgspec
 
-from mlx_fleet.state import keys
+from mlx_fleet.state import accounts, keys
 from mlx_fleet.cli.fleet_commands import call, table
 from mlx_fleet.config import ConfigError, ServerConfig, load_config
 from mlx_fleet.state.usage_queries import Aggregate
@@ -35,6 +35,7 @@ def add_commands(sub: argparse._SubParsersAction, client_options: Callable[[argp
     create.add_argument("name")
     create.add_argument("--scope", action="append", choices=keys.SCOPES,
                         help="repeat for several; default: every /v1 scope")
+    create.add_argument("--user", help="the id of the user the key belongs to (see /admin/users)")
     listing = verbs.add_parser("list", help="every live key, without its token")
     listing.add_argument("--q", default="", help="only keys whose name or id contains this")
     listing.add_argument("--sort", default="created_at", help="name, created_at, last_used_at, requests; -x reverses")
@@ -43,7 +44,7 @@ def add_commands(sub: argparse._SubParsersAction, client_options: Callable[[argp
 
     usage = sub.add_parser("usage", help="requests, errors and tokens, by model, key or endpoint")
     client_options(usage)
-    usage.add_argument("--by", default="model", choices=["model", "key", "endpoint"])
+    usage.add_argument("--by", default="model", choices=["model", "key", "endpoint", "user", "org"])
     usage.add_argument("--since", help="unix seconds, or a duration back from now: 90m, 1h, 7d")
 
     logs = sub.add_parser("logs", help="a model's worker output")
@@ -71,7 +72,7 @@ def run_keys(args: argparse.Namespace) -> int:
         return 2
     try:
         if args.verb == "create":
-            created = keys.create_key(conn, args.name, args.scope)
+            created = keys.create_key(conn, args.name, args.scope, args.user)
             _print(args, created, f"{created.key}\n(id {created.id}, scopes {','.join(created.scopes)}; "
                                   "the token is shown only now)")
         elif args.verb == "list":
@@ -80,7 +81,7 @@ def run_keys(args: argparse.Namespace) -> int:
         else:
             keys.revoke_key(conn, args.id)
             _print(args, {"id": args.id, "revoked": True}, f"{args.id}: revoked")
-    except keys.KeyProblem as e:
+    except (keys.KeyProblem, accounts.AccountProblem) as e:
         print(f"mlx-fleet: {e}", file=sys.stderr)
         return 1
     finally:

@@ -18,7 +18,7 @@ from typing import Literal, get_args
 
 import msgspec
 
-from mlx_fleet.state import db
+from mlx_fleet.state import accounts, db
 from mlx_fleet.config import ServerConfig, is_loopback
 
 Scope = Literal["chat", "completions", "embeddings", "responses", "messages"]
@@ -38,7 +38,11 @@ CREATE TABLE api_keys (
     requests INTEGER NOT NULL DEFAULT 0
 );
 """),
+    # the user a key belongs to (no foreign key: a revoked key keeps naming its deleted user)
+    ("keys-2", "ALTER TABLE api_keys ADD COLUMN user_id TEXT;"),
 ]
+# what the key functions need: the keys' tables and the users' they join
+SCHEMA = accounts.MIGRATIONS + MIGRATIONS
 
 
 class ApiKey(msgspec.Struct, kw_only=True):
@@ -48,6 +52,8 @@ class ApiKey(msgspec.Struct, kw_only=True):
     name: str
     scopes: list[str]
     created_at: float
+    user_id: str | None = None
+    org_id: str | None = None
     last_used_at: float | None = None
     requests: int = 0
 
@@ -72,7 +78,7 @@ def token_hash(token: str) -> str:
 
 def open_db(state_dir: Path) -> sqlite3.Connection:
     conn = db.connect(db.db_path(state_dir))
-    db.ensure_schema(conn, MIGRATIONS)
+    db.ensure_schema(conn, SCHEMA)
     return conn
 
 
@@ -88,32 +94,39 @@ def check_scopes(scopes: list[str] | None) -> list[str]:
     return sorted(set(scopes), key=SCOPES.index)
 
 
-def create_key(conn: sqlite3.Connection, name: str, scopes: list[str] | None = None) -> CreatedKey:
+def create_key(conn: sqlite3.Connection, name: str, scopes: list[str] | None = None,
+               user_id: str | None = None) -> CreatedKey:
+    """A new key, for `user_id` where given (an unknown user is `accounts.UnknownUser`)."""
     if not name.strip():
         raise KeyProblem("a key needs a name")
     scopes = check_scopes(scopes)
+    org_id = accounts.get_user(conn, user_id).org_id if user_id is not None else None
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     key = CreatedKey(id="key_" + os.urandom(6).hex(), name=name.strip(), scopes=scopes, created_at=time.time(),
-                     key=token)
-    conn.execute("INSERT INTO api_keys (id, name, hash, scopes, created_at) VALUES (?, ?, ?, ?, ?)",
-                 (key.id, key.name, token_hash(token), ",".join(scopes), key.created_at))
+                     user_id=user_id, org_id=org_id, key=token)
+    conn.execute("INSERT INTO api_keys (id, name, hash, scopes, created_at, user_id) VALUES (?, ?, ?, ?, ?, ?)",
+                 (key.id, key.name, token_hash(token), ",".join(scopes), key.created_at, user_id))
     return key
 
 
-_SORTS = {"name": "name", "created_at": "created_at", "last_used_at": "last_used_at", "requests": "requests"}
+_SORTS = {"name": "k.name", "created_at": "k.created_at", "last_used_at": "k.last_used_at", "requests": "k.requests"}
 
 
-def list_keys(conn: sqlite3.Connection, query: str = "", sort: str = "created_at") -> list[ApiKey]:
-    """Live keys; `query` matches the name or id, `sort` is a field name, `-field` descending."""
+def list_keys(conn: sqlite3.Connection, query: str = "", sort: str = "created_at", user_id: str | None = None,
+              org_id: str | None = None) -> list[ApiKey]:
+    """Live keys; `query` matches the name or id, `sort` is a field name, `-field` descending;
+    `user_id` and `org_id` keep the keys of that user, or of that organisation's users."""
     column = _SORTS.get(sort.lstrip("-"))
     if column is None:
         raise KeyProblem(f"cannot sort by {sort!r}; choose one of {', '.join(_SORTS)} (prefix '-' to reverse)")
     order = "DESC" if sort.startswith("-") else "ASC"
     rows = conn.execute(
-        f"SELECT id, name, scopes, created_at, last_used_at, requests FROM api_keys WHERE revoked_at IS NULL "
-        f"AND (name LIKE ?1 OR id LIKE ?1) ORDER BY {column} {order}, id", (f"%{query}%",)).fetchall()
-    return [ApiKey(id=r[0], name=r[1], scopes=r[2].split(","), created_at=r[3], last_used_at=r[4], requests=r[5])
-            for r in rows]
+        f"SELECT k.id, k.name, k.scopes, k.created_at, k.user_id, u.org_id, k.last_used_at, k.requests "
+        f"FROM api_keys k LEFT JOIN users u ON u.id = k.user_id WHERE k.revoked_at IS NULL "
+        f"AND (k.name LIKE ?1 OR k.id LIKE ?1) AND (?2 IS NULL OR k.user_id = ?2) AND (?3 IS NULL OR u.org_id = ?3) "
+        f"ORDER BY {column} {order}, k.id", (f"%{query}%", user_id, org_id)).fetchall()
+    return [ApiKey(id=r[0], name=r[1], scopes=r[2].split(","), created_at=r[3], user_id=r[4], org_id=r[5],
+                   last_used_at=r[6], requests=r[7]) for r in rows]
 
 
 def revoke_key(conn: sqlite3.Connection, key_id: str) -> None:
@@ -121,6 +134,21 @@ def revoke_key(conn: sqlite3.Connection, key_id: str) -> None:
                         (time.time(), key_id)).rowcount
     if not done:
         raise UnknownKey(f"no live key with id {key_id!r}")
+
+
+def delete_user(conn: sqlite3.Connection, user_id: str) -> int:
+    """Delete a user and revoke their keys, in one transaction (the keys are refused from the next
+    request on, as any revoked key); how many keys were revoked."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        accounts.delete_user_row(conn, user_id)
+        revoked = conn.execute("UPDATE api_keys SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
+                               (time.time(), user_id)).rowcount
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return revoked
 
 
 def count_uses(conn: sqlite3.Connection, uses: dict[str, tuple[int, float]]) -> None:
@@ -167,6 +195,8 @@ class Holder(msgspec.Struct, frozen=True):
 
     id: str
     scopes: frozenset[str]
+    user_id: str | None = None
+    org_id: str | None = None
 
 
 class KeyIndex:
@@ -197,8 +227,9 @@ class KeyIndex:
             self.conn = db.connect(self.path)
         version = self.conn.execute("PRAGMA data_version").fetchone()[0]
         if version != self._version:
-            rows = self.conn.execute("SELECT hash, id, scopes FROM api_keys WHERE revoked_at IS NULL").fetchall()
-            self._holders = {h: Holder(i, frozenset(s.split(","))) for h, i, s in rows}
+            rows = self.conn.execute("SELECT k.hash, k.id, k.scopes, k.user_id, u.org_id FROM api_keys k "
+                                     "LEFT JOIN users u ON u.id = k.user_id WHERE k.revoked_at IS NULL").fetchall()
+            self._holders = {h: Holder(i, frozenset(s.split(",")), user, org) for h, i, s, user, org in rows}
             self._version = version
         return self._holders
 

@@ -19,17 +19,19 @@ import msgspec
 
 from mlx_fleet.units import Duration
 
-GroupBy = Literal["model", "key", "endpoint"]
+GroupBy = Literal["model", "key", "endpoint", "user", "org"]
 Bucket = Literal["1m", "1h", "1d"]
 _BUCKET_SECONDS = {"1m": 60, "1h": 3600, "1d": 86400}
-_GROUP_COLUMNS = {"model": "model", "key": "key_id", "endpoint": "endpoint"}
-COLUMNS = ("ts", "key_id", "model", "endpoint", "status", "prompt_tokens", "completion_tokens", "cached_tokens",
-           "ttft_ms", "latency_ms", "stream")
+_GROUP_COLUMNS = {"model": "model", "key": "key_id", "endpoint": "endpoint", "user": "user_id", "org": "org_id"}
+COLUMNS = ("ts", "key_id", "user_id", "org_id", "model", "endpoint", "status", "prompt_tokens", "completion_tokens",
+           "cached_tokens", "ttft_ms", "latency_ms", "stream")
 
 
 class UsageRow(msgspec.Struct, kw_only=True):
     ts: float
     key_id: str | None
+    user_id: str | None
+    org_id: str | None
     model: str | None
     endpoint: str
     status: int

@@ -1,7 +1,7 @@
-"""The operator's API: `/admin/*` (the fleet, models, the catalog and profiles, keys, usage, the
-machine) and `/metrics`."""
+"""The operator's API: `/admin/*` (the fleet, models, the catalog and profiles, keys, users and
+organisations, usage, the machine) and `/metrics`."""
 
-from mlx_fleet.router.admin import catalog, fleet, keys, metrics, models, system, usage
+from mlx_fleet.router.admin import accounts, catalog, fleet, metrics, models, system, usage
 
-ROUTES = [*metrics.ROUTES, *fleet.ROUTES, *catalog.ROUTES, *models.ROUTES, *keys.ROUTES, *usage.ROUTES,
+ROUTES = [*metrics.ROUTES, *fleet.ROUTES, *catalog.ROUTES, *models.ROUTES, *accounts.ROUTES, *usage.ROUTES,
           *system.ROUTES]

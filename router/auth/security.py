@@ -106,7 +106,8 @@ class Guard:
         if holder is None:
             raise ApiError(401, f"Incorrect API key provided: {_mask(token)}.", code="invalid_api_key")
         if record is not None:
-            record.key_id = holder.id  # a refused request counts against its key too
+            # a refused request counts against its key (and its holder) too
+            record.key_id, record.user_id, record.org_id = holder.id, holder.user_id, holder.org_id
         if scope is not None and scope not in holder.scopes:
             raise ApiError(403, f"This API key does not have the '{scope}' scope that "
                                 f"{connection.url.path} needs. Missing scopes: {scope}.", code="missing_scope")

@@ -67,7 +67,7 @@ def json_body(model: type[T], decode: Callable[[bytes], T]) -> type[JsonBody[T]]
 
 
 _ERRORS = {400: "Invalid request", 401: "No key or a wrong key", 403: "The key may not do this",
-           404: "Unknown model or route", 413: "Body too large", 429: "Too many requests for this model",
+           404: "Unknown model, route or record", 409: "Conflicts with what exists", 413: "Body too large", 429: "Too many requests for this model",
            500: "The model's worker failed", 503: "The fleet cannot serve this now"}
 
 

@@ -50,19 +50,26 @@ CREATE TABLE usage (
 CREATE INDEX usage_ts ON usage (ts);
 CREATE INDEX usage_model_ts ON usage (model, ts);
 """),
+    # the key's user and organisation when the request was made (a user may move later)
+    ("usage-2", """
+ALTER TABLE usage ADD COLUMN user_id TEXT;
+ALTER TABLE usage ADD COLUMN org_id TEXT;
+"""),
 ]
 
 
 class UsageRecord:
     """One request, filled in as it goes. Times are `time.perf_counter()` except `ts` (wall clock)."""
 
-    __slots__ = ("ts", "started", "endpoint", "key_id", "model", "status", "prompt_tokens", "completion_tokens",
+    __slots__ = ("ts", "started", "endpoint", "key_id", "user_id", "org_id", "model", "status", "prompt_tokens", "completion_tokens",
                  "cached_tokens", "first_token", "ended", "stream")
 
     def __init__(self, endpoint: str) -> None:
         self.ts, self.started = time.time(), time.perf_counter()
         self.endpoint = endpoint
         self.key_id: str | None = None
+        self.user_id: str | None = None
+        self.org_id: str | None = None
         self.model: str | None = None
         self.status = 0
         self.prompt_tokens = self.completion_tokens = self.cached_tokens = 0
@@ -87,7 +94,8 @@ class UsageRecord:
 
     def row(self) -> tuple:
         return (self.ts, self.key_id, self.model, self.endpoint, self.status, self.prompt_tokens,
-                self.completion_tokens, self.cached_tokens, self.ttft_ms, self.latency_ms, int(self.stream))
+                self.completion_tokens, self.cached_tokens, self.ttft_ms, self.latency_ms, int(self.stream),
+                self.user_id, self.org_id)
 
 
 def usage_record(request: Request, model: str) -> UsageRecord | None:
@@ -169,7 +177,7 @@ class UsageWriter:
 
     def start(self) -> None:
         self._conn = db.connect(self.path)
-        db.ensure_schema(self._conn, keys.MIGRATIONS + MIGRATIONS)
+        db.ensure_schema(self._conn, keys.SCHEMA + MIGRATIONS)
         self._prune()
         self._thread.start()
 
@@ -236,8 +244,8 @@ class UsageWriter:
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.executemany("INSERT INTO usage (ts, key_id, model, endpoint, status, prompt_tokens, "
-                             "completion_tokens, cached_tokens, ttft_ms, latency_ms, stream) "
-                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [r.row() for r in batch])
+                             "completion_tokens, cached_tokens, ttft_ms, latency_ms, stream, user_id, org_id) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [r.row() for r in batch])
             keys.count_uses(conn, uses)
             conn.execute("COMMIT")
         except BaseException:
