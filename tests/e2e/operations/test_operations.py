@@ -98,6 +98,31 @@ def test_a_key_revoked_by_the_cli_is_refused_at_the_next_request(ops: FleetServe
     assert r.status_code == 404 and r.json()["error"]["code"] == "key_not_found"
 
 
+def admin_send(server: FleetServer, method: str, path: str, body: dict | None = None) -> httpx.Response:
+    return httpx.request(method, f"{server.base_url}{path}", json=body, headers={"Authorization": f"Bearer {ADMIN}"},
+                         timeout=60)
+
+
+def test_a_users_key_counts_for_the_user_and_the_org_and_dies_with_the_user(ops: FleetServer) -> None:
+    org = admin_send(ops, "POST", "/admin/orgs", {"name": "ops-org"}).json()
+    user = admin_send(ops, "POST", "/admin/users", {"name": "Grace", "email": "grace@ops.test",
+                                                     "org_id": org["id"]}).json()
+    made = cli("keys", "--state-dir", str(ops.state_dir), "--json", "create", "grace-key", "--user", user["id"])
+    assert made.returncode == 0, made.stderr
+    key = json.loads(made.stdout)
+    assert chat(strict_client(ops.base_url, api_key=key["key"])).usage.completion_tokens == 6
+    for by, group in (("user", user["id"]), ("org", org["id"])):
+        totals = admin_get(ops, "/admin/usage/aggregate", by=by).json()["data"]
+        assert [t["requests"] for t in totals if t["group"] == group] == [1], (by, totals)
+    r = admin_send(ops, "DELETE", f"/admin/orgs/{org['id']}")
+    assert r.status_code == 409 and r.json()["error"]["code"] == "org_not_empty"
+    r = admin_send(ops, "DELETE", f"/admin/users/{user['id']}")
+    assert r.status_code == 200 and r.json()["revoked_keys"] == 1
+    with pytest.raises(openai.AuthenticationError):
+        chat(strict_client(ops.base_url, api_key=key["key"]))
+    assert admin_send(ops, "DELETE", f"/admin/orgs/{org['id']}").status_code == 200
+
+
 def test_a_streamed_request_is_recorded_with_its_time_to_first_token(ops: FleetServer) -> None:
     key = new_key(ops, "streamer", ["chat"])
     chunks = list(chat(strict_client(ops.base_url, api_key=key["key"]), stream=True,
