@@ -121,9 +121,13 @@ def rename_org(conn: sqlite3.Connection, org_id: str, name: str) -> Org:
 def delete_org(conn: sqlite3.Connection, org_id: str) -> None:
     get_org(conn, org_id)
     members = conn.execute("SELECT count(*) FROM users WHERE org_id = ?", (org_id,)).fetchone()[0]
+    refusal = OrgNotEmpty(f"organisation {org_id!r} still has users: delete or move them first")
     if members:
-        raise OrgNotEmpty(f"organisation {org_id!r} still has {members} user(s): delete or move them first")
-    conn.execute("DELETE FROM orgs WHERE id = ?", (org_id,))
+        raise refusal
+    try:
+        conn.execute("DELETE FROM orgs WHERE id = ?", (org_id,))
+    except sqlite3.IntegrityError:  # a user joined it since the count (the users' foreign key)
+        raise refusal from None
 
 
 def _user(row: tuple) -> User:
