@@ -6,6 +6,7 @@ Metal. A full queue drops the turn's blocks rather than wait: they are a cache.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
 import threading
@@ -16,6 +17,7 @@ from mlx_fleet.worker.prompt_store.store import BlockStore
 
 log = logging.getLogger(__name__)
 QUEUE_TURNS = 16
+EXIT_WAIT_SECONDS = 5.0  # an evicted or stopped worker finishes its last turn's blocks, within the stop grace
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,7 @@ class BlockWriter:
         self.pending: set[str] = set()  # keys queued, not written yet: not snapshotted twice
         self._jobs: queue.Queue[Job] = queue.Queue(QUEUE_TURNS)
         threading.Thread(target=self._run, name="prompt-cache-writer", daemon=True).start()
+        atexit.register(self.flush, EXIT_WAIT_SECONDS)
 
     def submit(self, job: Job) -> None:
         keys = {b.key for b in job.blocks}
@@ -40,9 +43,11 @@ class BlockWriter:
             self.pending.difference_update(keys)
             log.warning("prompt cache: the disk writer is behind; %d blocks not kept", len(job.blocks))
 
-    def flush(self) -> None:
-        """Wait until every queued block is written (tests, and a worker's orderly exit)."""
-        self._jobs.join()
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every queued block is written, or `timeout` seconds (tests, and a worker's exit)."""
+        done = self._jobs.all_tasks_done
+        with done:
+            done.wait_for(lambda: not self._jobs.unfinished_tasks, timeout)
 
     def _run(self) -> None:
         while True:

@@ -67,3 +67,23 @@ def test_a_model_whose_cache_is_not_plain_kv_has_no_disk_tier(loaded, tiny_lm: P
 
     assert DiskTier.open(Windowed(), tiny_lm, tmp_path, 2**30) is None
     assert DiskTier.open(loaded[0], tiny_lm, tmp_path, 0) is None  # disk = "0": off
+
+
+def test_a_restored_prefix_joins_the_batch_unchanged(loaded, tiny_lm: Path, tmp_path: Path) -> None:
+    """A restored request that runs beside another goes into the batch with its restored cache."""
+    first = engine(loaded, tiny_lm, tmp_path)
+    answer(first, PROMPT)
+    first.disk.writer.flush()
+    first_turn = len(list(tmp_path.rglob("*/*/*")))
+    follow_up = Generate(ChatInput((Message("user", PROMPT + " And item 9?"),)), Sampling(max_tokens=16, temperature=0.0))
+    _, cold_text, _, _ = answer(engine(loaded, tiny_lm, None), PROMPT + " And item 9?", 16)
+    restarted, sink = engine(loaded, tiny_lm, tmp_path), Sink()
+    other = " ".join(f"fact {i}: the sea is wide and the hill is high." for i in range(30))
+    restarted.submit(b"other", Generate(ChatInput((Message("user", other),)), Sampling(max_tokens=16, temperature=0.0)))
+    started = restarted.submit(b"x", follow_up)
+    assert started.cached_tokens >= 3 * 256 and len(restarted._by_uid) == 2
+    while restarted.active:
+        restarted.step(sink)
+    assert sink.text[b"x"] == cold_text
+    restarted.disk.writer.flush()  # the batch's caches are kept too: the other prompt's blocks reach the disk
+    assert len(list(tmp_path.rglob("*/*/*"))) > first_turn
