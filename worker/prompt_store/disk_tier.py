@@ -4,6 +4,7 @@ into a layer cache, and persist a finished request's blocks that are not there y
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import mlx.core as mx
@@ -11,7 +12,7 @@ from mlx_lm.models.cache import make_prompt_cache
 
 from mlx_fleet.worker.prompt_store.block_file import Block
 from mlx_fleet.worker.prompt_store.identity import BLOCK_TOKENS, chain_keys, identity, model_fingerprint
-from mlx_fleet.worker.prompt_store.kv_blocks import dtype_name, plain_kv, rebuild, snapshot
+from mlx_fleet.worker.prompt_store.kv_blocks import DTYPES, plain_kv, rebuild, snapshot
 from mlx_fleet.worker.prompt_store.store import BlockStore
 from mlx_fleet.worker.prompt_store.writer import BlockWriter, Job
 
@@ -25,6 +26,7 @@ class DiskTier:
         self.store = store
         self.writer = BlockWriter(store)
         self._expected = (dtype, layers, *shapes)
+        self._block_bytes = layers * sum(math.prod(s) for s in shapes) * DTYPES[dtype].size
 
     @classmethod
     def open(cls, model: object, model_dir: Path, folder: Path, max_bytes: int) -> DiskTier | None:
@@ -39,7 +41,10 @@ class DiskTier:
             return None
         model(mx.array([[0]]), cache=cache)  # one token, to learn the KV's dtype and shapes
         first = cache[0]
-        dtype = dtype_name(first.keys.dtype)
+        dtype = str(first.keys.dtype)
+        if dtype not in DTYPES:
+            log.warning("prompt cache: disk tier off for this model (its KV is %s)", dtype)
+            return None
         shapes = tuple((1, s[1], BLOCK_TOKENS, s[3]) for s in (first.keys.shape, first.values.shape))
         root = identity(model_fingerprint(model_dir), dtype, len(cache), *shapes)
         return cls(root, BlockStore(folder, root.hex(), max_bytes), len(cache), shapes, dtype)
@@ -60,7 +65,8 @@ class DiskTier:
         blocks: list[Block] = []
         for key in keys:
             block = self.store.read(key)
-            if block is None or (block.dtype, block.layers, block.key_shape, block.value_shape) != self._expected:
+            if (block is None or (block.dtype, block.layers, block.key_shape, block.value_shape) != self._expected
+                    or len(block.payload) != self._block_bytes):
                 break
             blocks.append(block)
         if not blocks:

@@ -15,12 +15,8 @@ from mlx_lm.models.cache import KVCache
 from mlx_fleet.worker.prompt_store.block_file import Block
 from mlx_fleet.worker.prompt_store.identity import BLOCK_TOKENS
 
-_DTYPES = {str(d): d for d in (mx.bfloat16, mx.float16, mx.float32)}
+DTYPES = {str(d): d for d in (mx.bfloat16, mx.float16, mx.float32)}  # the KV dtypes blocks hold, by name
 _RAW = {2: (mx.uint16, np.uint16), 4: (mx.uint32, np.uint32)}
-
-
-def dtype_name(dtype: mx.Dtype) -> str:
-    return str(dtype)
 
 
 def plain_kv(cache: list) -> bool:
@@ -33,7 +29,7 @@ def snapshot(cache: list[KVCache], keys: dict[int, str]) -> list[Block]:
     parts = {i: _slices(cache, i) for i in keys}
     mx.eval([a for arrays in parts.values() for a in arrays])
     first = cache[0]
-    return [Block(key, dtype_name(first.keys.dtype), len(cache), _block_shape(first.keys), _block_shape(first.values),
+    return [Block(key, str(first.keys.dtype), len(cache), _block_shape(first.keys), _block_shape(first.values),
                   b"".join(memoryview(a) for a in parts[i]))
             for i, key in keys.items()]
 
@@ -52,7 +48,7 @@ def _block_shape(buffer: mx.array) -> tuple[int, ...]:
 def rebuild(blocks: list[Block]) -> list[KVCache]:
     """One `KVCache` per layer holding the blocks' tokens, in order."""
     first = blocks[0]
-    dtype = _DTYPES[first.dtype]
+    dtype = DTYPES[first.dtype]
     raw_mx, raw_np = _RAW[dtype.size]
     layers: list[tuple[list[mx.array], list[mx.array]]] = [([], []) for _ in range(first.layers)]
     for block in blocks:
