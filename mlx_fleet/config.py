@@ -1,8 +1,8 @@
 """The fleet's configuration: one TOML file, validated strictly, overridable from the environment.
 
 Unknown keys are errors (a typo in a memory budget must not silently become the default), and
-every error names the file, the key and the problem. Every `[server]`, `[memory]`, `[catalog]` and
-`[usage]` key can also be set with `MLX_FLEET_<SECTION>_<KEY>` (the value is read as a TOML value,
+every error names the file, the key and the problem. Every `[server]`, `[memory]`, `[prompt_cache]`,
+`[catalog]` and `[usage]` key can also be set with `MLX_FLEET_<SECTION>_<KEY>` (the value is read as a TOML value,
 or as a plain string when it is not one), which is how a launchd plist or a container sets them.
 """
 
@@ -85,11 +85,19 @@ class MemoryConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     budget: MemoryBudget = MemoryBudget("75%")
     max_models: int = 4
     idle_ttl: Duration = Duration("30m")
-    # KV caches kept per text model for prefix reuse (next chat turns); part of its footprint.
-    prompt_cache: ByteSize = ByteSize("512MiB")
     # Workers started in advance with MLX libraries imported, so a cold model costs its load only
     # (each one a ~130 MiB process, counted in the budget); 0 = none.
     spares: int = 1
+
+
+class PromptCacheConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    # KV caches kept in memory per text model for prefix reuse (next chat turns); part of its footprint.
+    memory: ByteSize = ByteSize("512MiB")
+    # The whole fleet's bound on prompts' KV blocks kept on disk, so a long prefix survives an
+    # eviction, a crash or a restart; "0" turns the disk tier off.
+    disk: ByteSize = ByteSize("16GiB")
+    # Where the blocks live; empty: `<server.state_dir>/prompt-cache`.
+    dir: str = ""
 
 
 class UsageConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -129,6 +137,7 @@ class ProfileConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class FleetConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     memory: MemoryConfig = msgspec.field(default_factory=MemoryConfig)
+    prompt_cache: PromptCacheConfig = msgspec.field(default_factory=PromptCacheConfig)
     usage: UsageConfig = msgspec.field(default_factory=UsageConfig)
     catalog: CatalogConfig = msgspec.field(default_factory=CatalogConfig)
     profiles: dict[str, ProfileConfig] = {}
@@ -189,8 +198,8 @@ def decode_config(data: bytes) -> FleetConfig:
 
 
 def _apply_environment(data: dict, environ: dict[str, str], source: str) -> None:
-    for section, struct in (("server", ServerConfig), ("memory", MemoryConfig), ("catalog", CatalogConfig),
-                            ("usage", UsageConfig)):
+    for section, struct in (("server", ServerConfig), ("memory", MemoryConfig), ("prompt_cache", PromptCacheConfig),
+                            ("catalog", CatalogConfig), ("usage", UsageConfig)):
         for field in msgspec.structs.fields(struct):
             name = f"MLX_FLEET_{section.upper()}_{field.name.upper()}"
             if name not in environ:
@@ -269,6 +278,13 @@ def _check_catalog(config: FleetConfig, source: str) -> None:
     for name, profile in config.profiles.items():
         if not profile.models:
             raise ConfigError(f"{source}: profiles.{name}.models: a profile needs at least one model")
+
+
+def prompt_cache_dir(config: FleetConfig) -> Path:
+    """Where the prompt cache's disk tier keeps its blocks (shared by every worker)."""
+    if config.prompt_cache.dir:
+        return Path(config.prompt_cache.dir).expanduser()
+    return Path(config.server.state_dir).expanduser() / "prompt-cache"
 
 
 def valid_model_id(name: str) -> bool:

@@ -15,7 +15,7 @@ from mlx_fleet.config import decode_config
 from mlx_fleet.heap import freeze_startup_heap
 from mlx_fleet.runtime import Endpoints
 from mlx_fleet.supervisor.fleet import Supervisor
-from mlx_fleet.supervisor.workers.launcher import PythonWorkerLauncher
+from mlx_fleet.supervisor.workers.launcher import PromptCacheArgs, PythonWorkerLauncher
 from mlx_fleet.supervisor.memory.sizes import Remembered
 
 
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     config = decode_config(args.config_json.read_bytes())
     endpoints = Endpoints(args.runtime_dir)
     state_dir = Path(config.server.state_dir).expanduser()
-    launcher = PythonWorkerLauncher(state_dir, config.server.allow_downloads, int(config.memory.prompt_cache),
+    launcher = PythonWorkerLauncher(state_dir, config.server.allow_downloads, PromptCacheArgs.of(config),
                                     endpoints.sink)
 
     async def run() -> None:

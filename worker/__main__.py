@@ -30,6 +30,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--parent-pid", type=int, required=True)
     p.add_argument("--state-dir", type=Path, required=True)
     p.add_argument("--prompt-cache-bytes", type=int, default=512 * 2**20)
+    p.add_argument("--prompt-cache-disk", type=int, default=0, help="the fleet's bound on KV blocks on disk; 0: off")
+    p.add_argument("--prompt-cache-dir", type=Path, default=None)
     return p.parse_args(argv)
 
 

@@ -13,6 +13,7 @@ import os
 import sys
 import time
 import traceback
+from pathlib import Path
 from collections.abc import Callable
 
 import zmq
@@ -95,6 +96,8 @@ class Worker:
             if isinstance(message, Assign):
                 self.args.model_id, self.args.path, self.args.type = message.model_id, message.path, message.model_type
                 self.args.prompt_cache_bytes = message.prompt_cache_bytes
+                self.args.prompt_cache_disk = message.prompt_cache_disk
+                self.args.prompt_cache_dir = Path(message.prompt_cache_dir) if message.prompt_cache_dir else None
                 return True
         return False
 
@@ -106,7 +109,9 @@ class Worker:
             from mlx_fleet.worker.own_memory import measure
 
             self.engine = load_engine(self.args.type, self.args.path, self.args.state_dir.expanduser(),
-                                      prompt_cache_bytes=self.args.prompt_cache_bytes)
+                                      prompt_cache_bytes=self.args.prompt_cache_bytes,
+                                      prompt_cache_dir=self.args.prompt_cache_dir,
+                                      prompt_cache_disk=self.args.prompt_cache_disk)
         except ModelNotLoadable as e:
             self.control(LoadFailed(str(e), traceback=_logged_traceback(e)))
             return False

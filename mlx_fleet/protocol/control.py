@@ -64,6 +64,8 @@ class Assign(_Wire, tag=7):
     path: str
     model_type: str
     prompt_cache_bytes: int
+    prompt_cache_disk: int = 0   # the fleet's bound on the prompt cache's disk tier; 0: off
+    prompt_cache_dir: str = ""   # where that tier keeps its blocks
 
 
 Control = Loading | Ready | LoadFailed | MemoryReport | Shutdown | Spare | Assign

@@ -25,7 +25,7 @@ import time
 from mlx_fleet.units import fmt_bytes
 from mlx_fleet.protocol import Assign, Failure, LoadFailed, Loading, MemoryReport, Ready, decode_control
 from mlx_fleet.supervisor.workers.context import FleetContext
-from mlx_fleet.supervisor.workers.launcher import launch
+from mlx_fleet.supervisor.workers.launcher import PromptCacheArgs, launch
 from mlx_fleet.supervisor.workers.process import WorkerProcess
 from mlx_fleet.supervisor.workers.slot import IDLE, STARTING, LoadError, WorkerSlot
 from mlx_fleet.supervisor.lifecycle.spares import SparePool, SpareWorker
@@ -175,8 +175,9 @@ class Loader:
         self.table.by_identity[spare.identity] = slot
         self._adopt(slot, spare.process, spare.identity)
         spare.process.label = slot.id
-        model, prompt_cache = slot.config, int(self.ctx.config.memory.prompt_cache)
-        self.sockets.send_control(spare.identity, Assign(model.id, model.path, model.type, prompt_cache))
+        model, cache = slot.config, PromptCacheArgs.of(self.ctx.config)
+        self.sockets.send_control(spare.identity, Assign(model.id, model.path, model.type, cache.memory, cache.disk,
+                                                         cache.dir))
 
     def _adopt(self, slot: WorkerSlot, process: WorkerProcess, identity: bytes) -> None:
         """The process is this model's worker now, watched for the rest of its life."""

@@ -9,11 +9,25 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
-from mlx_fleet.config import ModelConfig
+from mlx_fleet.config import FleetConfig, ModelConfig, prompt_cache_dir
 from mlx_fleet.state.worker_logs import WorkerLogs, logs_dir
 from mlx_fleet.supervisor.workers.process import WorkerProcess
+
+
+class PromptCacheArgs(NamedTuple):
+    """What a worker needs of `[prompt_cache]`: its memory tier's size, the fleet's disk bound
+    (0: off) and the shared folder."""
+
+    memory: int
+    disk: int
+    dir: str
+
+    @classmethod
+    def of(cls, config: FleetConfig) -> PromptCacheArgs:
+        section = config.prompt_cache
+        return cls(int(section.memory), int(section.disk), str(prompt_cache_dir(config)))
 
 
 class Launcher(Protocol):
@@ -38,12 +52,12 @@ async def launch(launcher: Launcher, argv: list[str], label: str) -> WorkerProce
 class PythonWorkerLauncher:
     """`python -m mlx_fleet.worker` with the same interpreter, offline unless the config allows downloads."""
 
-    def __init__(self, state_dir: Path, allow_downloads: bool, prompt_cache_bytes: int, sink: str) -> None:
+    def __init__(self, state_dir: Path, allow_downloads: bool, prompt_cache: PromptCacheArgs, sink: str) -> None:
         self.logs: WorkerLogs | None = WorkerLogs(logs_dir(state_dir))
         self.sink = sink
         self.state_dir = state_dir
         self.allow_downloads = allow_downloads
-        self.prompt_cache_bytes = prompt_cache_bytes
+        self.prompt_cache = prompt_cache
 
     def argv(self, model: ModelConfig, identity: str, endpoint: str) -> list[str]:
         return [*self._common(identity, endpoint), "--model-id", model.id, "--path", model.path,
@@ -60,7 +74,9 @@ class PythonWorkerLauncher:
             "--identity", identity,
             "--parent-pid", str(os.getpid()),
             "--state-dir", str(self.state_dir),
-            "--prompt-cache-bytes", str(self.prompt_cache_bytes),
+            "--prompt-cache-bytes", str(self.prompt_cache.memory),
+            "--prompt-cache-disk", str(self.prompt_cache.disk),
+            "--prompt-cache-dir", self.prompt_cache.dir,
         ]
 
     def env(self) -> dict[str, str]:

@@ -41,7 +41,8 @@ def _guarded(path: str, load: Callable[[], Any]) -> Any:
         raise ModelNotLoadable(f"{name}: {e}") from None
 
 
-def load_engine(kind: str, path: str, state_dir: Path, *, prompt_cache_bytes: int = 512 * 2**20) -> Engine:
+def load_engine(kind: str, path: str, state_dir: Path, *, prompt_cache_bytes: int = 512 * 2**20,
+                prompt_cache_dir: Path | None = None, prompt_cache_disk: int = 0) -> Engine:
     """The engine for a model: TextEngine, VisionEngine or EmbeddingEngine."""
     if kind == "vision":
         from mlx_fleet.worker.engines.vision import load_vision
@@ -53,4 +54,5 @@ def load_engine(kind: str, path: str, state_dir: Path, *, prompt_cache_bytes: in
         return _guarded(path, lambda: load_embeddings(path))
     from mlx_fleet.worker.engines.text import load_text
 
-    return _guarded(path, lambda: load_text(resolve(path, state_dir), prompt_cache_bytes=prompt_cache_bytes))
+    return _guarded(path, lambda: load_text(resolve(path, state_dir), prompt_cache_bytes=prompt_cache_bytes,
+                                            disk_dir=prompt_cache_dir, disk_bytes=prompt_cache_disk))

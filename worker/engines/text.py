@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
 from mlx_lm import load
+from mlx_lm.utils import _download
 from mlx_lm.generate import BatchGenerator, generate_step
 from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
 from mlx_lm.sample_utils import make_logits_processors, make_sampler
@@ -31,6 +33,8 @@ from mlx_fleet.worker.generation.reply_split import ReplyParser
 from mlx_fleet.worker.generation.request_checks import check_request, fit_to_context
 from mlx_fleet.worker.generation.request_plan import Refused, plan, prompt_text
 from mlx_fleet.worker.generation.stops import StopMatcher
+from mlx_fleet.worker.prompt_store.disk_tier import DiskTier
+from mlx_fleet.worker.prompt_store.identity import BLOCK_TOKENS
 
 _MODEL_KEY = "model"  # one model per worker: the prompt cache needs no other key
 MIN_REUSED_TOKENS = 64  # a shorter shared prefix is recomputed rather than copied out of the cache
@@ -68,6 +72,7 @@ class TextEngine(Engine):
         prefill_step_size: int = 2048,
         prompt_cache_bytes: int = 512 * 2**20,
         prompt_cache_entries: int = 64,
+        disk: DiskTier | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -76,6 +81,8 @@ class TextEngine(Engine):
         # KV caches of recent requests, keyed by their tokens: a request that shares a prefix with
         # one of them (the next turn of a chat) starts from it instead of recomputing the prefix.
         self.prompt_cache = LRUPromptCache(max_size=prompt_cache_entries, max_bytes=prompt_cache_bytes)
+        # The same, as blocks on disk shared by the fleet: they outlive this process.
+        self.disk = disk
         self._batch = BatchGenerator(
             model,
             stop_tokens=[[t] for t in sorted(tokenizer.eos_token_ids)],
@@ -94,6 +101,8 @@ class TextEngine(Engine):
 
     def close(self) -> None:
         self._batch.close()
+        if self.disk is not None:
+            self.disk.close()
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -178,9 +187,14 @@ class TextEngine(Engine):
 
         Taking a cache entry copies it whole, so a short shared prefix (a chat template's first
         tokens, common to every request) is recomputed instead: on a GPU, copying a long entry
-        to reuse ten tokens costs more than those ten tokens.
+        to reuse ten tokens costs more than those ten tokens. Whole blocks on disk that reach
+        further than the memory cache win (after an eviction or a restart the memory has none).
         """
-        if self._reusable_prefix(tokens) < min(MIN_REUSED_TOKENS, len(tokens) // 2 + 1):
+        in_memory = self._reusable_prefix(tokens)
+        restored = self._from_disk(tokens, in_memory)
+        if restored is not None:
+            return restored, tokens[restored[0].offset:]
+        if in_memory < min(MIN_REUSED_TOKENS, len(tokens) // 2 + 1):
             return None, tokens
         cache, rest = self.prompt_cache.fetch_nearest_cache(_MODEL_KEY, tokens)
         if cache is not None and not rest:
@@ -189,6 +203,17 @@ class TextEngine(Engine):
             trim_prompt_cache(cache, 1)
             rest = tokens[-1:]
         return cache, rest
+
+    def _from_disk(self, tokens: list[int], in_memory: int) -> list | None:
+        """A layer cache of the prompt's leading blocks on disk, if they reach past `in_memory` tokens."""
+        if self.disk is None:
+            return None
+        keys = self.disk.keys(tokens)
+        stored = self.disk.stored(keys)
+        if stored * BLOCK_TOKENS <= in_memory:
+            return None
+        cache = self.disk.restore(keys[:stored])
+        return cache if cache is not None and cache[0].offset > in_memory else None
 
     def _reusable_prefix(self, tokens: list[int]) -> int:
         """How many leading tokens a cache entry shares with `tokens` (a trie walk, no copy)."""
@@ -200,6 +225,8 @@ class TextEngine(Engine):
 
     def _remember(self, tokens: list[int] | None, cache: list | None) -> None:
         if tokens and cache is not None:
+            if self.disk is not None:
+                self.disk.persist(tokens, cache)
             self.prompt_cache.insert_cache(_MODEL_KEY, list(tokens), cache)
 
     def cancel(self, rid: bytes, emit: Emit) -> None:
@@ -297,10 +324,14 @@ class TextEngine(Engine):
         emit(Kind.END, live.rid, encode(Done(reason, usage, live.stops.matched)))
 
 
-def load_text(path: str, *, prompt_cache_bytes: int) -> TextEngine:
-    """Load an mlx-lm model directory (or cached repo id) into a `TextEngine`."""
-    model, tokenizer, config = load(path, return_config=True)
-    return TextEngine(model, tokenizer, context_length_of(config, tokenizer), prompt_cache_bytes=prompt_cache_bytes)
+def load_text(path: str, *, prompt_cache_bytes: int, disk_dir: Path | None = None, disk_bytes: int = 0) -> TextEngine:
+    """Load an mlx-lm model directory (or cached repo id) into a `TextEngine`, with the prompt
+    cache's disk tier when `disk_dir` and `disk_bytes` give one."""
+    model_dir = _download(path)
+    model, tokenizer, config = load(str(model_dir), return_config=True)
+    disk = DiskTier.open(model, model_dir, disk_dir, disk_bytes) if disk_dir is not None else None
+    return TextEngine(model, tokenizer, context_length_of(config, tokenizer), prompt_cache_bytes=prompt_cache_bytes,
+                      disk=disk)
 
 
 def _sampler(s: Sampling):

@@ -16,12 +16,14 @@ from mlx_fleet.config import (
     FleetConfig,
     MemoryConfig,
     ModelConfig,
+    PromptCacheConfig,
     ServerConfig,
     default_models,
     is_loopback,
     decode_config,
     encode_config,
     load_config,
+    prompt_cache_dir,
 )
 from mlx_fleet.state.keys import exposure_problem
 from mlx_fleet.units import ByteSize, Duration, MemoryBudget
@@ -162,6 +164,16 @@ def test_unknown_memory_key_is_refused(tmp_path):
     assert message.endswith("fleet.toml: memory.budgett: unknown key")
 
 
+def test_the_prompt_cache_moved_out_of_memory_and_its_keys_are_checked(tmp_path):
+    assert refused(tmp_path, '[memory]\nprompt_cache = "1GiB"\n' + MODEL).endswith("memory.prompt_cache: unknown key")
+    assert refused(tmp_path, '[prompt_cache]\nsize = "1GiB"\n' + MODEL).endswith("prompt_cache.size: unknown key")
+
+
+def test_the_prompt_cache_folder_defaults_to_the_state_dir(tmp_path):
+    config = load(tmp_path, f'[server]\nstate_dir = "{tmp_path}/state"\n' + MODEL)
+    assert prompt_cache_dir(config) == tmp_path / "state" / "prompt-cache"
+
+
 def test_unknown_model_key_names_entry_index(tmp_path):
     message = refused(tmp_path, MODEL + "foo = 1\n")
     assert message.endswith("fleet.toml: models.0.foo: unknown key")
@@ -250,7 +262,9 @@ max_body_size = "1KiB"
 [memory]
 budget = "50%"
 idle_ttl = "1h"
-prompt_cache = "64MB"
+[prompt_cache]
+memory = "64MB"
+disk = "0"
 """ + MODEL + 'idle_ttl = "5m"\n'
 
 
@@ -262,14 +276,17 @@ def test_durations_and_sizes_are_numbers_after_parsing(tmp_path):
     assert all(type(d) is Duration for d in durations)
     assert durations == (90.0, 90.0, 0.25, 0.0, 2.0, 3600.0, 300.0)
     assert type(server.max_body_size) is ByteSize and server.max_body_size == 1024
-    assert type(memory.prompt_cache) is ByteSize and memory.prompt_cache == 64 * 10**6
+    cache = config.prompt_cache
+    assert type(cache.memory) is ByteSize and cache.memory == 64 * 10**6
+    assert type(cache.disk) is ByteSize and cache.disk == 0
     assert memory.budget.percent == 50.0 and memory.budget.of(4000) == 2000  # the machine decides, later
 
 
 def test_defaults_are_typed_too():
-    server, memory = ServerConfig(), MemoryConfig()
+    server, memory, cache = ServerConfig(), MemoryConfig(), PromptCacheConfig()
     assert (server.load_timeout, server.keep_alive, server.max_body_size) == (600.0, 75.0, 32 * 2**20)
-    assert (memory.idle_ttl, memory.prompt_cache, memory.budget) == (1800.0, 512 * 2**20, MemoryBudget("75%"))
+    assert (memory.idle_ttl, memory.budget) == (1800.0, MemoryBudget("75%"))
+    assert (cache.memory, cache.disk, cache.dir) == (512 * 2**20, 16 * 2**30, "")
 
 
 @pytest.mark.parametrize("config", ["defaults", "typed"])
@@ -279,7 +296,7 @@ def test_resolved_config_round_trips_through_json(tmp_path, config):
     original = load_config(None, environ={}) if config == "defaults" else load(tmp_path, TYPED)
     copy = decode_config(encode_config(original))
     assert copy == original
-    for section in ("server", "memory"):
+    for section in ("server", "memory", "prompt_cache"):
         for name in getattr(original, section).__struct_fields__:
             before, after = getattr(getattr(original, section), name), getattr(getattr(copy, section), name)
             assert type(after) is type(before) and getattr(after, "text", None) == getattr(before, "text", None)
@@ -290,7 +307,7 @@ def test_json_carries_the_text_as_written(tmp_path):
     data = json.loads(encode_config(load(tmp_path, TYPED)))
     assert data["server"]["restart_backoff"] == "250ms"
     assert data["memory"]["budget"] == "50%"
-    assert data["memory"]["prompt_cache"] == "64MB"
+    assert data["prompt_cache"]["memory"] == "64MB"
     assert data["models"][0]["idle_ttl"] == "5m"
 
 
@@ -304,12 +321,12 @@ def test_bad_json_value_is_refused_with_its_key():
      "'soon' is not a duration such as '30m', '1h', '10s' or '0'"),
     ('[server]\nmax_body_size = "big"', "server.max_body_size",
      "'big' is not a size such as '48GiB', '512MB' or '75%'"),
-    ('[memory]\nprompt_cache = "12X"', "memory.prompt_cache",
+    ('[prompt_cache]\ndisk = "12X"', "prompt_cache.disk",
      "'12X' is not a size such as '48GiB', '512MB' or '75%'"),
     ('[memory]\nbudget = "0GiB"', "memory.budget", "must be more than 0 bytes"),
     ('[memory]\nbudget = "150%"', "memory.budget", "'150%': a share must be between 0 and 100%"),
     ("[server]\nload_timeout = 90", "server.load_timeout", "Expected `str`, got `int`"),
-    ("[memory]\nprompt_cache = 1024", "memory.prompt_cache", "Expected `str`, got `int`"),
+    ("[prompt_cache]\nmemory = 1024", "prompt_cache.memory", "Expected `str`, got `int`"),
 ])
 def test_bad_duration_or_size_names_file_key_and_problem(tmp_path, line, key, problem):
     assert refused(tmp_path, line + "\n" + MODEL) == f"{tmp_path / 'fleet.toml'}: {key}: {problem}"
@@ -325,12 +342,14 @@ def test_environment_overrides_durations_and_sizes(tmp_path):
                                              "MLX_FLEET_SERVER_PROGRESS_TIMEOUT": "45",
                                              "MLX_FLEET_SERVER_KEEP_ALIVE": '"10s"',
                                              "MLX_FLEET_MEMORY_BUDGET": "48GiB",
-                                             "MLX_FLEET_MEMORY_PROMPT_CACHE": "0"})
+                                             "MLX_FLEET_PROMPT_CACHE_MEMORY": "0",
+                                             "MLX_FLEET_PROMPT_CACHE_DIR": "~/kv"})
     assert config.server.load_timeout == 1800.0 and config.server.load_timeout.text == "30m"
     assert config.server.progress_timeout == 45.0
     assert config.server.keep_alive == 10.0
     assert config.memory.budget.size == 48 * 2**30
-    assert config.memory.prompt_cache == 0 and type(config.memory.prompt_cache) is ByteSize
+    assert config.prompt_cache.memory == 0 and type(config.prompt_cache.memory) is ByteSize
+    assert prompt_cache_dir(config) == Path("~/kv").expanduser()
 
 
 @pytest.mark.parametrize(("name", "value", "key"), [
