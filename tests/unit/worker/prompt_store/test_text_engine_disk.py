@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mlx_fleet.protocol import ChatInput, Done, Generate, Message, Sampling, Started
-from tests.unit.worker.test_text_engine import Sink
+from engine_sink import Sink
 
 PROMPT = " ".join(f"item {i} is a river, a mountain or a lake;" for i in range(40))
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mlx_fleet.protocol import ChatInput, Done, Generate, Kind, Message, Sampling, Started, decode_delta, decode_end
+from engine_sink import Sink
+from mlx_fleet.protocol import ChatInput, Done, Generate, Kind, Message, Sampling, Started, decode_delta
 
 
 @pytest.fixture(scope="module")
@@ -22,18 +23,6 @@ def engine_factory(tiny_lm: Path):
 
 def request(text: str, max_tokens: int, **sampling) -> Generate:
     return Generate(ChatInput((Message("user", text),)), Sampling(max_tokens=max_tokens, temperature=0.0, **sampling))
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.text: dict[bytes, str] = {}
-        self.ends: dict[bytes, Done] = {}
-
-    def __call__(self, kind: bytes, rid: bytes, body: bytes) -> None:
-        if kind == Kind.DELTA:
-            self.text[rid] = self.text.get(rid, "") + decode_delta(body).text
-        else:
-            self.ends[rid] = decode_end(body)
 
 
 def run_alone(make, text: str, max_tokens: int, **sampling) -> tuple[str, Done]:
