@@ -205,8 +205,10 @@ class TextEngine(Engine):
         return cache, rest
 
     def _from_disk(self, tokens: list[int], in_memory: int) -> list | None:
-        """A layer cache of the prompt's leading blocks on disk, if they reach past `in_memory` tokens."""
-        if self.disk is None:
+        """A layer cache of the prompt's leading blocks on disk, if they reach past `in_memory` tokens.
+        When the memory cache already holds every whole block the disk could offer (a warm turn),
+        the chain is neither hashed nor looked up: that would cost each request a stat per block."""
+        if self.disk is None or (len(tokens) - 1) // BLOCK_TOKENS * BLOCK_TOKENS <= in_memory:
             return None
         keys = self.disk.keys(tokens)
         stored = self.disk.stored(keys)
