@@ -6,6 +6,7 @@ cached entry and trims the entry to it. Each API reports the reuse in its own fi
 from __future__ import annotations
 
 import anthropic
+import httpx
 import openai
 
 from fleet_server import FleetServer
@@ -17,7 +18,7 @@ SECOND = "What did I ask you to remember?"
 REWRITTEN = "I will remember them."  # not what the model said: the history as a client re-renders it
 
 
-def test_chat_reuses_a_prefix_whose_assistant_turn_was_rewritten(client: openai.OpenAI) -> None:
+def test_chat_reuses_a_prefix_whose_assistant_turn_was_rewritten(client: openai.OpenAI, fleet: FleetServer) -> None:
     first_turn = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": FIRST}]
     first = client.chat.completions.create(model="tiny", messages=first_turn, max_tokens=8, temperature=0)
     assert first.choices[0].message.content != REWRITTEN
@@ -26,6 +27,11 @@ def test_chat_reuses_a_prefix_whose_assistant_turn_was_rewritten(client: openai.
     cached = second.usage.prompt_tokens_details.cached_tokens
     # everything up to the assistant's text (its header is the end of the first prompt) comes from the cache
     assert first.usage.prompt_tokens - 2 <= cached < second.usage.prompt_tokens, (cached, first.usage)
+    # /metrics counts what the cache supplied (a scrape writes the usage queue first)
+    metrics = httpx.get(f"{fleet.base_url}/metrics", timeout=10).text
+    counted = [float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith('mlx_fleet_cached_prompt_tokens_total{model="tiny"}')]
+    assert counted and counted[0] >= cached, counted
 
 
 def test_messages_reuse_a_prefix_whose_assistant_turn_was_rewritten(fleet: FleetServer) -> None:
